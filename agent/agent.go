@@ -1,0 +1,431 @@
+// Package agent is the machine agent's runtime: it holds the NATS
+// connection, announces the machine (Hello), serves ControlRequests through
+// one Dispatcher, sends heartbeats, and on a clean stop says GoingOffline and
+// drains. The capabilities themselves live in agent/exec, agent/fs, ...
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/opengeni/opengeni-agent/agent/metrics"
+	"github.com/opengeni/opengeni-agent/internal/backoff"
+	"github.com/opengeni/opengeni-agent/internal/workspace"
+	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
+)
+
+// Version is the agent version reported in Hello; set with -ldflags -X.
+var Version = "0.1.3-dev"
+
+// Consent is what the machine's owner allowed. It is read live (before every
+// gated op and every Hello) so revoking takes effect without a restart.
+type Consent struct {
+	WholeMachine  bool
+	ScreenControl bool
+}
+
+// Options configure an Agent. Zero values get the defaults noted.
+type Options struct {
+	Servers     []string // NATS URLs; required
+	Token       string   // NATS auth token (the enrollment bearer), optional
+	CredsFile   string   // NATS .creds file, optional
+	WorkspaceID string   // required
+	AgentID     string   // required
+
+	WorkspaceRoot string // default: the process working directory
+	MachineName   string // default: the OS hostname
+	UpdateChannel string // default "stable"
+	ResumeToken   string
+	HeldEpoch     uint32 // the epoch the control plane assigned; 0 fences nothing
+
+	Consent func() Consent // default: whole machine, no screen control
+
+	HeartbeatInterval  time.Duration // default 5s
+	MaxConcurrentOps   int           // heavy ops served at once; default 32
+	DrainTimeout       time.Duration // how long in-flight ops may finish on stop; default 20s
+	ExecDefaultTimeout time.Duration // exec timeout when a request says 0; default 10m
+	ExecMaxTimeout     time.Duration // upper bound of any exec; default 1h
+
+	Logger      *slog.Logger
+	NATSOptions []nats.Option // appended last (tests, TLS)
+}
+
+// StopReason is a context cancellation cause that tells the agent what to
+// announce in GoingOffline (for example UPDATE before a self-update).
+type StopReason struct {
+	Reason  agentpb.GoingOfflineReason
+	Message string
+}
+
+func (s StopReason) Error() string { return "agent stopping: " + s.Message }
+
+// Agent serves one connection (one workspace enrollment).
+type Agent struct {
+	opts     Options
+	logger   *slog.Logger
+	root     workspace.Root
+	started  time.Time
+	sampler  *metrics.Sampler
+	dispatch *Dispatcher
+
+	mu      sync.Mutex
+	nc      *nats.Conn
+	hbSeq   atomic.Uint64
+	hbKick  chan struct{}
+	stopped atomic.Bool
+}
+
+// New builds an agent and registers every capability this build serves.
+func New(opts Options) (*Agent, error) {
+	if len(opts.Servers) == 0 {
+		return nil, errors.New("agent: no NATS servers")
+	}
+	if opts.WorkspaceID == "" || opts.AgentID == "" {
+		return nil, errors.New("agent: workspace id and agent id are required")
+	}
+	for _, s := range []string{opts.WorkspaceID, opts.AgentID} {
+		if strings.ContainsAny(s, ".*> \t\r\n") {
+			return nil, fmt.Errorf("agent: id %q is not a valid NATS subject token", s)
+		}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.UpdateChannel == "" {
+		opts.UpdateChannel = "stable"
+	}
+	if opts.MachineName == "" {
+		opts.MachineName, _ = os.Hostname()
+	}
+	if opts.Consent == nil {
+		opts.Consent = func() Consent { return Consent{WholeMachine: true} }
+	}
+	if opts.HeartbeatInterval <= 0 {
+		opts.HeartbeatInterval = 5 * time.Second
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 20 * time.Second
+	}
+	logger := opts.Logger.With("component", "agent", "agent_id", opts.AgentID)
+	root := workspace.New(opts.WorkspaceRoot)
+	a := &Agent{
+		opts:     opts,
+		logger:   logger,
+		root:     root,
+		started:  time.Now(),
+		sampler:  metrics.New(root.Dir, logger),
+		dispatch: NewDispatcher(logger, opts.MaxConcurrentOps),
+		hbKick:   make(chan struct{}, 1),
+	}
+	a.dispatch.SetHeldEpoch(opts.HeldEpoch)
+	a.register()
+	return a, nil
+}
+
+// Dispatcher exposes the op registry (tests, extra capabilities).
+func (a *Agent) Dispatcher() *Dispatcher { return a.dispatch }
+
+// Subject returns the agent's subject with the given suffix ("rpc", "hello", "events").
+func (a *Agent) Subject(suffix string) string {
+	return "agent." + a.opts.WorkspaceID + "." + a.opts.AgentID + "." + suffix
+}
+
+func (a *Agent) ping(_ context.Context, req *agentpb.PingRequest) (*agentpb.PingResponse, error) {
+	return &agentpb.PingResponse{Nonce: req.GetNonce(), AgentMonotonicMs: uint64(time.Since(a.started).Milliseconds())}, nil
+}
+
+// Run serves until ctx ends, then announces GoingOffline (the reason is
+// context.Cause(ctx) when it is a StopReason, else USER_STOP), drains
+// in-flight ops and closes the connection. NATS outages are ridden out
+// forever with backoff. It returns nil after a clean stop.
+func (a *Agent) Run(ctx context.Context) error {
+	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelOps()
+
+	var closedUnexpectedly chan struct{}
+	retry := backoff.Backoff{Policy: backoff.Standard()}
+	for {
+		closedUnexpectedly = make(chan struct{})
+		nc, err := a.connect(opsCtx, closedUnexpectedly)
+		if err != nil {
+			// Only bad options fail here (the dial itself retries in the background).
+			return fmt.Errorf("agent: connect: %w", err)
+		}
+		hbCtx, stopHB := context.WithCancel(ctx)
+		var hbDone sync.WaitGroup
+		hbDone.Add(1)
+		go func() { defer hbDone.Done(); a.heartbeats(hbCtx) }()
+
+		select {
+		case <-ctx.Done():
+			stopHB()
+			hbDone.Wait()
+			a.shutdown(nc, context.Cause(ctx), cancelOps)
+			return nil
+		case <-closedUnexpectedly:
+			stopHB()
+			hbDone.Wait()
+			a.logger.Error("NATS connection closed; dialing again")
+			if err := retry.Sleep(ctx); err != nil {
+				a.shutdown(nil, context.Cause(ctx), cancelOps)
+				return nil
+			}
+		}
+	}
+}
+
+func (a *Agent) connect(opsCtx context.Context, closedUnexpectedly chan struct{}) (*nats.Conn, error) {
+	policy := backoff.Standard()
+	// Hello must not go out before the rpc subscription exists, or the
+	// control plane could send a request nobody answers.
+	subscribed := make(chan struct{})
+	announce := func(nc *nats.Conn, what string) {
+		<-subscribed
+		a.onConnect(nc, what)
+	}
+	opts := []nats.Option{
+		nats.Name("opengeni-agent/" + a.opts.AgentID),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.IgnoreAuthErrorAbort(), // a laptop keeps trying; the bearer may be re-issued
+		nats.ReconnectBufSize(256 << 10),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration { return backoff.Jitter(policy.Ceiling(attempts)) }),
+		nats.ConnectHandler(func(nc *nats.Conn) { announce(nc, "connected") }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { announce(nc, "reconnected") }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if !a.stopped.Load() {
+				a.logger.Warn("disconnected from NATS", "err", err)
+			}
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if isAuthDenial(err) {
+				a.logger.Error("NATS rejected the enrollment bearer; will keep retrying (re-enroll if this persists)", "err", err)
+				return
+			}
+			a.logger.Warn("NATS error", "err", err)
+		}),
+		nats.ClosedHandler(func(*nats.Conn) {
+			if !a.stopped.Load() {
+				close(closedUnexpectedly)
+			}
+		}),
+	}
+	if a.opts.Token != "" {
+		opts = append(opts, nats.Token(a.opts.Token))
+	}
+	if a.opts.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(a.opts.CredsFile))
+	}
+	opts = append(opts, a.opts.NATSOptions...)
+
+	nc, err := nats.Connect(strings.Join(a.opts.Servers, ","), opts...)
+	if err != nil {
+		return nil, err
+	}
+	sub, err := nc.Subscribe(a.Subject("rpc"), func(msg *nats.Msg) { a.onRequest(opsCtx, nc, msg) })
+	if err != nil {
+		close(subscribed)
+		nc.Close()
+		return nil, err
+	}
+	// A burst of requests waits in the subscription, not in NATS' slow-consumer drop.
+	_ = sub.SetPendingLimits(64<<10, 512<<20)
+	a.mu.Lock()
+	a.nc = nc
+	a.mu.Unlock()
+	close(subscribed)
+	return nc, nil
+}
+
+// onConnect announces the machine on every (re)connect and restarts the
+// heartbeat sequence for the new connection.
+func (a *Agent) onConnect(nc *nats.Conn, what string) {
+	a.hbSeq.Store(0)
+	if err := a.publishHello(nc); err != nil {
+		a.logger.Warn("hello failed", "err", err)
+	}
+	a.logger.Info("agent "+what, "server", nc.ConnectedUrlRedacted(), "subject", a.Subject("rpc"), "max_payload", nc.MaxPayload())
+	select {
+	case a.hbKick <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) onRequest(opsCtx context.Context, nc *nats.Conn, msg *nats.Msg) {
+	if msg.Reply == "" {
+		a.logger.Warn("control request without a reply subject; dropped")
+		return
+	}
+	maxPayload := int(nc.MaxPayload())
+	go func() {
+		out := a.dispatch.Dispatch(opsCtx, msg.Data, maxPayload)
+		if err := msg.Respond(out); err != nil {
+			a.logger.Warn("reply publish failed", "err", err)
+		}
+	}()
+}
+
+// Hello builds the announcement of this machine.
+func (a *Agent) Hello() *agentpb.Hello {
+	consent := a.opts.Consent()
+	return &agentpb.Hello{
+		AgentId:       a.opts.AgentID,
+		WorkspaceId:   a.opts.WorkspaceID,
+		AgentVersion:  Version,
+		Os:            HostOS(),
+		Arch:          HostArch(),
+		MachineName:   a.opts.MachineName,
+		WorkspaceRoot: a.root.Dir,
+		Capabilities: &agentpb.Capabilities{
+			Exec:                   a.dispatch.Serves("exec"),
+			Filesystem:             a.dispatch.Serves("fs_read"),
+			Git:                    a.dispatch.Serves("git"),
+			Pty:                    a.dispatch.Serves("pty_open"),
+			Desktop:                a.dispatch.Serves("desktop_screenshot"),
+			ConsentedWholeMachine:  consent.WholeMachine,
+			ConsentedScreenControl: consent.ScreenControl,
+		},
+		UpdateChannel: a.opts.UpdateChannel,
+		ResumeToken:   a.opts.ResumeToken,
+	}
+}
+
+func (a *Agent) publishHello(nc *nats.Conn) error {
+	b, err := proto.Marshal(a.Hello())
+	if err != nil {
+		return err
+	}
+	if err := nc.Publish(a.Subject("hello"), b); err != nil {
+		return err
+	}
+	return nc.FlushTimeout(2 * time.Second)
+}
+
+// heartbeats publishes an AgentEvent heartbeat at once after each connect
+// and then every interval while connected.
+func (a *Agent) heartbeats(ctx context.Context) {
+	t := time.NewTicker(a.opts.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.hbKick:
+		case <-t.C:
+		}
+		a.mu.Lock()
+		nc := a.nc
+		a.mu.Unlock()
+		if nc == nil || !nc.IsConnected() {
+			continue
+		}
+		ev := &agentpb.AgentEvent{AgentId: a.opts.AgentID, Event: &agentpb.AgentEvent_Heartbeat{Heartbeat: &agentpb.Heartbeat{
+			Seq:            a.hbSeq.Add(1),
+			UptimeMs:       uint64(time.Since(a.started).Milliseconds()),
+			ActiveSessions: uint32(a.dispatch.Active()),
+			Metrics:        a.sampler.Sample(ctx),
+			Draining:       a.dispatch.Draining(),
+		}}}
+		if err := a.publishEvent(nc, ev); err != nil {
+			a.logger.Warn("heartbeat failed", "err", err)
+		}
+	}
+}
+
+func (a *Agent) publishEvent(nc *nats.Conn, ev *agentpb.AgentEvent) error {
+	b, err := proto.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	return nc.Publish(a.Subject("events"), b)
+}
+
+// shutdown: refuse new work, say GoingOffline, let in-flight ops finish (up
+// to DrainTimeout, then cancel them), drain the subscription, close.
+func (a *Agent) shutdown(nc *nats.Conn, cause error, cancelOps context.CancelFunc) {
+	a.stopped.Store(true)
+	a.dispatch.BeginDrain()
+	reason := StopReason{Reason: agentpb.GoingOfflineReason_GOING_OFFLINE_REASON_USER_STOP, Message: "agent stopped"}
+	var sr StopReason
+	if errors.As(cause, &sr) {
+		reason = sr
+	}
+	if nc != nil && nc.IsConnected() {
+		ev := &agentpb.AgentEvent{AgentId: a.opts.AgentID, Event: &agentpb.AgentEvent_GoingOffline{
+			GoingOffline: &agentpb.GoingOffline{Reason: reason.Reason, Message: reason.Message}}}
+		if err := a.publishEvent(nc, ev); err == nil {
+			_ = nc.FlushTimeout(2 * time.Second)
+		}
+		a.logger.Info("announced going offline", "reason", reason.Reason.String())
+	}
+	drainCtx, cancel := context.WithTimeout(context.Background(), a.opts.DrainTimeout)
+	if err := a.dispatch.Wait(drainCtx); err != nil {
+		a.logger.Warn("in-flight ops did not finish in time; cancelling them", "active", a.dispatch.Active())
+		cancelOps()
+		waitCtx, cancelWait := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = a.dispatch.Wait(waitCtx)
+		cancelWait()
+	}
+	cancel()
+	if nc != nil {
+		closed := make(chan struct{})
+		nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+		if err := nc.Drain(); err != nil {
+			nc.Close()
+		} else {
+			select {
+			case <-closed:
+			case <-time.After(5 * time.Second):
+				nc.Close()
+			}
+		}
+	}
+	a.logger.Info("agent stopped")
+}
+
+// isAuthDenial classifies connect errors that mean "the bearer was refused".
+func isAuthDenial(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+		return true
+	}
+	s := strings.ToLower(err.Error())
+	return strings.Contains(s, "authorization") || strings.Contains(s, "authentication") || strings.Contains(s, "auth violation")
+}
+
+// HostOS is the wire Os of this build.
+func HostOS() agentpb.Os {
+	switch runtime.GOOS {
+	case "linux":
+		return agentpb.Os_OS_LINUX
+	case "darwin":
+		return agentpb.Os_OS_MACOS
+	case "windows":
+		return agentpb.Os_OS_WINDOWS
+	}
+	return agentpb.Os_OS_UNSPECIFIED
+}
+
+// HostArch is the wire Arch of this build.
+func HostArch() agentpb.Arch {
+	switch runtime.GOARCH {
+	case "amd64":
+		return agentpb.Arch_ARCH_X86_64
+	case "arm64":
+		return agentpb.Arch_ARCH_AARCH64
+	}
+	return agentpb.Arch_ARCH_UNSPECIFIED
+}

@@ -1,0 +1,267 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/opengeni/opengeni-agent/internal/natstest"
+	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
+)
+
+const (
+	testWS    = "11111111-1111-1111-1111-111111111111"
+	testAgent = "agent-test"
+)
+
+type runningAgent struct {
+	*Agent
+	cancel context.CancelCauseFunc
+	done   chan error
+}
+
+func startAgent(t *testing.T, url string, mutate func(*Options)) *runningAgent {
+	t.Helper()
+	opts := Options{
+		Servers:           []string{url},
+		WorkspaceID:       testWS,
+		AgentID:           testAgent,
+		WorkspaceRoot:     t.TempDir(),
+		HeartbeatInterval: 50 * time.Millisecond,
+		DrainTimeout:      10 * time.Second,
+	}
+	if mutate != nil {
+		mutate(&opts)
+	}
+	a, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	ra := &runningAgent{Agent: a, cancel: cancel, done: make(chan error, 1)}
+	go func() { ra.done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel(nil)
+		select {
+		case <-ra.done:
+		case <-time.After(15 * time.Second):
+			t.Error("agent did not stop")
+		}
+	})
+	return ra
+}
+
+func subscribe(t *testing.T, nc *nats.Conn, subject string) chan *nats.Msg {
+	t.Helper()
+	ch := make(chan *nats.Msg, 256)
+	sub, err := nc.ChanSubscribe(subject, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
+func next[T proto.Message](t *testing.T, ch chan *nats.Msg, into T) T {
+	t.Helper()
+	select {
+	case m := <-ch:
+		if err := proto.Unmarshal(m.Data, into); err != nil {
+			t.Fatalf("decode %s: %v", m.Subject, err)
+		}
+		return into
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no message within 10s")
+	}
+	return into
+}
+
+func request(t *testing.T, nc *nats.Conn, req *agentpb.ControlRequest) *agentpb.ControlResponse {
+	t.Helper()
+	b, _ := proto.Marshal(req)
+	msg, err := nc.Request("agent."+testWS+"."+testAgent+".rpc", b, 10*time.Second)
+	if err != nil {
+		t.Fatalf("request: %v", err)
+	}
+	resp := &agentpb.ControlResponse{}
+	if err := proto.Unmarshal(msg.Data, resp); err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+func TestHelloHeartbeatsPingAndMetrics(t *testing.T) {
+	s := natstest.Start(t)
+	nc := natstest.Connect(t, s)
+	hellos := subscribe(t, nc, "agent."+testWS+"."+testAgent+".hello")
+	events := subscribe(t, nc, "agent."+testWS+"."+testAgent+".events")
+
+	ra := startAgent(t, s.ClientURL(), func(o *Options) { o.MachineName = "buildbox" })
+
+	h := next(t, hellos, &agentpb.Hello{})
+	if h.GetAgentId() != testAgent || h.GetWorkspaceId() != testWS || h.GetMachineName() != "buildbox" ||
+		h.GetOs() != HostOS() || h.GetArch() != HostArch() || h.GetAgentVersion() != Version ||
+		h.GetWorkspaceRoot() != ra.root.Dir || h.GetUpdateChannel() != "stable" {
+		t.Fatalf("hello = %v", h)
+	}
+	if !h.GetCapabilities().GetConsentedWholeMachine() || h.GetCapabilities().GetConsentedScreenControl() {
+		t.Fatalf("consent in hello = %v", h.GetCapabilities())
+	}
+
+	var lastSeq uint64
+	for i := 0; i < 2; i++ {
+		ev := next(t, events, &agentpb.AgentEvent{})
+		hb := ev.GetHeartbeat()
+		if ev.GetAgentId() != testAgent || hb == nil {
+			t.Fatalf("event = %v", ev)
+		}
+		if hb.GetSeq() != lastSeq+1 {
+			t.Fatalf("heartbeat seq %d after %d", hb.GetSeq(), lastSeq)
+		}
+		lastSeq = hb.GetSeq()
+		if m := hb.GetMetrics(); m.GetMemTotalBytes() == 0 || m.GetSampledAtMs() == 0 || m.GetDiskTotalBytes() == 0 {
+			t.Fatalf("heartbeat metrics not sampled: %v", m)
+		}
+	}
+
+	resp := request(t, nc, &agentpb.ControlRequest{RequestId: "req-ping", Op: &agentpb.ControlRequest_Ping{Ping: &agentpb.PingRequest{Nonce: 1 << 52}}})
+	if resp.GetRequestId() != "req-ping" || resp.GetPing().GetNonce() != 1<<52 {
+		t.Fatalf("ping reply %v", resp)
+	}
+	resp = request(t, nc, &agentpb.ControlRequest{RequestId: "req-m", Op: &agentpb.ControlRequest_Metrics{Metrics: &agentpb.MetricsRequest{}}})
+	if resp.GetMetrics().GetMemTotalBytes() == 0 {
+		t.Fatalf("metrics reply %v", resp)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func TestRidesOutNATSOutage(t *testing.T) {
+	port := freePort(t)
+	s1 := natstest.Run(t, natstest.Port(port))
+	url := "nats://127.0.0.1:" + strconv.Itoa(port)
+	startAgent(t, url, nil)
+
+	watch := func(s *server.Server) (*nats.Conn, chan *nats.Msg) {
+		nc := natstest.Connect(t, s)
+		return nc, subscribe(t, nc, "agent."+testWS+"."+testAgent+".hello")
+	}
+	nc1, _ := watch(s1)
+	natstest.Eventually(t, 10*time.Second, func() error {
+		_, err := nc1.Request("agent."+testWS+"."+testAgent+".rpc", mustMarshal(t, pingReq("p1")), time.Second)
+		return err
+	})
+	nc1.Close()
+	s1.Shutdown()
+	s1.WaitForShutdown()
+
+	// The machine comes back on its own when NATS does, says Hello again and serves.
+	s2 := natstest.Start(t, natstest.Port(port))
+	nc2, hellos := watch(s2)
+	next(t, hellos, &agentpb.Hello{})
+	if r := request(t, nc2, pingReq("p2")); r.GetPing() == nil {
+		t.Fatalf("after reconnect: %v", r)
+	}
+}
+
+func pingReq(id string) *agentpb.ControlRequest {
+	return &agentpb.ControlRequest{RequestId: id, Op: &agentpb.ControlRequest_Ping{Ping: &agentpb.PingRequest{Nonce: 7}}}
+}
+
+func mustMarshal(t *testing.T, m proto.Message) []byte {
+	t.Helper()
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestStopAnnouncesGoingOfflineAndDrains(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		cause error
+		want  agentpb.GoingOfflineReason
+	}{
+		{"user stop", nil, agentpb.GoingOfflineReason_GOING_OFFLINE_REASON_USER_STOP},
+		{"update", StopReason{Reason: agentpb.GoingOfflineReason_GOING_OFFLINE_REASON_UPDATE, Message: "updating to 0.2.0"}, agentpb.GoingOfflineReason_GOING_OFFLINE_REASON_UPDATE},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := natstest.Start(t)
+			nc := natstest.Connect(t, s)
+			events := subscribe(t, nc, "agent."+testWS+"."+testAgent+".events")
+			hellos := subscribe(t, nc, "agent."+testWS+"."+testAgent+".hello")
+			ra := startAgent(t, s.ClientURL(), func(o *Options) { o.HeartbeatInterval = time.Hour })
+
+			release := make(chan struct{})
+			entered := make(chan struct{})
+			ra.dispatch.handlers["fs_stat"] = handler{class: Heavy, call: func(context.Context, protoreflect.Message) (protoreflect.Message, error) {
+				close(entered)
+				<-release
+				return (&agentpb.FsStatResponse{Exists: true}).ProtoReflect(), nil
+			}}
+			next(t, hellos, &agentpb.Hello{})
+
+			slow := make(chan *nats.Msg, 1)
+			if _, err := nc.ChanSubscribe("reply.slow", slow); err != nil {
+				t.Fatal(err)
+			}
+			if err := nc.PublishRequest(ra.Subject("rpc"), "reply.slow", mustMarshal(t, &agentpb.ControlRequest{RequestId: "slow", Op: &agentpb.ControlRequest_FsStat{FsStat: &agentpb.FsStatRequest{}}})); err != nil {
+				t.Fatal(err)
+			}
+			<-entered
+			ra.cancel(tc.cause)
+
+			// GoingOffline comes first (skip the connect heartbeat).
+			var off *agentpb.GoingOffline
+			for off == nil {
+				off = next(t, events, &agentpb.AgentEvent{}).GetGoingOffline()
+			}
+			if off.GetReason() != tc.want {
+				t.Fatalf("going offline reason %v, want %v", off.GetReason(), tc.want)
+			}
+			// While draining, new work is refused and retryable.
+			if r := request(t, nc, pingReq("late")); r.GetError().GetCode() != agentpb.ErrorCode_ERROR_CODE_DRAINING || !r.GetError().GetRetryable() {
+				t.Fatalf("op during drain: %v", r)
+			}
+			close(release)
+			resp := next(t, slow, &agentpb.ControlResponse{})
+			if resp.GetRequestId() != "slow" || !resp.GetFsStat().GetExists() {
+				t.Fatalf("in-flight op reply: %v", resp)
+			}
+			select {
+			case err := <-ra.done:
+				if err != nil {
+					t.Fatalf("Run returned %v", err)
+				}
+				ra.done <- nil // for the cleanup
+			case <-time.After(10 * time.Second):
+				t.Fatal("Run did not return after drain")
+			}
+			// The subscription is gone: the machine is offline.
+			_, err := nc.Request(ra.Subject("rpc"), mustMarshal(t, pingReq("gone")), 2*time.Second)
+			if !errors.Is(err, nats.ErrNoResponders) {
+				t.Fatalf("after stop: %v", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,64 @@
+package backoff
+
+import (
+	"math"
+	"testing"
+	"time"
+)
+
+func TestExponentialCeilingClampsToCap(t *testing.T) {
+	p := Exponential(time.Second, 60*time.Second)
+	want := []time.Duration{1, 2, 4, 8, 16, 32, 60, 60, 60}
+	for i, w := range want {
+		if got := p.Ceiling(i); got != w*time.Second {
+			t.Errorf("Ceiling(%d) = %v, want %v", i, got, w*time.Second)
+		}
+	}
+	if got := p.Ceiling(math.MaxInt32); got != 60*time.Second {
+		t.Errorf("huge attempt: %v", got)
+	}
+}
+
+func TestStandardFastPhaseThenExponential(t *testing.T) {
+	p := Standard()
+	for i := 0; i < 20; i++ {
+		if got := p.Ceiling(i); got != 3*time.Second {
+			t.Fatalf("fast attempt %d: %v", i, got)
+		}
+	}
+	want := []time.Duration{1, 2, 4, 8, 10, 10, 10}
+	for i, w := range want {
+		if got := p.Ceiling(20 + i); got != w*time.Second {
+			t.Errorf("Ceiling(%d) = %v, want %v", 20+i, got, w*time.Second)
+		}
+	}
+}
+
+func TestJitterStaysWithinCeiling(t *testing.T) {
+	p := Exponential(50*time.Millisecond, 10*time.Second)
+	for a := 0; a < 40; a++ {
+		c := p.Ceiling(a)
+		for i := 0; i < 200; i++ {
+			if d := Jitter(c); d < 0 || d > c {
+				t.Fatalf("attempt %d: %v outside [0,%v]", a, d, c)
+			}
+		}
+	}
+	if Jitter(0) != 0 {
+		t.Fatal("zero ceiling must give zero delay")
+	}
+}
+
+func TestResetReturnsToFastWindow(t *testing.T) {
+	b := &Backoff{Policy: Standard()}
+	for i := 0; i < 25; i++ {
+		b.Next()
+	}
+	if b.Attempt() != 25 {
+		t.Fatalf("attempt = %d", b.Attempt())
+	}
+	b.Reset()
+	if b.Attempt() != 0 || b.Policy.Ceiling(b.Attempt()) != 3*time.Second {
+		t.Fatal("reset did not return to the fast window")
+	}
+}
