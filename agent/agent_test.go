@@ -28,7 +28,8 @@ type runningAgent struct {
 	done   chan error
 }
 
-func startAgent(t *testing.T, url string, mutate func(*Options)) *runningAgent {
+// startAgent runs an agent; setup runs before it connects (handler overrides).
+func startAgent(t *testing.T, url string, mutate func(*Options), setup ...func(*Agent)) *runningAgent {
 	t.Helper()
 	opts := Options{
 		Servers:           []string{url},
@@ -44,6 +45,9 @@ func startAgent(t *testing.T, url string, mutate func(*Options)) *runningAgent {
 	a, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range setup {
+		f(a)
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	ra := &runningAgent{Agent: a, cancel: cancel, done: make(chan error, 1)}
@@ -210,15 +214,15 @@ func TestStopAnnouncesGoingOfflineAndDrains(t *testing.T) {
 			nc := natstest.Connect(t, s)
 			events := subscribe(t, nc, "agent."+testWS+"."+testAgent+".events")
 			hellos := subscribe(t, nc, "agent."+testWS+"."+testAgent+".hello")
-			ra := startAgent(t, s.ClientURL(), func(o *Options) { o.HeartbeatInterval = time.Hour })
-
 			release := make(chan struct{})
 			entered := make(chan struct{})
-			ra.dispatch.handlers["fs_stat"] = handler{class: Heavy, call: func(context.Context, protoreflect.Message) (protoreflect.Message, error) {
-				close(entered)
-				<-release
-				return (&agentpb.FsStatResponse{Exists: true}).ProtoReflect(), nil
-			}}
+			ra := startAgent(t, s.ClientURL(), func(o *Options) { o.HeartbeatInterval = time.Hour }, func(a *Agent) {
+				a.dispatch.handlers["fs_stat"] = handler{class: Heavy, call: func(context.Context, protoreflect.Message) (protoreflect.Message, error) {
+					close(entered)
+					<-release
+					return (&agentpb.FsStatResponse{Exists: true}).ProtoReflect(), nil
+				}}
+			})
 			next(t, hellos, &agentpb.Hello{})
 
 			slow := make(chan *nats.Msg, 1)

@@ -178,4 +178,4 @@ func ParseNvidiaSMI(out []byte) []*agentpb.GpuSample {
 }
 
 func clamp(v, lo, hi float64) float64 { return max(lo, min(hi, v)) }
-func nonNeg(v float64) float64       { return max(0, v) }
+func nonNeg(v float64) float64        { return max(0, v) }
