@@ -1,0 +1,313 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/opengeni/opengeni-agent/control"
+	"github.com/opengeni/opengeni-agent/internal/devstack"
+)
+
+const ctlUsage = `relay ctl drives one machine through the control library.
+
+Usage: relay ctl [flags] <command> [args]
+
+Commands:
+  ping                       is the machine online?
+  metrics                    cpu, load, memory, disk
+  exec [--cwd D] -- CMD ...  run a program (argv, no shell); exit code is relayed
+  sh 'CMD'                   run a command line through the machine's shell
+  ls [-r] [PATH]             list a directory
+  stat PATH                  stat a path
+  cat PATH                   print a file (any size)
+  get REMOTE LOCAL           download a file (any size), with progress
+  put LOCAL REMOTE           upload a file (any size), with progress
+  mkdir [-p] PATH | mv FROM TO | rm [-r] PATH
+
+Flags:
+`
+
+type ctlEnv struct {
+	sess   *control.Session
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func cmdCtl(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, ctlUsage); fs.PrintDefaults() }
+	natsURL := fs.String("nats", envOr("OPENGENI_NATS_URL", "nats://127.0.0.1:"+strconv.Itoa(devstack.DefaultNATSPort)), "NATS URL (env OPENGENI_NATS_URL)")
+	ws := fs.String("workspace", envOr("OPENGENI_WORKSPACE_ID", devstack.DefaultWorkspaceID), "workspace id (env OPENGENI_WORKSPACE_ID)")
+	agentID := fs.String("agent", envOr("OPENGENI_AGENT_ID", devstack.DefaultAgentID), "agent id (env OPENGENI_AGENT_ID)")
+	workdir := fs.String("workdir", "", "session working directory (paths under /workspace map here)")
+	timeout := fs.Duration("timeout", control.DefaultTimeout, "per-op timeout")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	rpc := control.NewNATSRPC(control.DialNATS(*natsURL))
+	defer rpc.Close()
+	sess, err := control.NewSession(control.SessionConfig{
+		WorkspaceID: *ws, AgentID: *agentID, RPC: rpc, Timeout: *timeout, WorkingDir: *workdir,
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "relay ctl:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	e := &ctlEnv{sess: sess, stdout: stdout, stderr: stderr}
+	code, err := e.run(ctx, fs.Arg(0), fs.Args()[1:])
+	if err != nil {
+		fmt.Fprintln(stderr, "relay ctl:", describe(err))
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}
+
+func (e *ctlEnv) run(ctx context.Context, cmd string, args []string) (int, error) {
+	s := e.sess
+	switch cmd {
+	case "ping":
+		start := time.Now()
+		if !s.Ping(ctx) {
+			return 1, errors.New("machine did not answer (offline)")
+		}
+		fmt.Fprintf(e.stdout, "pong from %s in %v\n", s.AgentID(), time.Since(start).Round(time.Microsecond))
+		return 0, nil
+	case "metrics":
+		m, err := s.Metrics(ctx)
+		if err != nil {
+			return 1, err
+		}
+		fmt.Fprintf(e.stdout, "cpu %.1f%%  load %.2f %.2f %.2f  mem %s/%s  disk %s/%s\n", m.GetCpuPercent(),
+			m.GetLoad1(), m.GetLoad5(), m.GetLoad15(), human(int64(m.GetMemUsedBytes())), human(int64(m.GetMemTotalBytes())),
+			human(int64(m.GetDiskUsedBytes())), human(int64(m.GetDiskTotalBytes())))
+		return 0, nil
+	case "exec":
+		fs := flag.NewFlagSet("exec", flag.ContinueOnError)
+		cwd := fs.String("cwd", "", "working directory")
+		if err := fs.Parse(args); err != nil {
+			return 2, nil
+		}
+		if fs.NArg() == 0 {
+			return 2, errors.New("exec: missing command (relay ctl exec -- CMD ARGS...)")
+		}
+		r, err := s.ExecArgs(ctx, control.ExecRequestOptions{Argv: fs.Args(), Workdir: *cwd})
+		if err != nil {
+			return 1, err
+		}
+		e.stdout.Write(r.GetStdout())
+		e.stderr.Write(r.GetStderr())
+		if r.GetTimedOut() {
+			return 124, errors.New("timed out")
+		}
+		return int(r.GetExitCode()) & 0xff, nil
+	case "sh":
+		if len(args) != 1 {
+			return 2, errors.New("sh: want one command line in quotes")
+		}
+		r, err := s.Exec(ctx, control.ExecOptions{Cmd: args[0]})
+		if err != nil {
+			return 1, err
+		}
+		io.WriteString(e.stdout, r.Stdout)
+		io.WriteString(e.stderr, r.Stderr)
+		return r.ExitCode & 0xff, nil
+	case "ls":
+		fs := flag.NewFlagSet("ls", flag.ContinueOnError)
+		rec := fs.Bool("r", false, "recursive")
+		if err := fs.Parse(args); err != nil {
+			return 2, nil
+		}
+		entries, err := s.ListFiles(ctx, fs.Arg(0), *rec)
+		if err != nil {
+			return 1, err
+		}
+		for _, en := range entries {
+			kind := map[int32]string{1: "-", 2: "d", 3: "l"}[int32(en.GetKind())]
+			fmt.Fprintf(e.stdout, "%s %10s  %s  %s\n", kind, human(int64(en.GetSize())),
+				time.UnixMilli(en.GetModifiedMs()).Format("2006-01-02 15:04"), en.GetPath())
+		}
+		return 0, nil
+	case "stat":
+		if len(args) != 1 {
+			return 2, errors.New("stat: want PATH")
+		}
+		st, err := s.Stat(ctx, args[0])
+		if err != nil {
+			return 1, err
+		}
+		if !st.GetExists() {
+			fmt.Fprintf(e.stdout, "%s: does not exist\n", args[0])
+			return 1, nil
+		}
+		en := st.GetEntry()
+		fmt.Fprintf(e.stdout, "%s: %s, %d bytes, mode %o, modified %s\n", en.GetPath(), en.GetKind(), en.GetSize(), en.GetMode(),
+			time.UnixMilli(en.GetModifiedMs()).Format(time.RFC3339))
+		return 0, nil
+	case "cat":
+		if len(args) != 1 {
+			return 2, errors.New("cat: want PATH")
+		}
+		_, err := s.ReadFileAll(ctx, args[0], e.stdout, nil)
+		return 0, err
+	case "get":
+		if len(args) != 2 {
+			return 2, errors.New("get: want REMOTE LOCAL")
+		}
+		return 0, e.get(ctx, args[0], args[1])
+	case "put":
+		if len(args) != 2 {
+			return 2, errors.New("put: want LOCAL REMOTE")
+		}
+		return 0, e.put(ctx, args[0], args[1])
+	case "mkdir":
+		fs := flag.NewFlagSet("mkdir", flag.ContinueOnError)
+		p := fs.Bool("p", false, "create parents")
+		if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+			return 2, errors.New("mkdir: want [-p] PATH")
+		}
+		return 0, s.Mkdir(ctx, fs.Arg(0), *p, 0)
+	case "mv":
+		if len(args) != 2 {
+			return 2, errors.New("mv: want FROM TO")
+		}
+		return 0, s.Move(ctx, args[0], args[1], true)
+	case "rm":
+		fs := flag.NewFlagSet("rm", flag.ContinueOnError)
+		r := fs.Bool("r", false, "recursive")
+		if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+			return 2, errors.New("rm: want [-r] PATH")
+		}
+		return 0, s.Remove(ctx, fs.Arg(0), *r)
+	}
+	return 2, fmt.Errorf("unknown command %q (relay ctl -h lists them)", cmd)
+}
+
+func (e *ctlEnv) get(ctx context.Context, remote, local string) error {
+	if st, err := os.Stat(local); err == nil && st.IsDir() {
+		local = filepath.Join(local, filepath.Base(remote))
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(local), "."+filepath.Base(local)+".part-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	bar := newProgress(e.stderr, "get "+remote)
+	n, err := e.sess.ReadFileAll(ctx, remote, tmp, &control.TransferOptions{Progress: bar.update})
+	bar.done(n, err)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), local)
+}
+
+func (e *ctlEnv) put(ctx context.Context, local, remote string) error {
+	f, err := os.Open(local)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	bar := newProgress(e.stderr, "put "+local)
+	n, err := e.sess.WriteFileAll(ctx, remote, f, st.Size(), &control.TransferOptions{Progress: bar.update})
+	bar.done(n, err)
+	return err
+}
+
+// progress draws a one-line progress bar on a terminal, at most 10 times a second.
+type progress struct {
+	w     io.Writer
+	label string
+	start time.Time
+	last  time.Time
+}
+
+func newProgress(w io.Writer, label string) *progress {
+	return &progress{w: w, label: label, start: time.Now()}
+}
+
+func (p *progress) update(done, total int64) {
+	if time.Since(p.last) < 100*time.Millisecond && done != total {
+		return
+	}
+	p.last = time.Now()
+	rate := float64(done) / max(time.Since(p.start).Seconds(), 1e-9)
+	if total > 0 {
+		pct := float64(done) * 100 / float64(total)
+		width := 30
+		fill := int(pct / 100 * float64(width))
+		fmt.Fprintf(p.w, "\r%s [%s%s] %5.1f%% %s/%s %s/s ", p.label, strings.Repeat("=", fill), strings.Repeat(" ", width-fill),
+			pct, human(done), human(total), human(int64(rate)))
+		return
+	}
+	fmt.Fprintf(p.w, "\r%s %s %s/s ", p.label, human(done), human(int64(rate)))
+}
+
+func (p *progress) done(n int64, err error) {
+	if err != nil {
+		fmt.Fprintln(p.w)
+		return
+	}
+	fmt.Fprintf(p.w, "\r%s: %s in %v (%s/s)%s\n", p.label, human(n), time.Since(p.start).Round(time.Millisecond),
+		human(int64(float64(n)/max(time.Since(p.start).Seconds(), 1e-9))), strings.Repeat(" ", 30))
+}
+
+func human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// describe renders a control error with its code and reason.
+func describe(err error) string {
+	var ce *control.Error
+	if errors.As(err, &ce) {
+		s := ce.Message
+		if ce.Reason != "" {
+			s += " (" + string(ce.Reason) + ")"
+		}
+		return s + " [" + ce.Code.String() + "]"
+	}
+	return err.Error()
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

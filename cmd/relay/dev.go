@@ -1,0 +1,54 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/opengeni/opengeni-agent/internal/devstack"
+	"github.com/opengeni/opengeni-agent/internal/logging"
+)
+
+func cmdDev(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	port := fs.Int("nats-port", devstack.DefaultNATSPort, "NATS port on 127.0.0.1 (-1: any free port)")
+	root := fs.String("workspace-root", "", "workspace root of the local machine (default: current directory)")
+	logLevel := fs.String("log-level", "", "debug, info, warn or error (env OPENGENI_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger := logging.New(stderr, *logLevel)
+	stack, err := devstack.Start(ctx, devstack.Options{NATSPort: *port, WorkspaceRoot: *root, Logger: logger})
+	if err != nil {
+		fmt.Fprintln(stderr, "relay dev:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, `
+  OpenGeni dev platform is running (Ctrl-C to stop)
+    NATS     %s
+    machine  workspace=%s agent=%s (this computer)
+
+  Try, in another terminal:
+    go run ./cmd/relay ctl ping
+    go run ./cmd/relay ctl exec -- uname -a
+    go run ./cmd/relay ctl ls .
+    go run ./cmd/relay ctl put ./some-file /tmp/copy && go run ./cmd/relay ctl get /tmp/copy ./back
+
+`, stack.NATSURL(), stack.WorkspaceID(), stack.AgentID())
+	if err := stack.Wait(); err != nil {
+		fmt.Fprintln(stderr, "relay dev:", err)
+		return 1
+	}
+	return 0
+}

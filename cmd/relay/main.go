@@ -1,0 +1,44 @@
+// Command relay is the platform-side binary:
+//
+//	relay dev    the whole system on this machine (embedded NATS + this machine's agent)
+//	relay ctl    drive a machine from a shell through the control library
+//
+// Flags live here only; behaviour lives in the relay, control and devstack packages.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+const usage = `relay: the OpenGeni platform side.
+
+Usage:
+  relay dev [flags]                 run NATS and this machine's agent on loopback
+  relay ctl [flags] <command> ...   drive a machine (ping, exec, ls, cat, put, get, ...)
+
+Run "relay <command> -h" for flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "dev":
+		return cmdDev(args[1:], stdout, stderr)
+	case "ctl":
+		return cmdCtl(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "relay: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}

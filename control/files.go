@@ -1,0 +1,225 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// TransferOptions tunes ReadFileAll and WriteFileAll. A nil *TransferOptions
+// means the defaults.
+type TransferOptions struct {
+	// ChunkSize is the bytes per request; 0 means the transport's max payload
+	// minus TransferOverhead (so each message fits).
+	ChunkSize int
+	// Concurrency is how many ranged reads ReadFileAll keeps in flight; 0
+	// means DefaultTransferConcurrency. Writes are appends, so they are
+	// sequential.
+	Concurrency int
+	// Progress, if set, is called after each chunk with the bytes done so far
+	// and the total (-1 when unknown). Calls are sequential and done never
+	// decreases.
+	Progress func(done, total int64)
+}
+
+// Transfer defaults.
+const (
+	// TransferOverhead is the room left in each message for the envelope
+	// (request id, path, field tags).
+	TransferOverhead = 8 << 10
+	// DefaultTransferConcurrency is the default number of reads in flight.
+	DefaultTransferConcurrency = 8
+)
+
+func (s *Session) transferParams(ctx context.Context, opts *TransferOptions) (chunk, conc int, progress func(int64, int64)) {
+	progress = func(int64, int64) {}
+	if opts != nil {
+		chunk, conc = opts.ChunkSize, opts.Concurrency
+		if opts.Progress != nil {
+			progress = opts.Progress
+		}
+	}
+	if chunk <= 0 {
+		mp := s.MaxPayload(ctx)
+		n := mp - TransferOverhead
+		if n < mp/2 { // a tiny max payload: still leave room for the envelope
+			n = mp / 2
+		}
+		chunk = int(max(n, 1))
+	}
+	if conc <= 0 {
+		conc = DefaultTransferConcurrency
+	}
+	return chunk, conc, progress
+}
+
+// ReadFileAll streams a file of any size into w with ranged fs_read requests,
+// several in flight, written to w in order. The total comes from the first
+// reply's total_size; a file whose size changes mid-transfer, or a short
+// chunk, is an error. It returns the bytes written to w.
+func (s *Session) ReadFileAll(ctx context.Context, path string, w io.Writer, opts *TransferOptions) (int64, error) {
+	chunk, conc, progress := s.transferParams(ctx, opts)
+	first, err := s.readRange(ctx, "readFileAll", path, 0, uint64(chunk))
+	if err != nil {
+		return 0, err
+	}
+	total := int64(first.GetTotalSize())
+	data := first.GetContent()
+	// An agent that ignores the range and sends the whole file is fine.
+	if int64(len(data)) != total && int64(len(data)) != min(int64(chunk), total) {
+		return 0, fmt.Errorf("selfhosted readFileAll: short read of %s at offset 0: got %d of %d bytes", path, len(data), min(int64(chunk), total))
+	}
+	if _, err := w.Write(data); err != nil {
+		return 0, fmt.Errorf("selfhosted readFileAll: write: %w", err)
+	}
+	done := int64(len(data))
+	progress(done, total)
+	if done >= total {
+		return done, nil
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+
+	type result struct {
+		data []byte
+		err  error
+	}
+	// pending holds one channel per chunk, in file order; its capacity bounds
+	// the reads in flight (the one the consumer waits on plus conc-1 queued).
+	pending := make(chan chan result, conc-1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(pending)
+		for off := done; off < total; off += int64(chunk) {
+			ch := make(chan result, 1)
+			select {
+			case pending <- ch:
+			case <-ctx.Done():
+				return
+			}
+			want := min(int64(chunk), total-off)
+			wg.Add(1)
+			go func(off, want int64) {
+				defer wg.Done()
+				r, err := s.readRange(ctx, "readFileAll", path, uint64(off), uint64(want))
+				switch {
+				case err != nil:
+				case int64(r.GetTotalSize()) != total:
+					err = fmt.Errorf("selfhosted readFileAll: %s changed during the transfer (size %d, now %d)", path, total, r.GetTotalSize())
+				case int64(len(r.GetContent())) != want:
+					err = fmt.Errorf("selfhosted readFileAll: short read of %s at offset %d: got %d of %d bytes", path, off, len(r.GetContent()), want)
+				}
+				ch <- result{r.GetContent(), err}
+			}(off, want)
+		}
+	}()
+
+	for ch := range pending {
+		var r result
+		select {
+		case r = <-ch:
+		case <-ctx.Done():
+			return done, ctx.Err()
+		}
+		if r.err != nil {
+			return done, r.err
+		}
+		if _, err := w.Write(r.data); err != nil {
+			return done, fmt.Errorf("selfhosted readFileAll: write: %w", err)
+		}
+		done += int64(len(r.data))
+		progress(done, total)
+	}
+	if done != total {
+		if err := ctx.Err(); err != nil {
+			return done, err
+		}
+		return done, fmt.Errorf("selfhosted readFileAll: %s: stopped after %d of %d bytes", path, done, total)
+	}
+	return done, nil
+}
+
+// WriteFileAll writes everything r yields to path, in chunks: size is the
+// byte count (-1 when unknown; with a size, a shorter r is an error and bytes
+// past size are not read).
+//
+// The destination stays intact until the whole file is on the machine: the
+// chunks go to a sibling "<dir>/.<base>.opengeni-part-<random>" (the first a
+// truncating write that creates parents, the rest appends, in order) that is
+// then moved onto path, replacing it. On failure the part file is removed.
+// It returns the bytes written.
+func (s *Session) WriteFileAll(ctx context.Context, path string, r io.Reader, size int64, opts *TransferOptions) (int64, error) {
+	part, err := partName(path)
+	if err != nil {
+		return 0, err
+	}
+	chunk, _, progress := s.transferParams(ctx, opts)
+	if size >= 0 {
+		r = io.LimitReader(r, size)
+	} else {
+		size = -1
+	}
+	total := size
+
+	var done int64
+	fail := func(err error) (int64, error) {
+		// Best effort, even when ctx is what failed.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+		defer cancel()
+		_ = s.Remove(cctx, part, false)
+		return done, err
+	}
+
+	buf := make([]byte, chunk)
+	for first := true; ; first = false {
+		n, rerr := io.ReadFull(r, buf)
+		eof := errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF)
+		if rerr != nil && !eof {
+			return fail(fmt.Errorf("selfhosted writeFileAll: read source: %w", rerr))
+		}
+		if n > 0 || first {
+			parents := first
+			written, err := s.writeFile(ctx, "writeFileAll", part, buf[:n], &WriteOptions{CreateParents: &parents, Append: !first})
+			if err != nil {
+				return fail(err)
+			}
+			if written != uint64(n) {
+				return fail(fmt.Errorf("selfhosted writeFileAll: short write to %s: %d of %d bytes", part, written, n))
+			}
+			done += int64(n)
+			progress(done, total)
+		}
+		if eof {
+			break
+		}
+	}
+	if size >= 0 && done != size {
+		return fail(fmt.Errorf("selfhosted writeFileAll: source ended after %d of %d bytes: %w", done, size, io.ErrUnexpectedEOF))
+	}
+	if err := s.Move(ctx, part, path, true); err != nil {
+		return fail(err)
+	}
+	return done, nil
+}
+
+// partName is the sibling temp name of a chunked write. Both separators are
+// honored so Windows paths keep their part file beside the target.
+func partName(p string) (string, error) {
+	i := strings.LastIndexAny(p, `/\`)
+	dir, base := p[:i+1], p[i+1:]
+	if base == "" || p == VirtualRoot || base == "." || base == ".." {
+		return "", fmt.Errorf("selfhosted writeFileAll: %q is not a file path", p)
+	}
+	return dir + "." + base + ".opengeni-part-" + strconv.FormatUint(rand.Uint64(), 36), nil
+}

@@ -1,0 +1,82 @@
+package control
+
+import (
+	"context"
+	"math/rand/v2"
+
+	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
+)
+
+// maxNonce bounds ping nonces to [0, 2^53), integers every JSON consumer can
+// represent exactly.
+const maxNonce = 1 << 53
+
+// Ping reports whether the machine answers: true iff the round trip succeeded
+// and the result is a ping. It never fails; the nonce echo is not checked.
+func (s *Session) Ping(ctx context.Context) bool {
+	resp, err := s.call(ctx, func(r *agentpb.ControlRequest) {
+		r.Op = &agentpb.ControlRequest_Ping{Ping: &agentpb.PingRequest{Nonce: rand.Uint64N(maxNonce)}}
+	}, 0)
+	if err != nil {
+		return false
+	}
+	_, ok := resp.GetResult().(*agentpb.ControlResponse_Ping)
+	return ok
+}
+
+// Metrics samples the machine's load, memory, disk and GPUs.
+func (s *Session) Metrics(ctx context.Context) (*agentpb.MetricsSample, error) {
+	return invoke(ctx, s, "metrics", func(r *agentpb.ControlRequest) {
+		r.Op = &agentpb.ControlRequest_Metrics{Metrics: &agentpb.MetricsRequest{}}
+	}, func(resp *agentpb.ControlResponse) (*agentpb.MetricsSample, bool) {
+		if _, ok := resp.GetResult().(*agentpb.ControlResponse_Metrics); !ok {
+			return nil, false
+		}
+		if m := resp.GetMetrics(); m != nil {
+			return m, true
+		}
+		return &agentpb.MetricsSample{}, true
+	})
+}
+
+// Screenshot is one PNG frame of the machine's display.
+type Screenshot struct {
+	PNG           []byte
+	Width, Height uint32 // of the encoded image
+	// NativeWidth/NativeHeight are the display's own size (input
+	// coordinates); an agent that sends 0 means "same as encoded".
+	NativeWidth, NativeHeight uint32
+}
+
+// Screenshot captures the display.
+func (s *Session) Screenshot(ctx context.Context) (*Screenshot, error) {
+	return invoke(ctx, s, "screenshot", func(r *agentpb.ControlRequest) {
+		r.Op = &agentpb.ControlRequest_DesktopScreenshot{DesktopScreenshot: &agentpb.DesktopScreenshotRequest{}}
+	}, func(resp *agentpb.ControlResponse) (*Screenshot, bool) {
+		if _, ok := resp.GetResult().(*agentpb.ControlResponse_DesktopScreenshot); !ok {
+			return nil, false
+		}
+		r := resp.GetDesktopScreenshot()
+		sc := &Screenshot{PNG: r.GetPng(), Width: r.GetWidth(), Height: r.GetHeight(),
+			NativeWidth: r.GetNativeWidth(), NativeHeight: r.GetNativeHeight()}
+		if sc.NativeWidth == 0 {
+			sc.NativeWidth = sc.Width
+		}
+		if sc.NativeHeight == 0 {
+			sc.NativeHeight = sc.Height
+		}
+		return sc, true
+	})
+}
+
+// DesktopInput sends one pointer, key or scroll event. Without screen-control
+// consent the agent answers CONSENT_REQUIRED (Reason consent_required).
+func (s *Session) DesktopInput(ctx context.Context, in *agentpb.DesktopInputRequest) error {
+	_, err := invoke(ctx, s, "desktopInput", func(r *agentpb.ControlRequest) {
+		r.Op = &agentpb.ControlRequest_DesktopInput{DesktopInput: in}
+	}, func(resp *agentpb.ControlResponse) (struct{}, bool) {
+		_, ok := resp.GetResult().(*agentpb.ControlResponse_DesktopInput)
+		return struct{}{}, ok
+	})
+	return err
+}
