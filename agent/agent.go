@@ -268,12 +268,17 @@ func (a *Agent) onRequest(opsCtx context.Context, nc *nats.Conn, msg *nats.Msg) 
 		return
 	}
 	maxPayload := int(nc.MaxPayload())
-	go func() {
+	serve := func() {
 		out := a.dispatch.Dispatch(opsCtx, msg.Data, maxPayload)
 		if err := msg.Respond(out); err != nil {
 			a.logger.Warn("reply publish failed", "err", err)
 		}
-	}()
+	}
+	if a.dispatch.IsInline(msg.Data) {
+		serve()
+		return
+	}
+	go serve()
 }
 
 // Hello builds the announcement of this machine.

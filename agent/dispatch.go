@@ -19,13 +19,16 @@ import (
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
-// Class says how an op is admitted. Light ops (ping, metrics) never wait for
-// a slot, so a busy machine still answers liveness probes at once.
+// Class says how an op is admitted. Light ops (metrics) never wait for a
+// slot, so a busy machine still answers probes at once; Inline ops (ping)
+// are cheap and non-blocking and run on the transport's delivery goroutine,
+// saving a goroutine hop on the liveness path.
 type Class int
 
 const (
 	Heavy Class = iota
 	Light
+	Inline
 )
 
 type handler struct {
@@ -105,6 +108,32 @@ func Handle[Req, Resp proto.Message](d *Dispatcher, op string, class Class, h fu
 		}
 		return resp.ProtoReflect(), nil
 	}}
+}
+
+// IsInline reports whether an encoded request is for an Inline op, by
+// peeking at its top-level fields without decoding it.
+func (d *Dispatcher) IsInline(data []byte) bool {
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 {
+			return false
+		}
+		data = data[n:]
+		if num >= 10 && typ == protowire.BytesType {
+			f := opOneof.Fields().ByNumber(num)
+			if f == nil {
+				return false
+			}
+			h, ok := d.handlers[f.Name()]
+			return ok && h.class == Inline
+		}
+		m := protowire.ConsumeFieldValue(num, typ, data)
+		if m < 0 {
+			return false
+		}
+		data = data[m:]
+	}
+	return false
 }
 
 // Serves reports whether an op is registered.

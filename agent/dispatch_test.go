@@ -263,3 +263,30 @@ func FuzzDispatch(f *testing.F) {
 		}
 	})
 }
+
+func TestIsInlinePeeksTheOp(t *testing.T) {
+	d := NewDispatcher(nil, 1)
+	Handle(d, "ping", Inline, func(_ context.Context, r *agentpb.PingRequest) (*agentpb.PingResponse, error) {
+		return &agentpb.PingResponse{}, nil
+	})
+	Handle(d, "fs_stat", Heavy, func(context.Context, *agentpb.FsStatRequest) (*agentpb.FsStatResponse, error) {
+		return &agentpb.FsStatResponse{}, nil
+	})
+	enc := func(r *agentpb.ControlRequest) []byte { b, _ := proto.Marshal(r); return b }
+	tests := []struct {
+		name string
+		data []byte
+		want bool
+	}{
+		{"ping with id and epoch", enc(ping("req-1", 9)), true},
+		{"heavy op", enc(stat("req-2", "x")), false},
+		{"no op", enc(&agentpb.ControlRequest{RequestId: "x"}), false},
+		{"garbage", []byte{0xff, 0xff}, false},
+		{"empty", nil, false},
+	}
+	for _, tt := range tests {
+		if got := d.IsInline(tt.data); got != tt.want {
+			t.Errorf("%s: IsInline = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,256 @@
+// Package exec runs one command for an ExecRequest: argv or shell, in a
+// resolved working directory, with a deadline that kills the whole process
+// tree and output capped to what the reply can carry.
+package exec
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/opengeni/opengeni-agent/agent/agenterr"
+	"github.com/opengeni/opengeni-agent/agent/opctx"
+	"github.com/opengeni/opengeni-agent/internal/workspace"
+	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
+)
+
+// Defaults applied by New.
+const (
+	DefaultTimeout = 10 * time.Minute
+	MaxTimeout     = time.Hour
+	// PipeGrace is how long Exec waits for stdout/stderr to close after the
+	// command exited: a background child ("server &") may hold them open
+	// forever, and its output is not the command's.
+	PipeGrace = 200 * time.Millisecond
+)
+
+// unknownBudget caps captured output when the transport limit is unknown: a
+// NATS server never accepts payloads above 64 MiB, so more can never be sent.
+const unknownBudget = 64 << 20
+
+// errTimedOut is the cause of the per-command deadline, to tell it apart from
+// the caller's context ending.
+var errTimedOut = errors.New("exec: command timed out")
+
+// Options configures a Service. Zero values get defaults in New.
+type Options struct {
+	// Root resolves the request cwd.
+	Root workspace.Root
+	// DefaultTimeout applies when a request has timeout_ms 0 (default 10 min).
+	DefaultTimeout time.Duration
+	// MaxTimeout caps every request's timeout (default 1 h).
+	MaxTimeout time.Duration
+	// Env is the base environment of every command; nil means os.Environ.
+	Env func() []string
+	// Logger receives noteworthy events (timeouts, truncation); nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// Service serves exec requests. It is safe for concurrent use.
+type Service struct {
+	root           workspace.Root
+	defaultTimeout time.Duration
+	maxTimeout     time.Duration
+	env            func() []string
+	log            *slog.Logger
+}
+
+// New returns a Service with defaults applied to opts.
+func New(opts Options) *Service {
+	s := &Service{
+		root:           opts.Root,
+		defaultTimeout: opts.DefaultTimeout,
+		maxTimeout:     opts.MaxTimeout,
+		env:            opts.Env,
+		log:            opts.Logger,
+	}
+	if s.defaultTimeout <= 0 {
+		s.defaultTimeout = DefaultTimeout
+	}
+	if s.maxTimeout <= 0 {
+		s.maxTimeout = MaxTimeout
+	}
+	if s.env == nil {
+		s.env = os.Environ
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.log = s.log.With("component", "exec")
+	return s
+}
+
+// Exec runs req.Command and reports how it ended. A non-zero exit, a signal
+// and a timeout are results, not errors; errors are for commands that could
+// not start (NOT_FOUND for a missing program or cwd) and for the caller's
+// context being cancelled.
+func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.ExecResponse, error) {
+	if len(req.GetCommand()) == 0 || (!req.GetShell() && req.GetCommand()[0] == "") {
+		return nil, agenterr.Invalid("exec: empty command")
+	}
+	cwd, err := s.root.Resolve(req.GetCwd())
+	if err != nil {
+		return nil, fmt.Errorf("exec cwd: %w", err)
+	}
+	env, err := s.environ(req.GetEnv())
+	if err != nil {
+		return nil, err
+	}
+
+	budget := opctx.PayloadBudget(ctx)
+	if budget <= 0 {
+		budget = unknownBudget
+	}
+	timeout := s.timeout(req.GetTimeoutMs())
+	runCtx, cancel := context.WithTimeoutCause(ctx, timeout, errTimedOut)
+	defer cancel()
+
+	var argv0 string
+	var cmd *osexec.Cmd
+	if req.GetShell() {
+		sh := shellCommand(env, strings.Join(req.GetCommand(), " "))
+		argv0 = sh.path
+		cmd = osexec.CommandContext(runCtx, sh.path)
+		cmd.Args = sh.args
+		setCmdLine(cmd, sh.cmdLine)
+	} else {
+		argv0 = req.GetCommand()[0]
+		path, err := lookPath(argv0, cwd, env)
+		if err != nil {
+			return nil, agenterr.FromIO("spawn "+argv0, err)
+		}
+		cmd = osexec.CommandContext(runCtx, path)
+		cmd.Args = append([]string(nil), req.GetCommand()...)
+	}
+	cmd.Dir = cwd
+	cmd.Env = env
+	if len(req.GetStdin()) > 0 {
+		cmd.Stdin = bytes.NewReader(req.GetStdin())
+	} // else nil: the child reads EOF at once from the null device.
+
+	// Each stream may keep up to the whole budget; fit shares it out at the
+	// end, when both lengths are known.
+	limit := max(budget-responseOverhead, 0)
+	stdout, stderr := &capture{limit: limit}, &capture{limit: limit}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+
+	tree := newProcTree(cmd)
+	defer tree.release()
+	var killed atomic.Bool
+	cmd.Cancel = func() error {
+		err := tree.kill(cmd.Process)
+		killed.Store(err == nil)
+		return err
+	}
+	cmd.WaitDelay = PipeGrace
+
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("exec %s: %w", argv0, context.Cause(ctx))
+		}
+		return nil, agenterr.FromIO("spawn "+argv0, err)
+	}
+	tree.started(cmd.Process)
+	waitErr := cmd.Wait()
+	elapsed := time.Since(start)
+
+	if cmd.ProcessState == nil {
+		return nil, agenterr.FromIO("exec wait", waitErr)
+	}
+	timedOut := killed.Load() && context.Cause(runCtx) == errTimedOut
+	if killed.Load() && !timedOut {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			// The caller's deadline is a timeout too; the output so far is
+			// worth returning.
+			timedOut = true
+		} else {
+			return nil, fmt.Errorf("exec %s: %w", argv0, context.Cause(ctx))
+		}
+	}
+	if errors.Is(waitErr, osexec.ErrWaitDelay) && !killed.Load() {
+		s.log.Info("command exited but a background process kept its output open; stopped reading",
+			"program", filepath.Base(argv0))
+	}
+
+	resp := &agentpb.ExecResponse{
+		ExitCode:   int32(cmd.ProcessState.ExitCode()), // -1 when killed by a signal
+		TimedOut:   timedOut,
+		DurationMs: uint64(elapsed.Milliseconds()),
+	}
+	if timedOut {
+		resp.ExitCode = -1
+		s.log.Warn("command timed out; killed its process tree",
+			"program", filepath.Base(argv0), "timeout", timeout, "pid", cmd.Process.Pid)
+	}
+	var truncated bool
+	resp.Stdout, resp.Stderr, truncated = fit(stdout, stderr, limit)
+	if truncated {
+		s.log.Info("command output truncated to the reply budget",
+			"program", filepath.Base(argv0), "stdout_bytes", stdout.total, "stderr_bytes", stderr.total, "budget", budget)
+	}
+	return resp, nil
+}
+
+// timeout turns the request's timeout_ms into the deadline actually used.
+func (s *Service) timeout(ms uint32) time.Duration {
+	d := time.Duration(ms) * time.Millisecond
+	if d == 0 {
+		d = s.defaultTimeout
+	}
+	return min(d, s.maxTimeout)
+}
+
+// environ is the agent environment with the request's entries overriding.
+func (s *Service) environ(over map[string]string) ([]string, error) {
+	base := s.env()
+	env := make([]string, 0, len(base)+len(over))
+	env = append(env, base...)
+	for k, v := range over {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.IndexByte(v, 0) >= 0 {
+			return nil, agenterr.Invalid("exec: invalid environment variable name or value for %q", k)
+		}
+		// os/exec keeps the last of duplicate keys (case-insensitively on
+		// Windows), so appending overrides.
+		env = append(env, k+"="+v)
+	}
+	return env, nil
+}
+
+// getenv looks key up in env, last entry winning like os/exec.
+func getenv(env []string, key string) (string, bool) {
+	for i := len(env) - 1; i >= 0; i-- {
+		k, v, ok := strings.Cut(env[i], "=")
+		if ok && envKeyEqual(k, key) {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// lookPath finds a program like os/exec does, but in the command's own PATH
+// (a request may override it), and reports a miss as fs.ErrNotExist so it
+// maps to NOT_FOUND.
+func lookPath(name, cwd string, env []string) (string, error) {
+	path, err := lookPathIn(name, cwd, env)
+	if errors.Is(err, osexec.ErrNotFound) {
+		return "", notFound{err}
+	}
+	return path, err
+}
+
+// notFound makes os/exec's "executable file not found" match fs.ErrNotExist.
+type notFound struct{ error }
+
+func (e notFound) Unwrap() error        { return e.error }
+func (e notFound) Is(target error) bool { return target == fs.ErrNotExist }

@@ -1,0 +1,5 @@
+//go:build unix && !linux && !darwin
+
+package fs
+
+func renameNoReplace(from, to string) error { return renameChecked(from, to) }

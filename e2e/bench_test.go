@@ -1,0 +1,180 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/opengeni/opengeni-agent/control"
+	"github.com/opengeni/opengeni-agent/internal/natstest"
+)
+
+// latencies records per-op durations and reports p50/p99 next to ns/op, so
+// a ratio against the baseline benchmark of the same run can be read off.
+type latencies []time.Duration
+
+func (l *latencies) time(f func()) {
+	start := time.Now()
+	f()
+	*l = append(*l, time.Since(start))
+}
+
+func (l latencies) report(b *testing.B) {
+	if len(l) == 0 {
+		return
+	}
+	s := slices.Clone(l)
+	slices.Sort(s)
+	b.ReportMetric(float64(s[len(s)/2].Nanoseconds()), "p50-ns")
+	b.ReportMetric(float64(s[len(s)*99/100].Nanoseconds()), "p99-ns")
+}
+
+// BenchmarkBaselineNATSRoundTrip is the floor: a plain responder answering a
+// ping-sized request on the same server.
+func BenchmarkBaselineNATSRoundTrip(b *testing.B) {
+	srv := natstest.Start(b)
+	resp := natstest.Connect(b, srv)
+	reply := []byte("0a240000000000000000000000000000000000000000000052020801")
+	if _, err := resp.Subscribe("bench.echo", func(m *nats.Msg) { m.Respond(reply) }); err != nil {
+		b.Fatal(err)
+	}
+	resp.Flush()
+	req := natstest.Connect(b, srv)
+	payload := make([]byte, 48)
+	var lat latencies
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		lat.time(func() {
+			if _, err := req.Request("bench.echo", payload, 5*time.Second); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+	lat.report(b)
+}
+
+func BenchmarkPing(b *testing.B) {
+	e := newEnv(b, nil, nil)
+	s := e.session(b, nil)
+	ctx := context.Background()
+	var lat latencies
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		lat.time(func() {
+			if !s.Ping(ctx) {
+				b.Fatal("ping failed")
+			}
+		})
+	}
+	lat.report(b)
+}
+
+// BenchmarkBaselineForkExecTrue is the local floor for exec.
+func BenchmarkBaselineForkExecTrue(b *testing.B) {
+	var lat latencies
+	for i := 0; i < b.N; i++ {
+		lat.time(func() {
+			if err := exec.Command("true").Run(); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+	lat.report(b)
+}
+
+func BenchmarkExecTrue(b *testing.B) {
+	e := newEnv(b, nil, nil)
+	s := e.session(b, nil)
+	ctx := context.Background()
+	var lat latencies
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		lat.time(func() {
+			r, err := s.ExecArgs(ctx, control.ExecRequestOptions{Argv: []string{"true"}})
+			if err != nil || r.GetExitCode() != 0 {
+				b.Fatal(r, err)
+			}
+		})
+	}
+	lat.report(b)
+}
+
+// A whole 1 MiB file does not fit NATS' default 1 MiB max payload with its
+// envelope, so the single-message file benchmarks run on a server with 8 MiB.
+func BenchmarkReadFile1MiB(b *testing.B) {
+	e := newEnv(b, []natstest.Option{natstest.MaxPayload(8 << 20)}, nil)
+	s := e.session(b, nil)
+	data := make([]byte, 1<<20)
+	rand.Read(data)
+	os.WriteFile(filepath.Join(e.root, "1m.bin"), data, 0o644)
+	ctx := context.Background()
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		got, err := s.ReadFile(ctx, "/workspace/1m.bin", 0)
+		if err != nil || len(got) != len(data) {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkWriteFile1MiB(b *testing.B) {
+	e := newEnv(b, []natstest.Option{natstest.MaxPayload(8 << 20)}, nil)
+	s := e.session(b, nil)
+	data := make([]byte, 1<<20)
+	rand.Read(data)
+	ctx := context.Background()
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := s.WriteFile(ctx, "/workspace/1m.bin", data, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+const bigFile = 100 << 20
+
+// BenchmarkReadFileAll100MiB moves 100 MiB through the default 1 MiB max
+// payload, several ranged reads in flight.
+func BenchmarkReadFileAll100MiB(b *testing.B) {
+	e := newEnv(b, nil, nil)
+	s := e.session(b, nil)
+	f, _ := os.Create(filepath.Join(e.root, "100m.bin"))
+	io.CopyN(f, rand.Reader, bigFile)
+	f.Close()
+	ctx := context.Background()
+	b.SetBytes(bigFile)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		n, err := s.ReadFileAll(ctx, "/workspace/100m.bin", io.Discard, nil)
+		if err != nil || n != bigFile {
+			b.Fatal(n, err)
+		}
+	}
+}
+
+func BenchmarkWriteFileAll100MiB(b *testing.B) {
+	e := newEnv(b, nil, nil)
+	s := e.session(b, nil)
+	data := make([]byte, bigFile)
+	rand.Read(data)
+	ctx := context.Background()
+	b.SetBytes(bigFile)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		n, err := s.WriteFileAll(ctx, "/workspace/100m.bin", bytes.NewReader(data), bigFile, nil)
+		if err != nil || n != bigFile {
+			b.Fatal(n, err)
+		}
+	}
+}
