@@ -3,6 +3,7 @@ package agent
 import (
 	"github.com/opengeni/opengeni-agent/agent/exec"
 	"github.com/opengeni/opengeni-agent/agent/fs"
+	"github.com/opengeni/opengeni-agent/agent/git"
 )
 
 // register wires every capability this build serves into the dispatcher.
@@ -28,4 +29,7 @@ func (a *Agent) register() {
 	Handle(d, "fs_move", Heavy, files.Move)
 	Handle(d, "fs_stat", Heavy, files.Stat)
 	Handle(d, "fs_remove", Heavy, files.Remove)
+
+	g := git.New(git.Options{Root: a.root, Logger: a.logger.With("component", "git")})
+	Handle(d, "git", Heavy, g.Git)
 }

@@ -159,6 +159,10 @@ func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("exec %s: %w", argv0, context.Cause(ctx))
 		}
+		// A missing cwd fails the spawn with ENOENT too; name the real culprit.
+		if _, serr := os.Stat(cwd); serr != nil {
+			return nil, agenterr.FromIO("spawn "+argv0+": cwd "+cwd, serr)
+		}
 		return nil, agenterr.FromIO("spawn "+argv0, err)
 	}
 	tree.started(cmd.Process)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/opengeni/opengeni-agent/control"
+	"github.com/opengeni/opengeni-agent/control/gitsvc"
 	"github.com/opengeni/opengeni-agent/internal/devstack"
 )
 
@@ -33,6 +35,9 @@ Commands:
   get REMOTE LOCAL           download a file (any size), with progress
   put LOCAL REMOTE           upload a file (any size), with progress
   mkdir [-p] PATH | mv FROM TO | rm [-r] PATH
+  git status [REPO]          structured status (JSON)
+  git diff [--staged] [REPO] structured diff (JSON)
+  git log [-n N] [REPO]      commits (JSON, paged)
 
 Flags:
 `
@@ -200,8 +205,49 @@ func (e *ctlEnv) run(ctx context.Context, cmd string, args []string) (int, error
 			return 2, errors.New("rm: want [-r] PATH")
 		}
 		return 0, s.Remove(ctx, fs.Arg(0), *r)
+	case "git":
+		return e.git(ctx, args)
 	}
 	return 2, fmt.Errorf("unknown command %q (relay ctl -h lists them)", cmd)
+}
+
+func (e *ctlEnv) git(ctx context.Context, args []string) (int, error) {
+	if len(args) == 0 {
+		return 2, errors.New("git: want status, diff or log")
+	}
+	fs := flag.NewFlagSet("git "+args[0], flag.ContinueOnError)
+	staged := fs.Bool("staged", false, "diff the index instead of the worktree")
+	n := fs.Int("n", 20, "commits per page")
+	skip := fs.Int("skip", 0, "commits to skip")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2, nil
+	}
+	// An absolute repository path is the root; a relative one is under the
+	// machine's workspace root.
+	var root string
+	repo := fs.Arg(0)
+	if strings.HasPrefix(repo, "/") {
+		root, repo = repo, ""
+	}
+	svc := gitsvc.New(gitsvc.SessionRunner(e.sess), gitsvc.Options{WorkspaceRoot: root})
+	var out any
+	var err error
+	switch args[0] {
+	case "status":
+		out, err = svc.Status(ctx, repo)
+	case "diff":
+		out, err = svc.Diff(ctx, gitsvc.DiffRequest{Path: repo, Staged: *staged})
+	case "log":
+		out, err = svc.Log(ctx, gitsvc.LogRequest{Path: repo, MaxCount: *n, Skip: *skip})
+	default:
+		return 2, fmt.Errorf("git: unknown subcommand %q", args[0])
+	}
+	if err != nil {
+		return 1, err
+	}
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return 0, enc.Encode(out)
 }
 
 func (e *ctlEnv) get(ctx context.Context, remote, local string) error {
