@@ -1,0 +1,245 @@
+package relay
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Options configures a relay Server. DefaultOptions gives the reference
+// defaults of relay.md §1.1; ApplyEnv and RegisterFlags let cmd/relay layer
+// env vars and then CLI flags on top (a flag overrides its env var).
+type Options struct {
+	// Bind is the listen host:port (--bind, OPENGENI_RELAY_BIND).
+	Bind string
+	// StreamTokenSecret verifies viewer ogs_ tokens. Empty rejects every viewer.
+	StreamTokenSecret string
+	// RelayTokenSecret verifies agent ogr_ tokens; empty falls back to StreamTokenSecret.
+	RelayTokenSecret string
+	// RingFrames is the replay ring capacity per channel direction (0 is treated as 1).
+	RingFrames int
+	// SpliceBuffer is parsed for compatibility and unused, as in the reference
+	// (the per-connection queue is QueueLen).
+	SpliceBuffer int
+	// RateBurstBytes is the leaky-bucket capacity per side.
+	RateBurstBytes uint64
+	// RateBytesPerSec is the leaky-bucket refill per side.
+	RateBytesPerSec uint64
+	// PairTimeout is the half-open channel reaping age.
+	PairTimeout time.Duration
+
+	// Beyond the reference (relay.md §10).
+
+	// HandshakeTimeout bounds the wait for the first StreamOpen.
+	HandshakeTimeout time.Duration
+	// PingInterval is how often the relay pings each socket; 0 disables keepalive.
+	PingInterval time.Duration
+	// PingTimeout is how long a pong may take before the socket is dropped.
+	PingTimeout time.Duration
+	// WriteTimeout bounds one message write to a peer; a peer that cannot take
+	// one message in this time is dropped.
+	WriteTimeout time.Duration
+	// ReapInterval is the half-open reaper's period (reference: 5 s).
+	ReapInterval time.Duration
+	// QueueLen is the bounded outbound queue per connection (reference: 256).
+	QueueLen int
+	// MaxViewers caps the viewers watching one channel; attaching one more
+	// fences the oldest.
+	MaxViewers int
+
+	// Now is the clock (tests); nil means time.Now.
+	Now func() time.Time
+}
+
+// Reference defaults.
+const (
+	DefaultBind             = "0.0.0.0:8443"
+	DefaultRingFrames       = 1024
+	DefaultSpliceBuffer     = 256
+	DefaultRateBurstBytes   = 16 << 20
+	DefaultRateBytesPerSec  = 8 << 20
+	DefaultPairTimeout      = 120 * time.Second
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultPingInterval     = 30 * time.Second
+	DefaultPingTimeout      = 15 * time.Second
+	DefaultWriteTimeout     = 60 * time.Second
+	DefaultReapInterval     = 5 * time.Second
+	DefaultQueueLen         = 256
+	DefaultMaxViewers       = 8
+)
+
+// Env var names (relay.md §1.1), plus ours for the §10 additions.
+const (
+	EnvBind             = "OPENGENI_RELAY_BIND"
+	EnvStreamSecret     = "OPENGENI_STREAM_TOKEN_SECRET"
+	EnvRelaySecret      = "OPENGENI_RELAY_TOKEN_SECRET"
+	EnvRingFrames       = "OPENGENI_RELAY_RING_FRAMES"
+	EnvSpliceBuffer     = "OPENGENI_RELAY_SPLICE_BUFFER"
+	EnvRateBurstBytes   = "OPENGENI_RELAY_RATE_BURST_BYTES"
+	EnvRateBytesPerSec  = "OPENGENI_RELAY_RATE_BYTES_PER_SEC"
+	EnvPairTimeoutSecs  = "OPENGENI_RELAY_PAIR_TIMEOUT_SECS"
+	EnvHandshakeTimeout = "OPENGENI_RELAY_HANDSHAKE_TIMEOUT_SECS"
+	EnvPingInterval     = "OPENGENI_RELAY_PING_INTERVAL_SECS"
+)
+
+// DefaultOptions returns the reference defaults.
+func DefaultOptions() Options {
+	return Options{
+		Bind:             DefaultBind,
+		RingFrames:       DefaultRingFrames,
+		SpliceBuffer:     DefaultSpliceBuffer,
+		RateBurstBytes:   DefaultRateBurstBytes,
+		RateBytesPerSec:  DefaultRateBytesPerSec,
+		PairTimeout:      DefaultPairTimeout,
+		HandshakeTimeout: DefaultHandshakeTimeout,
+		PingInterval:     DefaultPingInterval,
+		PingTimeout:      DefaultPingTimeout,
+		WriteTimeout:     DefaultWriteTimeout,
+		ReapInterval:     DefaultReapInterval,
+		QueueLen:         DefaultQueueLen,
+		MaxViewers:       DefaultMaxViewers,
+	}
+}
+
+// TestOptions mirrors the reference RelayConfig::for_test: loopback on a
+// random port, both secrets = secret, ring 64, splice 16, 1 MiB burst,
+// 1 MiB/s, pair timeout 5 s.
+func TestOptions(secret string) Options {
+	o := DefaultOptions()
+	o.Bind = "127.0.0.1:0"
+	o.StreamTokenSecret = secret
+	o.RelayTokenSecret = secret
+	o.RingFrames = 64
+	o.SpliceBuffer = 16
+	o.RateBurstBytes = 1 << 20
+	o.RateBytesPerSec = 1 << 20
+	o.PairTimeout = 5 * time.Second
+	return o
+}
+
+// AgentSecret is the key for ogr_ tokens: the relay secret, or the stream
+// secret when the relay secret is empty.
+func (o *Options) AgentSecret() string {
+	if o.RelayTokenSecret != "" {
+		return o.RelayTokenSecret
+	}
+	return o.StreamTokenSecret
+}
+
+// ApplyEnv overrides o's fields from the environment (getenv is usually
+// os.Getenv). Unset or empty variables leave a field alone.
+func (o *Options) ApplyEnv(getenv func(string) string) error {
+	var errs []error
+	str := func(name string, dst *string) {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	num := func(name string, set func(string) error) {
+		if v := getenv(name); v != "" {
+			if err := set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+		}
+	}
+	str(EnvBind, &o.Bind)
+	str(EnvStreamSecret, &o.StreamTokenSecret)
+	str(EnvRelaySecret, &o.RelayTokenSecret)
+	num(EnvRingFrames, (*intValue)(&o.RingFrames).Set)
+	num(EnvSpliceBuffer, (*intValue)(&o.SpliceBuffer).Set)
+	num(EnvRateBurstBytes, (*uintValue)(&o.RateBurstBytes).Set)
+	num(EnvRateBytesPerSec, (*uintValue)(&o.RateBytesPerSec).Set)
+	num(EnvPairTimeoutSecs, (*secsValue)(&o.PairTimeout).Set)
+	num(EnvHandshakeTimeout, (*secsValue)(&o.HandshakeTimeout).Set)
+	num(EnvPingInterval, (*secsValue)(&o.PingInterval).Set)
+	return errors.Join(errs...)
+}
+
+// RegisterFlags binds the reference CLI flags to o, with o's current values
+// as defaults (so call ApplyEnv first: a flag then overrides its env var).
+// Go's flag package accepts both -bind and --bind.
+func (o *Options) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.Bind, "bind", o.Bind, "listen host:port (env "+EnvBind+")")
+	fs.StringVar(&o.StreamTokenSecret, "stream-token-secret", o.StreamTokenSecret,
+		"HMAC key for viewer ogs_ tokens (env "+EnvStreamSecret+")")
+	fs.StringVar(&o.RelayTokenSecret, "relay-token-secret", o.RelayTokenSecret,
+		"HMAC key for agent ogr_ tokens; empty falls back to the stream secret (env "+EnvRelaySecret+")")
+	fs.Var((*intValue)(&o.RingFrames), "ring-frames", "replay ring capacity per channel direction, frames (env "+EnvRingFrames+")")
+	fs.Var((*intValue)(&o.SpliceBuffer), "splice-buffer", "parsed for compatibility, unused (env "+EnvSpliceBuffer+")")
+	fs.Var((*uintValue)(&o.RateBurstBytes), "rate-burst-bytes", "leaky-bucket capacity (env "+EnvRateBurstBytes+")")
+	fs.Var((*uintValue)(&o.RateBytesPerSec), "rate-bytes-per-sec", "leaky-bucket refill (env "+EnvRateBytesPerSec+")")
+	fs.Var((*secsValue)(&o.PairTimeout), "pair-timeout-secs", "half-open channel reaping age, seconds (env "+EnvPairTimeoutSecs+")")
+	fs.Var((*secsValue)(&o.HandshakeTimeout), "handshake-timeout-secs", "max wait for StreamOpen, seconds (env "+EnvHandshakeTimeout+")")
+	fs.Var((*secsValue)(&o.PingInterval), "ping-interval-secs", "keepalive ping period, seconds; 0 disables (env "+EnvPingInterval+")")
+}
+
+// withDefaults fills zero values that have no meaning as zero.
+func (o Options) withDefaults() Options {
+	d := DefaultOptions()
+	if o.RingFrames <= 0 {
+		o.RingFrames = 1
+	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = d.HandshakeTimeout
+	}
+	if o.PingTimeout <= 0 {
+		o.PingTimeout = d.PingTimeout
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = d.WriteTimeout
+	}
+	if o.ReapInterval <= 0 {
+		o.ReapInterval = d.ReapInterval
+	}
+	if o.QueueLen <= 0 {
+		o.QueueLen = d.QueueLen
+	}
+	if o.MaxViewers <= 0 {
+		o.MaxViewers = d.MaxViewers
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+type intValue int
+
+func (v *intValue) String() string { return strconv.Itoa(int(*v)) }
+func (v *intValue) Set(s string) error {
+	n, err := strconv.ParseInt(s, 10, 0)
+	if err != nil || n < 0 {
+		return fmt.Errorf("want a non-negative integer, got %q", s)
+	}
+	*v = intValue(n)
+	return nil
+}
+
+type uintValue uint64
+
+func (v *uintValue) String() string { return strconv.FormatUint(uint64(*v), 10) }
+func (v *uintValue) Set(s string) error {
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf("want a non-negative integer, got %q", s)
+	}
+	*v = uintValue(n)
+	return nil
+}
+
+// secsValue is a duration written as whole seconds on the command line.
+type secsValue time.Duration
+
+func (v *secsValue) String() string {
+	return strconv.FormatInt(int64(time.Duration(*v)/time.Second), 10)
+}
+func (v *secsValue) Set(s string) error {
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return fmt.Errorf("want whole seconds, got %q", s)
+	}
+	*v = secsValue(time.Duration(n) * time.Second)
+	return nil
+}

@@ -1,0 +1,452 @@
+package relay
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/opengeni/opengeni-agent/relay/frame"
+	"github.com/opengeni/opengeni-agent/relay/token"
+
+	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
+)
+
+// Rejection and close texts that clients can observe.
+const (
+	msgStaleEpoch    = "stale epoch (a newer sandbox is active)"
+	msgReplaced      = "replaced by a newer connection of the same viewer"
+	msgTooManyViewer = "fenced: too many viewers on this channel"
+	msgFellBehind    = "viewer fell behind; reconnect with resume_from_seq"
+	msgReaped        = "no peer attached within the pair timeout"
+)
+
+// routeKey identifies a channel. Channel is empty for the v1 key
+// {ws, agent, port}; with the next revision's `channel` query it is the
+// channel id (relay.md §3, §9.1).
+type routeKey struct {
+	ws, agent string
+	port      uint32
+	channel   string
+}
+
+// side is one attached connection of a channel.
+type side struct {
+	role      agentpb.StreamRole
+	gen       uint64
+	channelID string // the channel_id this side opened with (for relay-made closes)
+	q         *outq
+	bucket    bucket
+
+	// Viewers only.
+	viewerID  string
+	control   bool
+	epoch     uint64
+	authority uint64
+}
+
+// channel is a LiveChannel: an optional agent, zero or more viewers, two
+// directional replay rings and the epoch floors.
+type channel struct {
+	mu      sync.Mutex
+	key     routeKey
+	descID  string // channel_id of the latest agent open (or the creating open)
+	agent   *side
+	viewers []*side // in attach order, newest last
+
+	toClient, toAgent *ring
+	epochFloor        uint64
+	authorityFloor    uint64
+	lastTouch         time.Time
+	// inSeq is the relay's cursor for input toward the agent: input frames are
+	// stamped with one channel-wide sequence, so the agent's receive cursor
+	// stays meaningful across viewer reconnects and control hand-offs.
+	inSeq   uint64
+	removed bool
+}
+
+// controller is the viewer whose input reaches the agent: the newest viewer
+// in control mode, else the newest viewer.
+func (c *channel) controller() *side {
+	for i := len(c.viewers) - 1; i >= 0; i-- {
+		if c.viewers[i].control {
+			return c.viewers[i]
+		}
+	}
+	if n := len(c.viewers); n > 0 {
+		return c.viewers[n-1]
+	}
+	return nil
+}
+
+func (c *channel) dropViewer(s *side) bool {
+	for i, v := range c.viewers {
+		if v == s {
+			n := len(c.viewers)
+			copy(c.viewers[i:], c.viewers[i+1:])
+			c.viewers[n-1] = nil
+			c.viewers = c.viewers[:n-1]
+			return true
+		}
+	}
+	return false
+}
+
+func closeMsg(channelID string, reason agentpb.StreamCloseReason, msg string) []byte {
+	return frame.MustEncode(&agentpb.StreamClose{ChannelId: channelID, Reason: reason, Message: msg})
+}
+
+// registry is the in-memory map of live channels. Lock order: registry.mu,
+// then channel.mu. Frame forwarding takes only the channel's lock.
+type registry struct {
+	mu    sync.Mutex
+	chans map[routeKey]*channel
+	gen   atomic.Uint64
+	reaps int // reaper passes (tests)
+	opts  *Options
+	m     *Metrics
+}
+
+func newRegistry(opts *Options, m *Metrics) *registry {
+	return &registry{chans: make(map[routeKey]*channel), opts: opts, m: m}
+}
+
+type attachReq struct {
+	key       routeKey // channel empty unless pinned
+	pinned    bool     // the dial query carried `channel`
+	channelID string   // StreamOpen.channel.channel_id
+	role      agentpb.StreamRole
+	resume    uint64
+	viewer    *token.ViewerClaims // clients only
+	q         *outq
+}
+
+// resolve finds the channel for a, creating it if absent. A v1 side (no
+// `channel` query) and a pinned side meet when the pinned channel id equals
+// the id the v1 side opened with, so v1 agents pair with viewers whose URL
+// carries `channel`, and next agents with v1-query viewers. Two v1 sides
+// share the v1 key {ws, agent, port} exactly as in the reference.
+func (r *registry) resolve(a *attachReq) (*channel, bool) {
+	alt := a.key
+	if a.pinned {
+		if ch := r.chans[a.key]; ch != nil {
+			return ch, false
+		}
+		alt.channel = ""
+		if ch := r.chans[alt]; ch != nil && ch.descID == a.key.channel {
+			return ch, false
+		}
+	} else {
+		if a.channelID != "" {
+			alt.channel = a.channelID
+			if ch := r.chans[alt]; ch != nil {
+				return ch, false
+			}
+		}
+		if ch := r.chans[a.key]; ch != nil {
+			return ch, false
+		}
+	}
+	ch := &channel{key: a.key, descID: a.channelID}
+	r.chans[a.key] = ch
+	r.m.LiveChannels.Add(1)
+	return ch, true
+}
+
+// attach adds a side. It returns the channel, the new side and the frames to
+// replay, or reject=true for a stale epoch.
+func (r *registry) attach(a *attachReq) (ch *channel, s *side, replay []ringEntry, reject bool) {
+	now := r.opts.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ch, created := r.resolve(a)
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	ch.lastTouch = now
+
+	s = &side{
+		role:      a.role,
+		gen:       r.gen.Add(1),
+		channelID: a.channelID,
+		q:         a.q,
+		bucket:    newBucket(r.opts.RateBurstBytes, r.opts.RateBytesPerSec, now),
+	}
+	replaced := false
+	if a.role == agentpb.StreamRole_STREAM_ROLE_CLIENT {
+		v := a.viewer
+		if v.LeaseEpoch < ch.epochFloor || (v.AuthorityEpoch > 0 && v.AuthorityEpoch < ch.authorityFloor) {
+			r.m.OpensRejected.Add(1)
+			if created {
+				r.removeLocked(ch)
+			}
+			return nil, nil, nil, true
+		}
+		ch.epochFloor = max(ch.epochFloor, v.LeaseEpoch)
+		if v.AuthorityEpoch > 0 {
+			ch.authorityFloor = max(ch.authorityFloor, v.AuthorityEpoch)
+		}
+		s.viewerID, s.control, s.epoch, s.authority = v.ViewerID, v.Mode == token.ModeControl, v.LeaseEpoch, v.AuthorityEpoch
+		kept := ch.viewers[:0]
+		for _, old := range ch.viewers {
+			switch {
+			case old.epoch < ch.epochFloor || (old.authority > 0 && old.authority < ch.authorityFloor):
+				old.q.finish(closeMsg(old.channelID, agentpb.StreamCloseReason_STREAM_CLOSE_REASON_FENCED, msgStaleEpoch))
+			case old.viewerID == s.viewerID:
+				old.q.finish(closeMsg(old.channelID, agentpb.StreamCloseReason_STREAM_CLOSE_REASON_FENCED, msgReplaced))
+				replaced = true
+			default:
+				kept = append(kept, old)
+			}
+		}
+		clear(ch.viewers[len(kept):])
+		ch.viewers = kept
+		for len(ch.viewers) >= r.opts.MaxViewers {
+			old := ch.viewers[0]
+			old.q.finish(closeMsg(old.channelID, agentpb.StreamCloseReason_STREAM_CLOSE_REASON_FENCED, msgTooManyViewer))
+			ch.dropViewer(old)
+		}
+		ch.viewers = append(ch.viewers, s)
+		if ch.toClient != nil {
+			replay = ch.toClient.since(a.resume)
+		}
+	} else {
+		if ch.agent != nil {
+			ch.agent.q.finish(nil) // a replaced agent is dropped, never told to close (it would end its PTY)
+			replaced = true
+		}
+		ch.agent = s
+		if a.channelID != "" {
+			ch.descID = a.channelID
+		}
+		if ch.toAgent != nil {
+			replay = ch.toAgent.since(a.resume)
+		}
+	}
+	if replaced {
+		r.m.Reconnects.Add(1)
+	}
+	r.m.OpensAccepted.Add(1)
+	return ch, s, replay, false
+}
+
+// detach removes s if it is still the live side (generation-safe: a late
+// teardown of a replaced connection does nothing). A channel left with no
+// side at all is removed.
+func (r *registry) detach(ch *channel, s *side) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.removed {
+		return
+	}
+	if ch.agent == s {
+		ch.agent = nil
+	} else if !ch.dropViewer(s) {
+		return
+	}
+	if ch.agent == nil && len(ch.viewers) == 0 {
+		r.removeLocked(ch)
+	}
+}
+
+// removeLocked deletes ch; both locks are held. Remaining sides must be
+// finished by the caller (or already are).
+func (r *registry) removeLocked(ch *channel) {
+	if ch.removed {
+		return
+	}
+	ch.removed = true
+	if r.chans[ch.key] == ch {
+		delete(r.chans, ch.key)
+	}
+	r.m.LiveChannels.Add(-1)
+	ch.toClient, ch.toAgent = nil, nil
+}
+
+// closeFrom handles a StreamClose sent by s: forwarded to the peer, then the
+// channel is removed. A viewer closing while other viewers still watch only
+// detaches itself.
+func (r *registry) closeFrom(ch *channel, s *side, wire []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.removed {
+		return
+	}
+	if s.role == agentpb.StreamRole_STREAM_ROLE_CLIENT {
+		if !ch.dropViewer(s) {
+			return
+		}
+		if len(ch.viewers) > 0 {
+			return
+		}
+		if ch.agent != nil {
+			ch.agent.q.finish(wire)
+		}
+	} else {
+		if ch.agent != s {
+			return
+		}
+		for _, v := range ch.viewers {
+			v.q.finish(wire)
+		}
+	}
+	ch.agent, ch.viewers = nil, nil
+	r.removeLocked(ch)
+}
+
+// fromAgent forwards an agent StreamFrame: rate limit, ring, every viewer's queue.
+func (r *registry) fromAgent(ch *channel, s *side, f frame.FrameInfo, wire []byte) {
+	now := r.opts.Now()
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.removed || ch.agent != s {
+		r.m.RateLimitDrops.Add(1)
+		return
+	}
+	ch.lastTouch = now
+	if !s.bucket.admit(f.DataLen, now) {
+		r.m.RateLimitDrops.Add(1)
+		return
+	}
+	if ch.toClient == nil {
+		ch.toClient = newRing(r.opts.RingFrames)
+	}
+	r.m.ObserveDepth(ch.toClient.push(ringEntry{seq: f.Seq, wire: wire}))
+	n := uint64(f.DataLen)
+	for i := 0; i < len(ch.viewers); i++ {
+		v := ch.viewers[i]
+		if v.q.push(wire) {
+			r.m.BytesAgentToViewer.Add(n)
+			r.m.FramesSpliced.Add(1)
+			continue
+		}
+		// A full queue: the frame is shed for this viewer (it stays in the
+		// ring) and the viewer is told to reconnect and resume rather than
+		// silently missing bytes. The producer never waits.
+		r.m.BufferDrops.Add(1)
+		v.q.finish(closeMsg(v.channelID, agentpb.StreamCloseReason_STREAM_CLOSE_REASON_TRANSPORT_ERROR, msgFellBehind))
+		ch.dropViewer(v)
+		i--
+	}
+}
+
+// fromViewer forwards a viewer StreamFrame to the agent. Only the
+// controlling viewer's input is taken; it is stamped with the channel's
+// input sequence.
+func (r *registry) fromViewer(ch *channel, s *side, f *agentpb.StreamFrame) {
+	now := r.opts.Now()
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.removed {
+		r.m.RateLimitDrops.Add(1)
+		return
+	}
+	ch.lastTouch = now
+	if ch.controller() != s {
+		return // a read-only viewer, or one already replaced
+	}
+	if !s.bucket.admit(len(f.Data), now) {
+		r.m.RateLimitDrops.Add(1)
+		return
+	}
+	f.Seq = ch.inSeq
+	ch.inSeq++
+	wire := frame.MustEncode(f)
+	if ch.toAgent == nil {
+		ch.toAgent = newRing(r.opts.RingFrames)
+	}
+	r.m.ObserveDepth(ch.toAgent.push(ringEntry{seq: f.Seq, wire: wire}))
+	if ch.agent == nil {
+		return
+	}
+	if ch.agent.q.push(wire) {
+		r.m.BytesViewerToAgent.Add(uint64(len(f.Data)))
+		r.m.FramesSpliced.Add(1)
+	} else {
+		r.m.BufferDrops.Add(1)
+	}
+}
+
+// desktopInput forwards a DesktopInput unchanged to the peer: agent → every
+// viewer, controlling viewer → agent. Never rate-limited, ringed or counted.
+func (r *registry) desktopInput(ch *channel, s *side, wire []byte) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.removed {
+		return
+	}
+	if s.role == agentpb.StreamRole_STREAM_ROLE_AGENT {
+		if ch.agent != s {
+			return
+		}
+		for _, v := range ch.viewers {
+			v.q.push(wire)
+		}
+		return
+	}
+	if ch.agent != nil && ch.controller() == s {
+		ch.agent.q.push(wire)
+	}
+}
+
+// reap removes every channel lacking a side whose last touch is older than
+// the pair timeout; the remaining side is sent a StreamClose first.
+func (r *registry) reap(now time.Time) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reaps++
+	n := 0
+	for _, ch := range r.chans {
+		ch.mu.Lock()
+		if (ch.agent == nil || len(ch.viewers) == 0) && now.Sub(ch.lastTouch) > r.opts.PairTimeout {
+			for _, s := range append(ch.viewers, ch.agent) {
+				if s != nil {
+					s.q.finish(closeMsg(s.channelID, agentpb.StreamCloseReason_STREAM_CLOSE_REASON_TRANSPORT_ERROR, msgReaped))
+				}
+			}
+			ch.agent, ch.viewers = nil, nil
+			r.removeLocked(ch)
+			n++
+		}
+		ch.mu.Unlock()
+	}
+	return n
+}
+
+// shutdown drops every side (no StreamClose: clients reconnect to a new relay).
+func (r *registry) shutdown() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ch := range r.chans {
+		ch.mu.Lock()
+		for _, s := range append(ch.viewers, ch.agent) {
+			if s != nil {
+				s.q.finish(nil)
+			}
+		}
+		ch.agent, ch.viewers = nil, nil
+		r.removeLocked(ch)
+		ch.mu.Unlock()
+	}
+}
+
+// paired reports whether the channel at key has an agent and a viewer (tests).
+func (r *registry) paired(k routeKey) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ch := r.chans[k]
+	if ch == nil {
+		return false
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.agent != nil && len(ch.viewers) > 0
+}
+
+func (r *registry) reapCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.reaps
+}
