@@ -738,7 +738,11 @@ func (v *resumingViewer) collect(t *testing.T, n int) []*agentpb.StreamFrame {
 		v.next++
 		out = append(out, f)
 		if v.dropConn != nil && v.dropConn(f.Seq) {
+			// Drop and resume right here: frames the old reader already
+			// buffered must not hide the reconnect from the count.
 			v.p.c.CloseNow()
+			v.resumes++
+			v.p = v.e.mustConnect(keyQuery(v.claims.Port), viewerOpen(t, v.claims, v.next))
 		}
 	}
 	return out

@@ -1,0 +1,366 @@
+// Package pty serves the interactive terminal ops pty_open, pty_write,
+// pty_resize and pty_close (agent.md §5.7). Each terminal is a real
+// pseudo-terminal (creack/pty on unix, ConPTY on Windows) whose bytes flow
+// through one relay channel (agent/stream); the channel id is the pty id.
+//
+// Beyond the reference: the default command is a login shell; a relay
+// reconnect, a relay restart or a departing viewer never ends the terminal
+// (the channel re-registers and resends its recent output); pty_write goes
+// straight to the terminal; pty_resize is applied before the reply; and the
+// exit code is kept after the process exits, for pty_close.
+package pty
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opengeni/opengeni-agent/agent/agenterr"
+	"github.com/opengeni/opengeni-agent/agent/stream"
+	"github.com/opengeni/opengeni-agent/internal/workspace"
+	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
+)
+
+// Defaults applied by New.
+const (
+	DefaultCols = 80
+	DefaultRows = 24
+	DefaultTerm = "xterm-256color"
+	// ReadyTimeout bounds pty_open: channel registration plus the first
+	// output frame reaching the relay (PUMP_READY_TIMEOUT).
+	DefaultReadyTimeout = 5 * time.Second
+	// NudgeAfter: a command silent this long gets one "\n" (which the
+	// terminal echoes), so a quiet program still becomes ready.
+	DefaultNudgeAfter = time.Second
+	// HangupGrace is how long pty_close waits after SIGHUP before SIGKILL,
+	// and then again for the kill to land.
+	DefaultHangupGrace = 2 * time.Second
+	// ExitRetention keeps an exited terminal's exit code for pty_close.
+	DefaultExitRetention = 10 * time.Minute
+	// ChunkSize is the largest PTY read, i.e. the largest output frame.
+	ChunkSize = 32 << 10
+	// MaxDim is the largest cols/rows value.
+	MaxDim = 65535
+)
+
+// Options configures a Service. Zero values get defaults in New.
+type Options struct {
+	// Streams registers relay channels; nil (or unconfigured) makes every op
+	// UNSUPPORTED, as an agent enrolled without a relay cannot stream.
+	Streams *stream.Dialer
+	// Root resolves the request cwd.
+	Root workspace.Root
+	// Env is the base environment of every terminal; nil means os.Environ.
+	Env func() []string
+	// Logger receives lifecycle events (never terminal bytes).
+	Logger *slog.Logger
+
+	ReadyTimeout  time.Duration
+	NudgeAfter    time.Duration // negative disables the nudge
+	HangupGrace   time.Duration
+	ExitRetention time.Duration
+}
+
+// Service owns the open terminals. It is safe for concurrent use.
+type Service struct {
+	opts Options
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	sessions map[string]*session
+	closed   bool
+}
+
+// New returns a Service with defaults applied to opts.
+func New(opts Options) *Service {
+	if opts.Env == nil {
+		opts.Env = os.Environ
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.ReadyTimeout <= 0 {
+		opts.ReadyTimeout = DefaultReadyTimeout
+	}
+	if opts.NudgeAfter == 0 {
+		opts.NudgeAfter = DefaultNudgeAfter
+	}
+	if opts.HangupGrace <= 0 {
+		opts.HangupGrace = DefaultHangupGrace
+	}
+	if opts.ExitRetention <= 0 {
+		opts.ExitRetention = DefaultExitRetention
+	}
+	return &Service{opts: opts, log: opts.Logger.With("component", "pty"), sessions: map[string]*session{}}
+}
+
+// process is a child on a pseudo-terminal.
+type process interface {
+	io.Reader // terminal output
+	io.Writer // terminal input
+	Resize(cols, rows uint16) error
+	// Wait blocks until the child exits and returns its exit code
+	// (128+signal when a signal ended it).
+	Wait() (int, error)
+	Hangup() error
+	Kill() error
+	// Close releases the terminal; a pending Read returns.
+	Close() error
+}
+
+// spawnError is a failure to start the command.
+type spawnError struct {
+	argv0 string
+	err   error
+}
+
+func (e *spawnError) Error() string { return "pty spawn " + e.argv0 + ": " + e.err.Error() }
+func (e *spawnError) Unwrap() error { return e.err }
+
+func (s *Service) configured(op string) error {
+	if !s.opts.Streams.Configured() {
+		return agenterr.Unsupported("%s: no relay stream registrar is wired", op)
+	}
+	return nil
+}
+
+// Open serves pty_open: spawn the command on a new terminal, register its
+// relay channel and answer once the pump is live.
+func (s *Service) Open(ctx context.Context, req *agentpb.PtyOpenRequest) (*agentpb.PtyOpenResponse, error) {
+	if err := s.configured("pty_open"); err != nil {
+		return nil, err
+	}
+	env := s.environ(req)
+	argv := req.GetCommand()
+	if len(argv) == 0 {
+		argv = defaultShell(env)
+	}
+	if argv[0] == "" {
+		return nil, agenterr.Invalid("pty_open: empty command")
+	}
+	dir := s.cwd(req.GetCwd())
+	cols, rows := dim(req.GetCols(), DefaultCols), dim(req.GetRows(), DefaultRows)
+
+	proc, err := startProcess(argv, dir, env, cols, rows)
+	if err != nil {
+		var se *spawnError
+		if errors.As(err, &se) {
+			return nil, agenterr.FromIO("pty spawn "+se.argv0, se.err)
+		}
+		return nil, agenterr.FromIO("openpty", errors.Unwrap(err))
+	}
+
+	readyCtx, cancel := context.WithTimeout(ctx, s.opts.ReadyTimeout)
+	defer cancel()
+	ch, err := s.opts.Streams.Open(readyCtx, agentpb.StreamKind_STREAM_KIND_PTY, stream.PortPTY)
+	if err != nil {
+		proc.Kill()
+		proc.Close()
+		go proc.Wait()
+		if readyCtx.Err() != nil && ctx.Err() == nil {
+			return nil, agenterr.New(agentpb.ErrorCode_ERROR_CODE_TIMEOUT,
+				"timed out: pty stream could not register with the relay within %v: %v", s.opts.ReadyTimeout, err)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w", err)
+	}
+	sess := newSession(s, ch, proc, argv[0])
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		sess.shutdown()
+		return nil, agenterr.New(agentpb.ErrorCode_ERROR_CODE_DRAINING, "pty service is shutting down")
+	}
+	s.sessions[sess.id] = sess
+	s.mu.Unlock()
+	sess.start()
+	s.log.Info("pty opened", "pty_id", sess.id, "argv0", argv[0], "cols", cols, "rows", rows)
+
+	select {
+	case <-sess.ready:
+		return &agentpb.PtyOpenResponse{PtyId: sess.id, Channel: ch.Descriptor()}, nil
+	case <-sess.pumpDead:
+		s.remove(sess)
+		sess.shutdown()
+		return nil, agenterr.New(agentpb.ErrorCode_ERROR_CODE_OS, "os error: pty stream pump ended before it became ready")
+	case <-readyCtx.Done():
+		s.remove(sess)
+		sess.shutdown()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, agenterr.New(agentpb.ErrorCode_ERROR_CODE_TIMEOUT,
+			"timed out: pty stream pump did not become ready within %v", s.opts.ReadyTimeout)
+	}
+}
+
+// Write serves pty_write: the bytes go straight to the terminal's input.
+func (s *Service) Write(ctx context.Context, req *agentpb.PtyWriteRequest) (*agentpb.PtyWriteResponse, error) {
+	if err := s.configured("pty_write"); err != nil {
+		return nil, err
+	}
+	sess, err := s.lookup(req.GetPtyId())
+	if err != nil {
+		return nil, err
+	}
+	n, err := sess.write(ctx, req.GetData())
+	if err != nil {
+		return nil, agenterr.FromIO("write pty "+sess.id, err)
+	}
+	return &agentpb.PtyWriteResponse{BytesWritten: uint64(n)}, nil
+}
+
+// Resize serves pty_resize; cols and rows are clamped to [1, 65535] and the
+// new size is applied before the reply.
+func (s *Service) Resize(ctx context.Context, req *agentpb.PtyResizeRequest) (*agentpb.PtyResizeResponse, error) {
+	if err := s.configured("pty_resize"); err != nil {
+		return nil, err
+	}
+	sess, err := s.lookup(req.GetPtyId())
+	if err != nil {
+		return nil, err
+	}
+	if err := sess.proc.Resize(clamp(req.GetCols()), clamp(req.GetRows())); err != nil && !sess.hasExited() {
+		return nil, agenterr.FromIO("resize pty "+sess.id, err)
+	}
+	return &agentpb.PtyResizeResponse{}, nil
+}
+
+// Close serves pty_close: hang up the terminal (SIGHUP, then SIGKILL after
+// HangupGrace), wait for the exit and return the exit code (-1 if the
+// process could not be reaped in time). An exited terminal answers with its
+// kept exit code.
+func (s *Service) Close(ctx context.Context, req *agentpb.PtyCloseRequest) (*agentpb.PtyCloseResponse, error) {
+	if err := s.configured("pty_close"); err != nil {
+		return nil, err
+	}
+	sess, err := s.lookup(req.GetPtyId())
+	if err != nil {
+		return nil, err
+	}
+	s.remove(sess)
+	code := sess.terminate(ctx)
+	s.log.Info("pty closed", "pty_id", sess.id, "exit_code", code)
+	return &agentpb.PtyCloseResponse{ExitCode: int32(code)}, nil
+}
+
+// Shutdown kills every terminal and refuses new ones (agent exit).
+func (s *Service) Shutdown(ctx context.Context) {
+	s.mu.Lock()
+	s.closed = true
+	all := make([]*session, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		all = append(all, ss)
+	}
+	clear(s.sessions)
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, ss := range all {
+		wg.Add(1)
+		go func() { defer wg.Done(); ss.terminate(ctx) }()
+	}
+	wg.Wait()
+}
+
+// Len is the number of terminals held (open or exited and not yet closed).
+func (s *Service) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+func (s *Service) lookup(id string) (*session, error) {
+	s.mu.Lock()
+	sess := s.sessions[id]
+	s.mu.Unlock()
+	if sess == nil {
+		return nil, agenterr.New(agentpb.ErrorCode_ERROR_CODE_NOT_FOUND, "no open pty: %s", id)
+	}
+	return sess, nil
+}
+
+func (s *Service) remove(sess *session) {
+	s.mu.Lock()
+	if s.sessions[sess.id] == sess {
+		delete(s.sessions, sess.id)
+	}
+	s.mu.Unlock()
+}
+
+// environ is the agent env + req.env, then TERM = req.term or xterm-256color.
+func (s *Service) environ(req *agentpb.PtyOpenRequest) []string {
+	base := s.opts.Env()
+	env := make([]string, 0, len(base)+len(req.GetEnv())+1)
+	set := func(k, v string) {
+		for i, kv := range env {
+			if ek, _, ok := strings.Cut(kv, "="); ok && envKeyEqual(ek, k) {
+				env[i] = k + "=" + v
+				return
+			}
+		}
+		env = append(env, k+"="+v)
+	}
+	for _, kv := range base {
+		if k, v, ok := strings.Cut(kv, "="); ok && k != "" {
+			set(k, v)
+		}
+	}
+	for k, v := range req.GetEnv() {
+		if k != "" && !strings.ContainsAny(k, "=\x00") && !strings.ContainsRune(v, 0) {
+			set(k, v)
+		}
+	}
+	term := req.GetTerm()
+	if term == "" {
+		term = DefaultTerm
+	}
+	set("TERM", term)
+	return env
+}
+
+// cwd resolves the request cwd against the workspace; anything that is not
+// an existing directory falls back to the user's home (then the root).
+func (s *Service) cwd(p string) string {
+	if dir, err := s.opts.Root.Resolve(p); err == nil {
+		if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+			return dir
+		}
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		if fi, err := os.Stat(home); err == nil && fi.IsDir() {
+			return home
+		}
+	}
+	dir, _ := s.opts.Root.Resolve("")
+	return dir
+}
+
+func lookupEnv(env []string, key string) string {
+	v := ""
+	for _, kv := range env {
+		if k, val, ok := strings.Cut(kv, "="); ok && envKeyEqual(k, key) {
+			v = val
+		}
+	}
+	return v
+}
+
+// dim applies the spawn rule: 0 or > 65535 means the default.
+func dim(v uint32, def uint16) uint16 {
+	if v == 0 || v > MaxDim {
+		return def
+	}
+	return uint16(v)
+}
+
+func clamp(v uint32) uint16 {
+	return uint16(max(1, min(v, MaxDim)))
+}

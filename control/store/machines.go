@@ -1,0 +1,307 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
+)
+
+// Machine is what the platform knows about a connected machine from its
+// Hello and events.
+type Machine struct {
+	WorkspaceID   string        `json:"workspaceId"`
+	AgentID       string        `json:"agentId"`
+	OS            string        `json:"os,omitempty"`   // linux | macos | windows | unknown
+	Arch          string        `json:"arch,omitempty"` // x86_64 | aarch64 | unknown
+	AgentVersion  string        `json:"agentVersion,omitempty"`
+	MachineName   string        `json:"machineName,omitempty"`
+	WorkspaceRoot string        `json:"workspaceRoot,omitempty"`
+	UpdateChannel string        `json:"updateChannel,omitempty"`
+	Capabilities  *Capabilities `json:"capabilities,omitempty"`
+	HelloAt       *time.Time    `json:"helloAt,omitempty"`
+	LastSeenAt    *time.Time    `json:"lastSeenAt"`
+	// WentOfflineAt is set by GoingOffline and cleared by the next Hello or
+	// ingested heartbeat; while set the machine reads offline.
+	WentOfflineAt     *time.Time     `json:"wentOfflineAt"`
+	WentOfflineReason string         `json:"wentOfflineReason,omitempty"`
+	LatestMetrics     *MetricsPoint  `json:"latestMetrics,omitempty"`
+	Heartbeat         *HeartbeatInfo `json:"heartbeat,omitempty"`
+}
+
+// Capabilities are the Hello capabilities.
+type Capabilities struct {
+	Exec                   bool     `json:"exec"`
+	FileSystem             bool     `json:"filesystem"`
+	Git                    bool     `json:"git"`
+	Pty                    bool     `json:"pty"`
+	Desktop                bool     `json:"desktop"`
+	ConsentedWholeMachine  bool     `json:"consentedWholeMachine"`
+	ConsentedScreenControl bool     `json:"consentedScreenControl"`
+	Display                *Display `json:"display,omitempty"`
+}
+
+// Display is the Hello display.
+type Display struct {
+	ID      string `json:"id"`
+	Width   uint32 `json:"width"`
+	Height  uint32 `json:"height"`
+	Virtual bool   `json:"virtual"`
+}
+
+// HeartbeatInfo is the last heartbeat's envelope (besides its metrics).
+type HeartbeatInfo struct {
+	Seq            uint64 `json:"seq"`
+	UptimeMs       uint64 `json:"uptimeMs"`
+	ActiveSessions uint32 `json:"activeSessions"`
+	Draining       bool   `json:"draining"`
+}
+
+// MetricsPoint is one metrics sample as the platform keeps it (the
+// reference's machine_metrics_latest / _series mapping): the first GPU only,
+// run_queue as contention.
+type MetricsPoint struct {
+	SampledAt        time.Time `json:"sampledAt"`
+	CPUPercent       float64   `json:"cpuPercent"`
+	Load1            float64   `json:"load1"`
+	Load5            float64   `json:"load5"`
+	Load15           float64   `json:"load15"`
+	MemUsedBytes     uint64    `json:"memUsedBytes"`
+	MemTotalBytes    uint64    `json:"memTotalBytes"`
+	DiskUsedBytes    uint64    `json:"diskUsedBytes"`
+	DiskTotalBytes   uint64    `json:"diskTotalBytes"`
+	GPUUtilPercent   *float64  `json:"gpuUtilPercent"`
+	GPUMemUsedBytes  *uint64   `json:"gpuMemUsedBytes"`
+	GPUMemTotalBytes *uint64   `json:"gpuMemTotalBytes"`
+	Contention       float64   `json:"contention"`
+}
+
+// PointFromSample maps a MetricsSample: sampledAt = sampled_at_ms when > 0,
+// else now.
+func PointFromSample(m *agentpb.MetricsSample, now time.Time) MetricsPoint {
+	p := MetricsPoint{
+		SampledAt: now.UTC(), CPUPercent: m.GetCpuPercent(),
+		Load1: m.GetLoad1(), Load5: m.GetLoad5(), Load15: m.GetLoad15(),
+		MemUsedBytes: m.GetMemUsedBytes(), MemTotalBytes: m.GetMemTotalBytes(),
+		DiskUsedBytes: m.GetDiskUsedBytes(), DiskTotalBytes: m.GetDiskTotalBytes(),
+		Contention: m.GetRunQueue(),
+	}
+	if ms := m.GetSampledAtMs(); ms > 0 {
+		p.SampledAt = time.UnixMilli(ms).UTC()
+	}
+	if gpus := m.GetGpus(); len(gpus) > 0 {
+		u, used, total := gpus[0].GetUtilPercent(), gpus[0].GetMemUsedBytes(), gpus[0].GetMemTotalBytes()
+		p.GPUUtilPercent, p.GPUMemUsedBytes, p.GPUMemTotalBytes = &u, &used, &total
+	}
+	return p
+}
+
+// OSName is the lowercase wire name of an Os ("unknown" when unset).
+func OSName(o agentpb.Os) string {
+	switch o {
+	case agentpb.Os_OS_LINUX:
+		return "linux"
+	case agentpb.Os_OS_MACOS:
+		return "macos"
+	case agentpb.Os_OS_WINDOWS:
+		return "windows"
+	}
+	return "unknown"
+}
+
+// ArchName is the lowercase wire name of an Arch ("unknown" when unset).
+func ArchName(a agentpb.Arch) string {
+	switch a {
+	case agentpb.Arch_ARCH_X86_64:
+		return "x86_64"
+	case agentpb.Arch_ARCH_AARCH64:
+		return "aarch64"
+	}
+	return "unknown"
+}
+
+func machineKey(ws, id string) string { return "m." + ws + "." + id }
+func seriesKey(ws, id string) string  { return "s." + ws + "." + id }
+
+// GetMachine returns the machine record (ErrNotFound before its first Hello
+// or heartbeat).
+func (s *Store) GetMachine(ctx context.Context, ws, id string) (Machine, error) {
+	if !validID(ws) || !validID(id) {
+		return Machine{}, ErrNotFound
+	}
+	m, _, err := getJSON[Machine](ctx, s.machines, machineKey(ws, id))
+	return m, err
+}
+
+// MetricsSeries returns the downsampled series, oldest first.
+func (s *Store) MetricsSeries(ctx context.Context, ws, id string) ([]MetricsPoint, error) {
+	if !validID(ws) || !validID(id) {
+		return nil, ErrNotFound
+	}
+	pts, _, err := getJSON[[]MetricsPoint](ctx, s.machines, seriesKey(ws, id))
+	return pts, err
+}
+
+// updateMachine applies f to the machine record (created when absent) with
+// compare-and-set, through the in-memory cache.
+func (s *Store) updateMachine(ctx context.Context, ws, id string, f func(*Machine)) error {
+	key := machineKey(ws, id)
+	s.machinesMu.Lock()
+	defer s.machinesMu.Unlock()
+	for range casRetries {
+		c, ok := s.machineC[key]
+		if !ok {
+			m, rev, err := getJSON[Machine](ctx, s.machines, key)
+			if errors.Is(err, ErrNotFound) {
+				m, rev = Machine{WorkspaceID: ws, AgentID: id}, 0
+			} else if err != nil {
+				return err
+			}
+			c = &cachedMachine{m: m, rev: rev}
+		}
+		next := c.m
+		f(&next)
+		rev, err := putJSON(ctx, s.machines, key, &next, c.rev)
+		if errors.Is(err, errCAS) {
+			delete(s.machineC, key)
+			continue
+		}
+		if err != nil {
+			delete(s.machineC, key)
+			return err
+		}
+		s.machineC[key] = &cachedMachine{m: next, rev: rev}
+		return nil
+	}
+	return ErrConflict
+}
+
+// appendSeries appends p when the series is empty or p is at least
+// SeriesInterval after the last point, and drops points older than
+// SeriesRetention before p.
+func (s *Store) appendSeries(ctx context.Context, ws, id string, p MetricsPoint) error {
+	key := seriesKey(ws, id)
+	s.machinesMu.Lock()
+	defer s.machinesMu.Unlock()
+	maxPoints := int(s.opts.SeriesRetention / s.opts.SeriesInterval)
+	for range casRetries {
+		c, ok := s.seriesC[key]
+		if !ok {
+			pts, rev, err := getJSON[[]MetricsPoint](ctx, s.machines, key)
+			if errors.Is(err, ErrNotFound) {
+				pts, rev = nil, 0
+			} else if err != nil {
+				return err
+			}
+			c = &cachedSeries{pts: pts, rev: rev}
+		}
+		if n := len(c.pts); n > 0 && p.SampledAt.Sub(c.pts[n-1].SampledAt) < s.opts.SeriesInterval {
+			s.seriesC[key] = c
+			return nil
+		}
+		cutoff := p.SampledAt.Add(-s.opts.SeriesRetention)
+		next := make([]MetricsPoint, 0, len(c.pts)+1)
+		for _, q := range c.pts {
+			if q.SampledAt.After(cutoff) {
+				next = append(next, q)
+			}
+		}
+		next = append(next, p)
+		if len(next) > maxPoints {
+			next = next[len(next)-maxPoints:]
+		}
+		rev, err := putJSON(ctx, s.machines, key, next, c.rev)
+		if errors.Is(err, errCAS) {
+			delete(s.seriesC, key)
+			continue
+		}
+		if err != nil {
+			delete(s.seriesC, key)
+			return err
+		}
+		s.seriesC[key] = &cachedSeries{pts: next, rev: rev}
+		return nil
+	}
+	return ErrConflict
+}
+
+// ApplyHello records a Hello (§6.5): os, arch, version, machine name,
+// workspace root, capabilities and display; it clears a pending
+// GoingOffline, and sets the enrollment's hasDisplay := desktop || display
+// present (written only on a change). An unknown enrollment is a no-op.
+func (s *Store) ApplyHello(ctx context.Context, ws, id string, h *agentpb.Hello) error {
+	ok, err := s.enrollmentExists(ctx, ws, id)
+	if err != nil || !ok {
+		return err
+	}
+	now := s.Now().UTC()
+	caps := h.GetCapabilities()
+	hasDisplay := caps.GetDesktop() || caps.GetDisplay() != nil
+	err = s.updateMachine(ctx, ws, id, func(m *Machine) {
+		m.OS, m.Arch = OSName(h.GetOs()), ArchName(h.GetArch())
+		m.AgentVersion, m.MachineName = h.GetAgentVersion(), h.GetMachineName()
+		m.WorkspaceRoot, m.UpdateChannel = h.GetWorkspaceRoot(), h.GetUpdateChannel()
+		c := &Capabilities{Exec: caps.GetExec(), FileSystem: caps.GetFilesystem(), Git: caps.GetGit(), Pty: caps.GetPty(),
+			Desktop: caps.GetDesktop(), ConsentedWholeMachine: caps.GetConsentedWholeMachine(),
+			ConsentedScreenControl: caps.GetConsentedScreenControl()}
+		if d := caps.GetDisplay(); d != nil {
+			c.Display = &Display{ID: d.GetId(), Width: d.GetWidth(), Height: d.GetHeight(), Virtual: d.GetVirtual()}
+		}
+		m.Capabilities, m.HelloAt = c, &now
+		m.WentOfflineAt, m.WentOfflineReason = nil, ""
+	})
+	if err != nil {
+		return err
+	}
+	return s.setHasDisplay(ctx, ws, id, hasDisplay)
+}
+
+// ApplyHeartbeat ingests a heartbeat (§6.5): only one with metrics counts.
+// lastSeen = now, the latest metrics, and a series point at most every
+// SeriesInterval. Revoked enrollments are still ingested; an unknown one is a
+// no-op. It also clears a pending GoingOffline.
+func (s *Store) ApplyHeartbeat(ctx context.Context, ws, id string, hb *agentpb.Heartbeat) error {
+	if hb.GetMetrics() == nil {
+		return nil
+	}
+	ok, err := s.enrollmentExists(ctx, ws, id)
+	if err != nil || !ok {
+		return err
+	}
+	now := s.Now().UTC()
+	p := PointFromSample(hb.GetMetrics(), now)
+	if err := s.updateMachine(ctx, ws, id, func(m *Machine) {
+		m.LastSeenAt, m.LatestMetrics = &now, &p
+		m.Heartbeat = &HeartbeatInfo{Seq: hb.GetSeq(), UptimeMs: hb.GetUptimeMs(), ActiveSessions: hb.GetActiveSessions(), Draining: hb.GetDraining()}
+		m.WentOfflineAt, m.WentOfflineReason = nil, ""
+	}); err != nil {
+		return err
+	}
+	return s.appendSeries(ctx, ws, id, p)
+}
+
+// ApplyGoingOffline marks the machine offline at once (the next revision's
+// went_offline_at, control.md §9; v1 ignored it).
+func (s *Store) ApplyGoingOffline(ctx context.Context, ws, id string, g *agentpb.GoingOffline) error {
+	ok, err := s.enrollmentExists(ctx, ws, id)
+	if err != nil || !ok {
+		return err
+	}
+	now := s.Now().UTC()
+	reason := strings.ToLower(strings.TrimPrefix(g.GetReason().String(), "GOING_OFFLINE_REASON_"))
+	return s.updateMachine(ctx, ws, id, func(m *Machine) {
+		m.WentOfflineAt, m.WentOfflineReason = &now, reason
+	})
+}
+
+// parseAgentSubject splits "agent.<ws>.<id>.<tail>" (exactly 4 tokens).
+func parseAgentSubject(subject, tail string) (ws, id string, err error) {
+	t := strings.Split(subject, ".")
+	if len(t) != 4 || t[0] != "agent" || t[3] != tail || t[1] == "" || t[2] == "" {
+		return "", "", fmt.Errorf("store: not an agent %s subject: %q", tail, subject)
+	}
+	return t[1], t[2], nil
+}
