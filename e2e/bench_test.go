@@ -178,3 +178,84 @@ func BenchmarkWriteFileAll100MiB(b *testing.B) {
 		}
 	}
 }
+
+// The interleaved benchmarks alternate the baseline and the measured op in
+// one loop, so both see the same machine load; the ratio of their p50s is
+// the figure the targets are stated in.
+
+func p50(l latencies) time.Duration {
+	s := slices.Clone(l)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// BenchmarkPingVsRawNATS: target ping p50 ≤ 1.3 × raw NATS round trip.
+func BenchmarkPingVsRawNATS(b *testing.B) {
+	e := newEnv(b, nil, nil)
+	s := e.session(b, nil)
+	resp := natstest.Connect(b, e.srv)
+	reply := make([]byte, 24)
+	if _, err := resp.Subscribe("bench.echo", func(m *nats.Msg) { m.Respond(reply) }); err != nil {
+		b.Fatal(err)
+	}
+	resp.Flush()
+	req := natstest.Connect(b, e.srv)
+	payload := make([]byte, 48)
+	ctx := context.Background()
+	var raw, ping latencies
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		raw.time(func() {
+			if _, err := req.Request("bench.echo", payload, 5*time.Second); err != nil {
+				b.Fatal(err)
+			}
+		})
+		ping.time(func() {
+			if !s.Ping(ctx) {
+				b.Fatal("ping failed")
+			}
+		})
+	}
+	b.ReportMetric(float64(p50(raw).Nanoseconds()), "raw-p50-ns")
+	b.ReportMetric(float64(p50(ping).Nanoseconds()), "ping-p50-ns")
+	b.ReportMetric(float64(p50(ping))/float64(p50(raw)), "ratio")
+}
+
+// BenchmarkExecVsBaseline: target exec p50 ≤ 1.15 × (raw NATS + local fork/exec of true).
+func BenchmarkExecVsBaseline(b *testing.B) {
+	e := newEnv(b, nil, nil)
+	s := e.session(b, nil)
+	resp := natstest.Connect(b, e.srv)
+	if _, err := resp.Subscribe("bench.echo", func(m *nats.Msg) { m.Respond(m.Data) }); err != nil {
+		b.Fatal(err)
+	}
+	resp.Flush()
+	req := natstest.Connect(b, e.srv)
+	payload := make([]byte, 48)
+	ctx := context.Background()
+	var raw, fork, ex latencies
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		raw.time(func() {
+			if _, err := req.Request("bench.echo", payload, 5*time.Second); err != nil {
+				b.Fatal(err)
+			}
+		})
+		fork.time(func() {
+			if err := exec.Command("true").Run(); err != nil {
+				b.Fatal(err)
+			}
+		})
+		ex.time(func() {
+			r, err := s.ExecArgs(ctx, control.ExecRequestOptions{Argv: []string{"true"}})
+			if err != nil || r.GetExitCode() != 0 {
+				b.Fatal(r, err)
+			}
+		})
+	}
+	base := p50(raw) + p50(fork)
+	b.ReportMetric(float64(p50(raw).Nanoseconds()), "raw-p50-ns")
+	b.ReportMetric(float64(p50(fork).Nanoseconds()), "fork-p50-ns")
+	b.ReportMetric(float64(p50(ex).Nanoseconds()), "exec-p50-ns")
+	b.ReportMetric(float64(p50(ex))/float64(base), "ratio")
+}
