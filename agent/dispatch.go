@@ -61,6 +61,10 @@ type Dispatcher struct {
 	slots     chan struct{}
 	inflight  sync.WaitGroup
 	active    atomic.Int64
+
+	orderKeys map[protoreflect.Name]func(protoreflect.Message) string
+	orderMu   sync.Mutex
+	tails     map[string]chan struct{} // last accepted request per order key
 }
 
 // NewDispatcher admits at most maxHeavy heavy ops at once (others wait).
@@ -72,9 +76,11 @@ func NewDispatcher(logger *slog.Logger, maxHeavy int) *Dispatcher {
 		maxHeavy = 32
 	}
 	return &Dispatcher{
-		logger:   logger,
-		handlers: map[protoreflect.Name]handler{},
-		slots:    make(chan struct{}, maxHeavy),
+		logger:    logger,
+		handlers:  map[protoreflect.Name]handler{},
+		slots:     make(chan struct{}, maxHeavy),
+		orderKeys: map[protoreflect.Name]func(protoreflect.Message) string{},
+		tails:     map[string]chan struct{}{},
 	}
 }
 
@@ -110,30 +116,16 @@ func Handle[Req, Resp proto.Message](d *Dispatcher, op string, class Class, h fu
 	}}
 }
 
-// IsInline reports whether an encoded request is for an Inline op, by
-// peeking at its top-level fields without decoding it.
-func (d *Dispatcher) IsInline(data []byte) bool {
-	for len(data) > 0 {
-		num, typ, n := protowire.ConsumeTag(data)
-		if n < 0 {
-			return false
-		}
-		data = data[n:]
-		if num >= 10 && typ == protowire.BytesType {
-			f := opOneof.Fields().ByNumber(num)
-			if f == nil {
-				return false
-			}
-			h, ok := d.handlers[f.Name()]
-			return ok && h.class == Inline
-		}
-		m := protowire.ConsumeFieldValue(num, typ, data)
-		if m < 0 {
-			return false
-		}
-		data = data[m:]
+// OrderBy makes requests of op that share key(req) run one at a time in the
+// order they were accepted. NATS delivers one client's requests in publish
+// order, so a client may pipeline, say, the appends of a chunked upload and
+// still have them applied in order.
+func OrderBy[Req proto.Message](d *Dispatcher, op string, key func(Req) string) {
+	name := protoreflect.Name(op)
+	if opOneof.Fields().ByName(name) == nil {
+		panic(fmt.Sprintf("agent: no op %q in ControlRequest", op))
 	}
-	return false
+	d.orderKeys[name] = func(m protoreflect.Message) string { return op + "\x00" + key(m.Interface().(Req)) }
 }
 
 // Serves reports whether an op is registered.
@@ -168,15 +160,75 @@ func (d *Dispatcher) Wait(ctx context.Context) error {
 	}
 }
 
+// Request is an accepted ControlRequest waiting to be served.
+type Request struct {
+	req       *agentpb.ControlRequest // nil when undecodable
+	decodeErr error
+	field     protoreflect.FieldDescriptor
+	inline    bool
+	prev      <-chan struct{} // the previous request with the same order key
+	done      chan struct{}
+	key       string
+}
+
+// Inline reports whether the request is for an Inline op, to be served on
+// the delivery goroutine.
+func (r *Request) Inline() bool { return r.inline }
+
+// Accept decodes a request and takes its place in the order of its key.
+// Call it on the transport's delivery goroutine, in arrival order, and
+// follow every Accept with exactly one Serve.
+func (d *Dispatcher) Accept(data []byte) *Request {
+	d.inflight.Add(1)
+	d.active.Add(1)
+	r := &Request{req: &agentpb.ControlRequest{}}
+	if err := proto.Unmarshal(data, r.req); err != nil {
+		r.req, r.decodeErr = nil, err
+		return r
+	}
+	r.field = r.req.ProtoReflect().WhichOneof(opOneof)
+	if r.field == nil {
+		return r
+	}
+	if h, ok := d.handlers[r.field.Name()]; ok && h.class == Inline {
+		r.inline = true
+	}
+	if keyOf, ok := d.orderKeys[r.field.Name()]; ok {
+		r.key = keyOf(r.req.ProtoReflect().Get(r.field).Message())
+		r.done = make(chan struct{})
+		d.orderMu.Lock()
+		r.prev = d.tails[r.key]
+		d.tails[r.key] = r.done
+		d.orderMu.Unlock()
+	}
+	return r
+}
+
+// release lets the next request with the same order key run.
+func (d *Dispatcher) release(r *Request) {
+	if r.done == nil {
+		return
+	}
+	d.orderMu.Lock()
+	close(r.done)
+	if d.tails[r.key] == r.done {
+		delete(d.tails, r.key)
+	}
+	d.orderMu.Unlock()
+}
+
 // Dispatch serves one encoded request and returns the encoded reply, which
 // never exceeds maxPayload (when > 0). It never panics.
 func (d *Dispatcher) Dispatch(ctx context.Context, data []byte, maxPayload int) []byte {
-	d.inflight.Add(1)
-	d.active.Add(1)
-	defer func() { d.active.Add(-1); d.inflight.Done() }()
+	return d.Serve(ctx, d.Accept(data), maxPayload)
+}
+
+// Serve runs an accepted request and returns the encoded reply.
+func (d *Dispatcher) Serve(ctx context.Context, r *Request, maxPayload int) []byte {
+	defer func() { d.release(r); d.active.Add(-1); d.inflight.Done() }()
 
 	start := time.Now()
-	resp, label := d.serve(ctx, data, maxPayload)
+	resp, label := d.serve(ctx, r, maxPayload)
 	out, err := proto.Marshal(resp)
 	if err != nil { // cannot happen with generated types; answer something decodable
 		resp = errorResponse(resp.GetRequestId(), &agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_OS, Message: "encode reply: " + err.Error()})
@@ -204,14 +256,13 @@ func (d *Dispatcher) Dispatch(ctx context.Context, data []byte, maxPayload int) 
 }
 
 // serve applies the rules in order and returns the response and op label.
-func (d *Dispatcher) serve(ctx context.Context, data []byte, maxPayload int) (*agentpb.ControlResponse, string) {
-	req := &agentpb.ControlRequest{}
-	if err := proto.Unmarshal(data, req); err != nil {
+func (d *Dispatcher) serve(ctx context.Context, r *Request, maxPayload int) (*agentpb.ControlResponse, string) {
+	if r.req == nil {
 		return errorResponse("", &agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_PROTOCOL,
-			Message: "undecodable ControlRequest: " + err.Error()}), "none"
+			Message: "undecodable ControlRequest: " + r.decodeErr.Error()}), "none"
 	}
+	req, field := r.req, r.field
 	id := req.GetRequestId()
-	field := req.ProtoReflect().WhichOneof(opOneof)
 	label := "none"
 	if field != nil {
 		label = string(field.Name())
@@ -248,6 +299,13 @@ func (d *Dispatcher) serve(ctx context.Context, data []byte, maxPayload int) (*a
 			Message: fmt.Sprintf("unsupported operation: %s is not served by this agent", label)}), label
 	}
 
+	if r.prev != nil { // wait for the previous request with the same key, before taking a slot
+		select {
+		case <-r.prev:
+		case <-ctx.Done():
+			return errorResponse(id, agenterr.ToProto(fmt.Errorf("waiting for an earlier %s on the same path: %w", label, ctx.Err()))), label
+		}
+	}
 	if h.class == Heavy {
 		select {
 		case d.slots <- struct{}{}:

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -264,7 +266,7 @@ func FuzzDispatch(f *testing.F) {
 	})
 }
 
-func TestIsInlinePeeksTheOp(t *testing.T) {
+func TestAcceptMarksInlineOps(t *testing.T) {
 	d := NewDispatcher(nil, 1)
 	Handle(d, "ping", Inline, func(_ context.Context, r *agentpb.PingRequest) (*agentpb.PingResponse, error) {
 		return &agentpb.PingResponse{}, nil
@@ -285,8 +287,61 @@ func TestIsInlinePeeksTheOp(t *testing.T) {
 		{"empty", nil, false},
 	}
 	for _, tt := range tests {
-		if got := d.IsInline(tt.data); got != tt.want {
-			t.Errorf("%s: IsInline = %v, want %v", tt.name, got, tt.want)
+		r := d.Accept(tt.data)
+		if got := r.Inline(); got != tt.want {
+			t.Errorf("%s: Inline = %v, want %v", tt.name, got, tt.want)
 		}
+		d.Serve(context.Background(), r, 0)
+	}
+	if d.Active() != 0 {
+		t.Fatalf("%d requests still active", d.Active())
+	}
+}
+
+// Writes to one path run one at a time in acceptance order, even when they
+// are served concurrently; other paths are not held up.
+func TestOrderedOpsRunInAcceptanceOrder(t *testing.T) {
+	d := NewDispatcher(nil, 8)
+	var mu sync.Mutex
+	var applied []string
+	gate := make(chan struct{})
+	Handle(d, "fs_write", Heavy, func(_ context.Context, r *agentpb.FsWriteRequest) (*agentpb.FsWriteResponse, error) {
+		if string(r.GetContent()) == "0" {
+			<-gate // the first write is slow
+		}
+		mu.Lock()
+		applied = append(applied, r.GetPath()+":"+string(r.GetContent()))
+		mu.Unlock()
+		return &agentpb.FsWriteResponse{BytesWritten: uint64(len(r.GetContent()))}, nil
+	})
+	OrderBy(d, "fs_write", func(r *agentpb.FsWriteRequest) string { return r.GetPath() })
+	write := func(path, content string) []byte {
+		b, _ := proto.Marshal(&agentpb.ControlRequest{RequestId: content, Op: &agentpb.ControlRequest_FsWrite{FsWrite: &agentpb.FsWriteRequest{Path: path, Content: []byte(content), Append: true}}})
+		return b
+	}
+	var reqs []*Request
+	for i := 0; i < 5; i++ {
+		reqs = append(reqs, d.Accept(write("a", strconv.Itoa(i))))
+	}
+	other := d.Accept(write("b", "x"))
+	var wg sync.WaitGroup
+	for i := len(reqs) - 1; i >= 0; i-- { // served in reverse: order must still hold
+		wg.Add(1)
+		go func(r *Request) { defer wg.Done(); d.Serve(context.Background(), r, 0) }(reqs[i])
+	}
+	// A write to another path is not queued behind the slow one.
+	d.Serve(context.Background(), other, 0)
+	mu.Lock()
+	if len(applied) != 1 || applied[0] != "b:x" {
+		t.Fatalf("applied before the gate opened: %v", applied)
+	}
+	mu.Unlock()
+	close(gate)
+	wg.Wait()
+	if got := strings.Join(applied, ","); got != "b:x,a:0,a:1,a:2,a:3,a:4" {
+		t.Fatalf("applied %s", got)
+	}
+	if len(d.tails) != 0 {
+		t.Fatalf("order tails leaked: %v", d.tails)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 	"io"
 	"math/rand/v2"
 	"strconv"
@@ -164,7 +165,7 @@ func (s *Session) WriteFileAll(ctx context.Context, path string, r io.Reader, si
 	if err != nil {
 		return 0, err
 	}
-	chunk, _, progress := s.transferParams(ctx, opts)
+	chunk, conc, progress := s.transferParams(ctx, opts)
 	if size >= 0 {
 		r = io.LimitReader(r, size)
 	} else {
@@ -180,28 +181,40 @@ func (s *Session) WriteFileAll(ctx context.Context, path string, r io.Reader, si
 		_ = s.Remove(cctx, part, false)
 		return done, err
 	}
+	// read fills the next chunk; eof reports the source is exhausted.
+	read := func(buf []byte) (int, bool, error) {
+		n, err := io.ReadFull(r, buf)
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return n, true, nil
+		}
+		if err != nil {
+			return 0, false, fmt.Errorf("selfhosted writeFileAll: read source: %w", err)
+		}
+		return n, false, nil
+	}
 
+	// The first chunk creates (or truncates) the part file, with parents.
 	buf := make([]byte, chunk)
-	for first := true; ; first = false {
-		n, rerr := io.ReadFull(r, buf)
-		eof := errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF)
-		if rerr != nil && !eof {
-			return fail(fmt.Errorf("selfhosted writeFileAll: read source: %w", rerr))
+	n, eof, err := read(buf)
+	if err != nil {
+		return fail(err)
+	}
+	parents := true
+	if err := s.checkedWrite(ctx, part, buf[:n], &WriteOptions{CreateParents: &parents}); err != nil {
+		return fail(err)
+	}
+	done += int64(n)
+	progress(done, total)
+
+	if !eof {
+		var werr error
+		if pl, ok := s.rpc.(Pipeliner); ok && conc > 1 {
+			werr = s.appendPipelined(ctx, pl, part, buf, conc, read, func(n int) { done += int64(n); progress(done, total) })
+		} else {
+			werr = s.appendSequential(ctx, part, buf, read, func(n int) { done += int64(n); progress(done, total) })
 		}
-		if n > 0 || first {
-			parents := first
-			written, err := s.writeFile(ctx, "writeFileAll", part, buf[:n], &WriteOptions{CreateParents: &parents, Append: !first})
-			if err != nil {
-				return fail(err)
-			}
-			if written != uint64(n) {
-				return fail(fmt.Errorf("selfhosted writeFileAll: short write to %s: %d of %d bytes", part, written, n))
-			}
-			done += int64(n)
-			progress(done, total)
-		}
-		if eof {
-			break
+		if werr != nil {
+			return fail(werr)
 		}
 	}
 	if size >= 0 && done != size {
@@ -211,6 +224,122 @@ func (s *Session) WriteFileAll(ctx context.Context, path string, r io.Reader, si
 		return fail(err)
 	}
 	return done, nil
+}
+
+// checkedWrite writes content and verifies the agent wrote all of it.
+func (s *Session) checkedWrite(ctx context.Context, path string, content []byte, opts *WriteOptions) error {
+	written, err := s.writeFile(ctx, "writeFileAll", path, content, opts)
+	if err != nil {
+		return err
+	}
+	if written != uint64(len(content)) {
+		return fmt.Errorf("selfhosted writeFileAll: short write to %s: %d of %d bytes", path, written, len(content))
+	}
+	return nil
+}
+
+type chunkReader func(buf []byte) (n int, eof bool, err error)
+
+// appendSequential appends chunk after chunk, one round trip each.
+func (s *Session) appendSequential(ctx context.Context, part string, buf []byte, read chunkReader, wrote func(int)) error {
+	for {
+		n, eof, err := read(buf)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			if err := s.checkedWrite(ctx, part, buf[:n], &WriteOptions{Append: true}); err != nil {
+				return err
+			}
+			wrote(n)
+		}
+		if eof {
+			return nil
+		}
+	}
+}
+
+// appendPipelined keeps up to window appends in flight. They are published
+// in order on one connection and the agent applies writes to one path in
+// arrival order, so the file is assembled in order; replies are checked in
+// order too.
+func (s *Session) appendPipelined(ctx context.Context, pl Pipeliner, part string, first []byte, window int, read chunkReader, wrote func(int)) error {
+	p, err := pl.Pipeline(ctx, s.subject)
+	if err != nil {
+		return s.appendSequential(ctx, part, first, read, wrote)
+	}
+	defer p.Close()
+	type inflight struct {
+		f *Pending
+		n int
+	}
+	var queue []inflight
+	buf := first // Send encodes a copy, so one buffer serves every chunk
+	wait := func() error {
+		head := queue[0]
+		queue = queue[1:]
+		return s.checkAppend(ctx, head.f, part, head.n, wrote)
+	}
+	// drain collects the replies still in flight after a failure; they no
+	// longer count, the part file is removed.
+	drain := func() {
+		for _, in := range queue {
+			_, _ = in.f.Wait(ctx, s.timeout)
+		}
+		queue = nil
+	}
+
+	for {
+		if len(queue) == window {
+			if err := wait(); err != nil {
+				drain()
+				return err
+			}
+		}
+		n, eof, err := read(buf)
+		if err != nil {
+			drain()
+			return err
+		}
+		if n > 0 {
+			req := s.newRequest(func(r *agentpb.ControlRequest) {
+				r.Op = &agentpb.ControlRequest_FsWrite{FsWrite: &agentpb.FsWriteRequest{Path: s.path(part), Content: buf[:n], Append: true}}
+			})
+			f, err := p.Send(req)
+			if err != nil {
+				drain()
+				return err
+			}
+			queue = append(queue, inflight{f, n})
+		}
+		if eof {
+			break
+		}
+	}
+	for len(queue) > 0 {
+		if err := wait(); err != nil {
+			drain()
+			return err
+		}
+	}
+	return nil
+}
+
+// checkAppend waits for one pipelined append and counts it when it wrote
+// everything.
+func (s *Session) checkAppend(ctx context.Context, f *Pending, part string, n int, wrote func(int)) error {
+	resp, err := f.Wait(ctx, s.timeout)
+	if err != nil {
+		return err
+	}
+	if _, ok := resp.GetResult().(*agentpb.ControlResponse_FsWrite); !ok {
+		return unexpected("writeFileAll", resp)
+	}
+	if got := resp.GetFsWrite().GetBytesWritten(); got != uint64(n) {
+		return fmt.Errorf("selfhosted writeFileAll: short write to %s: %d of %d bytes", part, got, n)
+	}
+	wrote(n)
+	return nil
 }
 
 // partName is the sibling temp name of a chunked write. Both separators are

@@ -241,7 +241,7 @@ func (m *mockAgent) serve(tb testing.TB, nc *nats.Conn, subject string) *nats.Su
 		if msg.Reply == "" {
 			return
 		}
-		go func() {
+		serve := func() {
 			req := new(agentpb.ControlRequest)
 			var resp *agentpb.ControlResponse
 			if err := proto.Unmarshal(msg.Data, req); err != nil {
@@ -254,7 +254,14 @@ func (m *mockAgent) serve(tb testing.TB, nc *nats.Conn, subject string) *nats.Su
 				data, _ = proto.Marshal(agentErr(req.GetRequestId(), agentpb.ErrorCode_ERROR_CODE_PAYLOAD_TOO_LARGE, "reply too large", false))
 			}
 			_ = msg.Respond(data)
-		}()
+		}
+		// Like a conforming agent, writes apply in arrival order (served on
+		// the delivery goroutine); everything else runs concurrently.
+		if isWrite(msg.Data) {
+			serve()
+			return
+		}
+		go serve()
 	})
 	if err != nil {
 		tb.Fatalf("subscribe: %v", err)
@@ -313,4 +320,10 @@ func ctxT(tb testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	tb.Cleanup(cancel)
 	return ctx
+}
+
+// isWrite reports whether an encoded request is an fs_write.
+func isWrite(data []byte) bool {
+	req := new(agentpb.ControlRequest)
+	return proto.Unmarshal(data, req) == nil && req.GetFsWrite() != nil
 }

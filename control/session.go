@@ -129,8 +129,7 @@ func (s *Session) path(p string) string { return MachinePath(p, s.workingDir) }
 // session epoch, an AgentError becomes *Error, and a reply without error or
 // result is a PROTOCOL error.
 func (s *Session) call(ctx context.Context, op func(*agentpb.ControlRequest), timeout time.Duration) (*agentpb.ControlResponse, error) {
-	req := &agentpb.ControlRequest{RequestId: uuid.NewString(), Epoch: s.epoch}
-	op(req)
+	req := s.newRequest(op)
 	if timeout <= 0 {
 		timeout = s.timeout
 	}
@@ -138,6 +137,18 @@ func (s *Session) call(ctx context.Context, op func(*agentpb.ControlRequest), ti
 	if err != nil {
 		return nil, err
 	}
+	return checkResponse(req, resp)
+}
+
+// newRequest builds a request with a fresh id and the session epoch.
+func (s *Session) newRequest(op func(*agentpb.ControlRequest)) *agentpb.ControlRequest {
+	req := &agentpb.ControlRequest{RequestId: uuid.NewString(), Epoch: s.epoch}
+	op(req)
+	return req
+}
+
+// checkResponse applies the envelope rules of control.md §1.3.
+func checkResponse(req *agentpb.ControlRequest, resp *agentpb.ControlResponse) (*agentpb.ControlResponse, error) {
 	if resp == nil {
 		resp = &agentpb.ControlResponse{RequestId: req.RequestId}
 	}
