@@ -268,13 +268,15 @@ func (a *Agent) onRequest(opsCtx context.Context, nc *nats.Conn, msg *nats.Msg) 
 		return
 	}
 	maxPayload := int(nc.MaxPayload())
+	// Accept on the delivery goroutine keeps arrival order for ordered ops.
+	req := a.dispatch.Accept(msg.Data)
 	serve := func() {
-		out := a.dispatch.Dispatch(opsCtx, msg.Data, maxPayload)
+		out := a.dispatch.Serve(opsCtx, req, maxPayload)
 		if err := msg.Respond(out); err != nil {
 			a.logger.Warn("reply publish failed", "err", err)
 		}
 	}
-	if a.dispatch.IsInline(msg.Data) {
+	if req.Inline() {
 		serve()
 		return
 	}

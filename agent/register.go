@@ -4,6 +4,7 @@ import (
 	"github.com/opengeni/opengeni-agent/agent/exec"
 	"github.com/opengeni/opengeni-agent/agent/fs"
 	"github.com/opengeni/opengeni-agent/agent/git"
+	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
 // register wires every capability this build serves into the dispatcher.
@@ -24,6 +25,8 @@ func (a *Agent) register() {
 	files := fs.New(a.root)
 	Handle(d, "fs_read", Heavy, files.Read)
 	Handle(d, "fs_write", Heavy, files.Write)
+	// Writes to one path apply in arrival order, so uploads can pipeline chunks.
+	OrderBy(d, "fs_write", func(r *agentpb.FsWriteRequest) string { return r.GetPath() })
 	Handle(d, "fs_list", Heavy, files.List)
 	Handle(d, "fs_mkdir", Heavy, files.Mkdir)
 	Handle(d, "fs_move", Heavy, files.Move)
