@@ -6,24 +6,33 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/opengeni/opengeni-agent/agent"
+	"github.com/opengeni/opengeni-agent/agent/service"
 	"github.com/opengeni/opengeni-agent/internal/logging"
+	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
 const usage = `opengeni-agent: connects this machine to an OpenGeni platform.
 
 Usage:
   opengeni-agent run [flags]     serve this machine until SIGINT/SIGTERM
+                                 (without --nats-url: every stored connection)
+  opengeni-agent connect [flags] pair with a workspace (alias: enroll; --token for zero-click)
+  opengeni-agent connections     list the stored connections
+  opengeni-agent disconnect <id> remove a connection (id, id prefix or workspace id)
+  opengeni-agent consent screen-control on|off [--connection <id>]
+  opengeni-agent start [--restart] | stop | status [--system]
+                                 the background service
+  opengeni-agent service install|uninstall|start|stop|status [--system] [--print] [--restart]
+  opengeni-agent update [--check] [--base-url URL] [--channel C]
+  opengeni-agent uninstall [--purge]
   opengeni-agent version
 
 Run "opengeni-agent run -h" for the run flags.
@@ -34,13 +43,37 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	args, err := takeGlobalFlags(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "opengeni-agent: %v\n\n%s", err, usage)
+		return 2
+	}
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 0
+		return bareInvocation(stdout, stderr)
 	}
 	switch args[0] {
+	case "enroll", "connect":
+		return cmdEnroll(args[0], args[1:], stdout, stderr)
+	case "connections":
+		return cmdConnections(args[1:], stdout, stderr)
+	case "disconnect":
+		return cmdDisconnect(args[1:], stdout, stderr)
+	case "consent":
+		return cmdConsent(args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], stdout, stderr)
 	case "run":
 		return cmdRun(args[1:], stderr)
+	case "service":
+		return cmdService(args[1:], stdout, stderr)
+	case "start", "stop":
+		return lifecycle(args[0], args[1:], stdout, stderr, args[0])
+	case "update":
+		return cmdUpdate(args[1:], stdout, stderr)
+	case "uninstall":
+		return cmdUninstall(args[1:], stdout, stderr)
+	case "health": // hidden: the self-update health gate
+		return cmdHealth(stdout)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "opengeni-agent %s\n", agent.Version)
 		return 0
@@ -64,6 +97,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	machine := fs.String("machine-name", "", "machine name reported to the platform (default: hostname)")
 	channel := fs.String("channel", "stable", "update channel")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (env OPENGENI_LOG_LEVEL)")
+	logFile := fs.String("log-file", "", "append logs to this file instead of stderr (the Windows service and task use it)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -73,11 +107,24 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if *token == "" {
 		*token = os.Getenv("OPENGENI_NATS_TOKEN")
 	}
-	if *natsURL == "" || *ws == "" || *agentID == "" {
-		fmt.Fprintln(stderr, "opengeni-agent run: --nats-url, --workspace-id and --agent-id are required (or their env vars)")
+	stored := *natsURL == "" && *agentID == "" // serve every stored connection
+	if !stored && (*natsURL == "" || *ws == "" || *agentID == "") {
+		fmt.Fprintln(stderr, "opengeni-agent run: --nats-url, --workspace-id and --agent-id go together (or their env vars); omit --nats-url and --agent-id to serve the stored connections")
 		return 2
 	}
+	if *logFile != "" {
+		f, err := openLogFile(*logFile)
+		if err != nil {
+			fmt.Fprintln(stderr, "opengeni-agent:", err)
+			return 1
+		}
+		defer f.Close()
+		stderr = f
+	}
 	logger := logging.New(stderr, *logLevel)
+	if stored {
+		return runStoredCLI(storedRunOptions{WorkspaceID: *ws, MachineName: *machine, Channel: *channel, WorkspaceRoot: *root}, stderr, logger)
+	}
 	a, err := agent.New(agent.Options{
 		Servers:       strings.Split(*natsURL, ","),
 		Token:         *token,
@@ -93,10 +140,14 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "opengeni-agent:", err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := stopContext()
 	defer stop()
 	logger.Info("agent online; press Ctrl-C to stop", "workspace_id", *ws, "agent_id", *agentID)
-	if err := a.Run(ctx); err != nil {
+	err = service.RunManaged(ctx,
+		agent.StopReason{Reason: agentpb.GoingOfflineReason_GOING_OFFLINE_REASON_USER_STOP, Message: "service stopped"},
+		agent.StopReason{Reason: agentpb.GoingOfflineReason_GOING_OFFLINE_REASON_HOST_SHUTDOWN, Message: "host shutting down"},
+		a.Run)
+	if err != nil {
 		logger.Error("agent exited with an error", "err", err)
 		return 1
 	}

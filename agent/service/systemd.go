@@ -1,0 +1,178 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+)
+
+// unitPath is where the systemd unit lives for o.Scope.
+func unitPath(o Options) string {
+	if o.Scope == System {
+		return "/etc/systemd/system/" + UnitName
+	}
+	if x := o.Getenv("XDG_CONFIG_HOME"); x != "" {
+		return x + "/systemd/user/" + UnitName
+	}
+	return o.Home + "/.config/systemd/user/" + UnitName
+}
+
+// renderSystemd renders the unit. Restart=on-failure with an exponential
+// RestartSec backoff (RestartSteps/RestartMaxDelaySec need systemd ≥ 254;
+// older versions ignore them and keep the flat 5 s), and the start-rate
+// limit in [Unit], where systemd reads it. A clean exit (the agent was
+// stopped, or another instance already runs) is not restarted. Logs go to
+// journald (stdout/stderr → journal, tagged opengeni-agent).
+func renderSystemd(o Options) Definition {
+	target := "default.target"
+	if o.Scope == System {
+		target = "multi-user.target"
+	}
+	var b strings.Builder
+	b.WriteString(`# Written by "opengeni-agent service install"; re-run it to repair.
+[Unit]
+Description=OpenGeni agent
+Documentation=https://get.opengeni.ai
+After=network-online.target
+Wants=network-online.target
+StartLimitIntervalSec=300
+StartLimitBurst=10
+
+[Service]
+Type=simple
+`)
+	fmt.Fprintf(&b, "ExecStart=%s\n", systemdCommand(append([]string{o.BinaryPath}, o.Args...)))
+	b.WriteString(`Restart=on-failure
+RestartSec=5
+RestartSteps=6
+RestartMaxDelaySec=300
+KillMode=mixed
+KillSignal=SIGTERM
+TimeoutStopSec=30
+StandardOutput=journal
+StandardError=journal
+SyslogIdentifier=opengeni-agent
+
+[Install]
+`)
+	fmt.Fprintf(&b, "WantedBy=%s\n", target)
+	return Definition{Path: unitPath(o), Content: []byte(b.String())}
+}
+
+// systemdCommand quotes a command line for ExecStart: words with spaces,
+// quotes or backslashes are double-quoted with C escapes, and the
+// specifier '%' and variable '$' characters are doubled.
+func systemdCommand(argv []string) string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		a = strings.ReplaceAll(a, "%", "%%")
+		a = strings.ReplaceAll(a, "$", "$$")
+		if a == "" || strings.ContainsAny(a, " \t\"'\\;") {
+			a = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(a) + `"`
+		}
+		out[i] = a
+	}
+	return strings.Join(out, " ")
+}
+
+type systemd struct{}
+
+func (systemd) ctl(ctx context.Context, o Options, args ...string) (string, error) {
+	if o.Scope == User {
+		args = append([]string{"--user"}, args...)
+	}
+	return o.Run(ctx, "systemctl", args...)
+}
+
+func (s systemd) install(ctx context.Context, o Options, def Definition) (Result, error) {
+	res := Result{Definition: def}
+	changed, err := writeIfChanged(def.Path, def.Content, 0o644)
+	if err != nil {
+		return res, fmt.Errorf("write %s: %w", def.Path, err)
+	}
+	res.Changed = changed
+	if changed {
+		if _, err := s.ctl(ctx, o, "daemon-reload"); err != nil {
+			return res, err
+		}
+	}
+	if o.Scope == User {
+		// Linger starts the user's manager at boot and keeps it after
+		// logout, so the agent is there before anyone logs in. It needs
+		// polkit permission on some systems: warn, do not fail.
+		user := o.Getenv("USER")
+		if user == "" {
+			user = o.Getenv("LOGNAME")
+		}
+		if _, err := o.Run(ctx, "loginctl", "enable-linger", user); err != nil {
+			o.Warn(fmt.Sprintf("could not enable linger (the agent will start at login, not at boot): %v", err))
+		}
+	}
+	if _, err := s.ctl(ctx, o, "enable", UnitName); err != nil {
+		return res, err
+	}
+	st, _ := s.status(ctx, o)
+	switch {
+	case !st.Running:
+		if _, err := s.ctl(ctx, o, "start", UnitName); err != nil {
+			return res, err
+		}
+		res.Started = true
+	case changed || o.Restart:
+		if _, err := s.ctl(ctx, o, "restart", UnitName); err != nil {
+			return res, err
+		}
+		res.Restarted = true
+	}
+	return res, nil
+}
+
+func (s systemd) uninstall(ctx context.Context, o Options) error {
+	_, _ = s.ctl(ctx, o, "disable", "--now", UnitName)
+	if err := os.Remove(unitPath(o)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	_, _ = s.ctl(ctx, o, "daemon-reload")
+	_, _ = s.ctl(ctx, o, "reset-failed", UnitName)
+	if o.Unlinger && o.Scope == User {
+		_, _ = o.Run(ctx, "loginctl", "disable-linger", o.Getenv("USER"))
+	}
+	return nil
+}
+
+func (s systemd) start(ctx context.Context, o Options) error {
+	_, err := s.ctl(ctx, o, "start", UnitName)
+	return err
+}
+
+func (s systemd) stop(ctx context.Context, o Options) error {
+	_, err := s.ctl(ctx, o, "stop", UnitName)
+	return err
+}
+
+func (s systemd) restart(ctx context.Context, o Options) error {
+	_, err := s.ctl(ctx, o, "restart", UnitName)
+	return err
+}
+
+func (s systemd) status(ctx context.Context, o Options) (State, error) {
+	out, err := s.ctl(ctx, o, "show", "-p", "LoadState,ActiveState,SubState", UnitName)
+	if err != nil {
+		return State{Detail: out}, err
+	}
+	kv := map[string]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(l), "="); ok {
+			kv[k] = v
+		}
+	}
+	st := State{
+		Installed: kv["LoadState"] != "" && kv["LoadState"] != "not-found",
+		Running:   kv["ActiveState"] == "active",
+		Detail:    strings.TrimSpace(kv["ActiveState"] + " (" + kv["SubState"] + ")"),
+	}
+	return st, nil
+}

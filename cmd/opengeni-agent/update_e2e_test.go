@@ -1,0 +1,133 @@
+package main
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/opengeni/opengeni-agent/agent/update"
+	"github.com/opengeni/opengeni-agent/internal/cmd/release/publish"
+)
+
+// buildAgent builds this command with a version and the TEST-ONLY release
+// key stamped in, the way internal/cmd/release does.
+func buildAgent(t *testing.T, dir, version, pub string) string {
+	t.Helper()
+	out := filepath.Join(dir, "opengeni-agent-"+version)
+	ld := "-s -w -X github.com/opengeni/opengeni-agent/agent.Version=" + version +
+		" -X github.com/opengeni/opengeni-agent/agent/update.PublicKey=" + pub
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ld, "-o", out, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", version, err, b)
+	}
+	return out
+}
+
+// TestSelfUpdateEndToEnd drives the real binary's `update` command against a
+// signed release served on loopback: a newer build is applied and runs, a
+// build that crashes at start is rolled back, a downgrade and an unsigned
+// manifest are refused.
+func TestSelfUpdateEndToEnd(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("unix paths")
+	}
+	if testing.Short() {
+		t.Skip("builds the agent twice")
+	}
+	key, err := publish.LoadKey(publish.TestKeyFile(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	builds := t.TempDir()
+	v1 := buildAgent(t, builds, "1.0.0", key.PublicKeyLine())
+	v2 := buildAgent(t, builds, "2.0.0", key.PublicKeyLine())
+	crasher := filepath.Join(builds, "crasher")
+	os.WriteFile(filepath.Join(builds, "crash.go"), []byte("package main\n\nfunc main() { panic(\"crash at start\") }\n"), 0o644)
+	if b, err := exec.Command("go", "build", "-o", crasher, filepath.Join(builds, "crash.go")).CombinedOutput(); err != nil {
+		t.Fatalf("build crasher: %v\n%s", err, b)
+	}
+
+	bin := filepath.Join(t.TempDir(), "opengeni-agent")
+	data, _ := os.ReadFile(v1)
+	os.WriteFile(bin, data, 0o755)
+
+	relDir := t.TempDir()
+	srv := httptest.NewServer(http.FileServer(http.Dir(relDir)))
+	defer srv.Close()
+	publishBuild := func(version, path string) {
+		t.Helper()
+		os.RemoveAll(relDir)
+		if _, err := publish.Write(publish.Release{Dir: relDir, Version: version, Key: key,
+			Artifacts: map[string]string{update.Target(): path}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	agent := func(args ...string) (string, int) {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		home := t.TempDir()
+		// no service manager reachable: the update swaps and health-checks only
+		cmd.Env = []string{"HOME=" + home, "PATH=/nonexistent", "OPENGENI_CONFIG_DIR=" + home}
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	version := func() string {
+		out, _ := agent("version")
+		return strings.TrimSpace(out)
+	}
+
+	publishBuild("2.0.0", v2)
+	out, code := agent("update", "--check", "--base-url", srv.URL)
+	if code != 0 || !strings.Contains(out, "a verified update is available: 1.0.0 -> 2.0.0") || version() != "opengeni-agent 1.0.0" {
+		t.Fatalf("--check: %d %s (now %s)", code, out, version())
+	}
+	out, code = agent("update", "--base-url", srv.URL)
+	if code != 0 || version() != "opengeni-agent 2.0.0" {
+		t.Fatalf("update: %d %s (now %s)", code, out, version())
+	}
+	if prev, _ := exec.Command(update.PreviousPath(bin), "version").Output(); strings.TrimSpace(string(prev)) != "opengeni-agent 1.0.0" {
+		t.Fatalf("previous binary: %q", prev)
+	}
+	t.Logf("applied: %s", out)
+
+	publishBuild("1.5.0", v1) // a downgrade, even validly signed
+	out, code = agent("update", "--base-url", srv.URL)
+	if code != 0 || !strings.Contains(out, "up to date") || version() != "opengeni-agent 2.0.0" {
+		t.Fatalf("downgrade: %d %s (now %s)", code, out, version())
+	}
+
+	publishBuild("3.0.0", crasher)
+	out, code = agent("update", "--base-url", srv.URL)
+	if code != 1 || !strings.Contains(out, "rolled back") || version() != "opengeni-agent 2.0.0" {
+		t.Fatalf("crashing build: %d %s (now %s)", code, out, version())
+	}
+	t.Logf("crash rolled back: %s", out)
+
+	publishBuild("4.0.0", v2)
+	os.Remove(filepath.Join(relDir, "agent", "stable", "manifest.json.minisig"))
+	out, code = agent("update", "--base-url", srv.URL)
+	if code != 1 || version() != "opengeni-agent 2.0.0" {
+		t.Fatalf("unsigned manifest: %d %s (now %s)", code, out, version())
+	}
+	// signed by a key other than the pinned one (the production default)
+	publishBuild("4.0.0", v2)
+	other := buildAgent(t, builds, "1.0.0", update.PublicKey)
+	data, _ = os.ReadFile(other)
+	os.WriteFile(bin, data, 0o755)
+	out, code = agent("update", "--base-url", srv.URL)
+	if code != 1 || !strings.Contains(out, "signature") || version() != "opengeni-agent 1.0.0" {
+		t.Fatalf("foreign key: %d %s (now %s)", code, out, version())
+	}
+}
