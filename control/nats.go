@@ -40,6 +40,15 @@ func StaticConn(nc *nats.Conn) ConnFactory {
 	}
 }
 
+// InboxPrefix is where control connections made by DialNATS receive
+// replies. Agents are granted `sub _INBOX.>` by the wire contract (§6.4), so
+// replies on _INBOX would be readable by every agent in the account; a
+// private prefix keeps one machine's replies away from the others. Agents
+// reply to it through the allow-responses permission of their user JWT.
+// Platforms that bring their own connection (StaticConn) should set
+// nats.CustomInboxPrefix(InboxPrefix) too.
+const InboxPrefix = "_OGCTL"
+
 // DialNATS is a [ConnFactory] that dials urls (comma separated) with opts.
 // Each call after the first is a re-dial: it closes the connection it made
 // before, so a dropped connection never leaks. The dial gives up when ctx
@@ -51,7 +60,7 @@ func DialNATS(urls string, opts ...nats.Option) ConnFactory {
 		mu   sync.Mutex
 		last *nats.Conn
 	)
-	all := append([]nats.Option{nats.Name("opengeni-control")}, opts...)
+	all := append([]nats.Option{nats.Name("opengeni-control"), nats.CustomInboxPrefix(InboxPrefix)}, opts...)
 	return func(ctx context.Context) (*nats.Conn, error) {
 		mu.Lock()
 		defer mu.Unlock()

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/control/enroll"
 	"github.com/opengeni/opengeni-agent/control/store"
 	"github.com/opengeni/opengeni-agent/internal/natstest"
@@ -143,6 +145,11 @@ func TestAuthorizeGrant(t *testing.T) {
 		uc.IssuedAt != uNow.Unix() || uc.Type != jwt.UserClaim || uc.Version != 2 || uc.Subs != -1 || uc.Data != -1 || uc.Limits.NatsLimits.Payload != -1 {
 		t.Fatalf("user claims %+v", uc)
 	}
+	// Beyond the reference: allow-responses, so agents can answer a control
+	// plane that receives replies on a private inbox (see control.InboxPrefix).
+	if uc.Resp == nil || uc.Resp.MaxMsgs != 1 {
+		t.Fatalf("resp permission = %+v", uc.Resp)
+	}
 	// Header and jti.
 	parts := strings.Split(rc.Jwt, ".")
 	hdr, _ := jwtSegment(parts[0])
@@ -156,7 +163,7 @@ func TestAuthorizeGrant(t *testing.T) {
 	payload, _ := jwtSegment(parts[1])
 	wantPrefix := `{"jti":"` + uc.ID + `","iat":1782129600,"iss":"` + u.accPub + `","name":"agent-a","sub":"` + userPub +
 		`","aud":"APP","nats":{"type":"user","version":2,"pub":{"allow":["agent.` + wsA + `.>","_INBOX.>"]},"sub":{"allow":["agent.` + wsA +
-		`.>","_INBOX.>"]},"subs":-1,"data":-1,"payload":-1},"exp":`
+		`.>","_INBOX.>"]},"resp":{"max":1,"ttl":0},"subs":-1,"data":-1,"payload":-1},"exp":`
 	if !strings.HasPrefix(payload, wantPrefix) {
 		t.Fatalf("payload %s\nwant    %s", payload, wantPrefix)
 	}
@@ -474,6 +481,57 @@ func TestCalloutIntegration(t *testing.T) {
 	// B is untouched.
 	if !agentB.IsConnected() {
 		t.Fatal("revoking A disconnected B")
+	}
+}
+
+// Agents are granted `sub _INBOX.>` by the contract; a control connection
+// on the private inbox prefix keeps machine A's replies away from machine B,
+// and A can still answer through the allow-responses permission.
+func TestRepliesAreNotReadableByOtherAgents(t *testing.T) {
+	w := newWorld(t, "")
+	ea, ba := w.enroll(t, wsA, "pk-a")
+	_, bb := w.enroll(t, wsB, "pk-b")
+	agentA, err := w.agentConn(ba)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agentA.Close()
+	serve(t, agentA, "agent."+wsA+"."+ea.ID+".rpc", "secret-reply-of-A")
+
+	var violations atomic.Int32
+	agentB, err := w.agentConn(bb, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+			violations.Add(1)
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agentB.Close()
+	var snooped atomic.Int32
+	for _, subj := range []string{"_INBOX.>", control.InboxPrefix + ".>", ">"} {
+		if _, err := agentB.Subscribe(subj, func(*nats.Msg) { snooped.Add(1) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = agentB.Flush()
+
+	ctl := natstest.Connect(t, w.srv, nats.UserInfo("control", pw), nats.CustomInboxPrefix(control.InboxPrefix))
+	for i := 0; i < 5; i++ {
+		msg, err := ctl.Request("agent."+wsA+"."+ea.ID+".rpc", []byte("ping"), 2*time.Second)
+		if err != nil || string(msg.Data) != "secret-reply-of-A" {
+			t.Fatalf("control → A over the private inbox: %v %v", msg, err)
+		}
+	}
+	natstest.Eventually(t, 5*time.Second, func() error {
+		if violations.Load() < 2 { // the _OGCTL.> and > subscriptions are refused
+			return fmt.Errorf("%d violations", violations.Load())
+		}
+		return nil
+	})
+	_ = agentB.Flush()
+	if n := snooped.Load(); n != 0 {
+		t.Fatalf("agent B read %d messages meant for the control plane", n)
 	}
 }
 

@@ -24,11 +24,19 @@ type permission struct {
 	Allow []string `json:"allow"`
 }
 
+// respPermission lets a user publish a bounded number of replies to the
+// reply subject of a request it received, whatever its pub allow list says.
+type respPermission struct {
+	Max int   `json:"max"`
+	TTL int64 `json:"ttl"` // nanoseconds; 0 = the server default
+}
+
 type userNats struct {
-	Type    string     `json:"type"`
-	Version int        `json:"version"`
-	Pub     permission `json:"pub"`
-	Sub     permission `json:"sub"`
+	Type    string          `json:"type"`
+	Version int             `json:"version"`
+	Pub     permission      `json:"pub"`
+	Sub     permission      `json:"sub"`
+	Resp    *respPermission `json:"resp,omitempty"`
 	Subs    int64      `json:"subs"`
 	Data    int64      `json:"data"`
 	Payload int64      `json:"payload"`
@@ -104,7 +112,7 @@ func signJWT(kp nkeys.KeyPair, claims any, setJTI func(string)) (string, error) 
 func encodeUser(kp nkeys.KeyPair, issuer, account, agentID, userNkey, workspaceID string, iat, exp int64) (string, error) {
 	allow := AllowedSubjects(workspaceID)
 	c := &userClaims{IAT: iat, ISS: issuer, Name: agentID, Sub: userNkey, Aud: account, Exp: exp,
-		Nats: userNats{Type: "user", Version: 2, Pub: permission{allow}, Sub: permission{allow}, Subs: -1, Data: -1, Payload: -1}}
+		Nats: userNats{Type: "user", Version: 2, Pub: permission{allow}, Sub: permission{allow}, Resp: &respPermission{Max: 1}, Subs: -1, Data: -1, Payload: -1}}
 	return signJWT(kp, c, func(j string) { c.JTI = j })
 }
 
