@@ -37,9 +37,9 @@ type userNats struct {
 	Pub     permission      `json:"pub"`
 	Sub     permission      `json:"sub"`
 	Resp    *respPermission `json:"resp,omitempty"`
-	Subs    int64      `json:"subs"`
-	Data    int64      `json:"data"`
-	Payload int64      `json:"payload"`
+	Subs    int64           `json:"subs"`
+	Data    int64           `json:"data"`
+	Payload int64           `json:"payload"`
 }
 
 type userClaims struct {
