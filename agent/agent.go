@@ -19,7 +19,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/opengeni/opengeni-agent/agent/desktop"
 	"github.com/opengeni/opengeni-agent/agent/metrics"
+	"github.com/opengeni/opengeni-agent/agent/pty"
 	"github.com/opengeni/opengeni-agent/internal/backoff"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
@@ -51,6 +53,18 @@ type Options struct {
 
 	Consent func() Consent // default: whole machine, no screen control
 
+	// RelayURL and RelayToken come from the enrollment credentials: the
+	// stream relay's dial base (wss://host/stream) and the agent's ogr_
+	// token. Without a RelayURL the PTY ops are not served.
+	RelayURL   string
+	RelayToken string
+
+	// Display is the X11 display the desktop ops use ("" means $DISPLAY).
+	Display string
+	// VirtualDesktop lets desktop_ensure start an Xvfb when the machine has
+	// no display (headless servers).
+	VirtualDesktop bool
+
 	HeartbeatInterval  time.Duration // default 5s
 	MaxConcurrentOps   int           // heavy ops served at once; default 32
 	DrainTimeout       time.Duration // how long in-flight ops may finish on stop; default 20s
@@ -78,6 +92,8 @@ type Agent struct {
 	started  time.Time
 	sampler  *metrics.Sampler
 	dispatch *Dispatcher
+	ptys     *pty.Service // nil without a relay
+	desktop  *desktop.Desktop
 
 	mu      sync.Mutex
 	nc      *nats.Conn
@@ -286,6 +302,7 @@ func (a *Agent) onRequest(opsCtx context.Context, nc *nats.Conn, msg *nats.Msg) 
 // Hello builds the announcement of this machine.
 func (a *Agent) Hello() *agentpb.Hello {
 	consent := a.opts.Consent()
+	hasDesktop, display, _ := a.desktop.Capability()
 	return &agentpb.Hello{
 		AgentId:       a.opts.AgentID,
 		WorkspaceId:   a.opts.WorkspaceID,
@@ -299,9 +316,10 @@ func (a *Agent) Hello() *agentpb.Hello {
 			Filesystem:             a.dispatch.Serves("fs_read"),
 			Git:                    a.dispatch.Serves("git"),
 			Pty:                    a.dispatch.Serves("pty_open"),
-			Desktop:                a.dispatch.Serves("desktop_screenshot"),
+			Desktop:                hasDesktop,
 			ConsentedWholeMachine:  consent.WholeMachine,
 			ConsentedScreenControl: consent.ScreenControl,
+			Display:                display,
 		},
 		UpdateChannel: a.opts.UpdateChannel,
 		ResumeToken:   a.opts.ResumeToken,
@@ -385,6 +403,15 @@ func (a *Agent) shutdown(nc *nats.Conn, cause error, cancelOps context.CancelFun
 		cancelWait()
 	}
 	cancel()
+	if a.desktop != nil {
+		_ = a.desktop.Close() // stops the pump and any Xvfb we started
+	}
+	if a.ptys != nil {
+		// Terminals die with the agent (hang-up, then kill).
+		ptyCtx, cancelPty := context.WithTimeout(context.Background(), 10*time.Second)
+		a.ptys.Shutdown(ptyCtx)
+		cancelPty()
+	}
 	if nc != nil {
 		closed := make(chan struct{})
 		nc.SetClosedHandler(func(*nats.Conn) { close(closed) })

@@ -1,9 +1,12 @@
 package agent
 
 import (
+	"github.com/opengeni/opengeni-agent/agent/desktop"
 	"github.com/opengeni/opengeni-agent/agent/exec"
 	"github.com/opengeni/opengeni-agent/agent/fs"
 	"github.com/opengeni/opengeni-agent/agent/git"
+	"github.com/opengeni/opengeni-agent/agent/pty"
+	"github.com/opengeni/opengeni-agent/agent/stream"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -35,4 +38,45 @@ func (a *Agent) register() {
 
 	g := git.New(git.Options{Root: a.root, Logger: a.logger.With("component", "git")})
 	Handle(d, "git", Heavy, g.Git)
+
+	// Terminals stream through the relay; without one they are not served
+	// (and Hello reports pty=false).
+	if a.opts.RelayURL != "" {
+		a.ptys = pty.New(pty.Options{
+			Streams: a.streamDialer(),
+			Root:    a.root,
+			Logger:  a.logger,
+		})
+		Handle(d, "pty_open", Heavy, a.ptys.Open)
+		Handle(d, "pty_write", Light, a.ptys.Write)
+		Handle(d, "pty_resize", Light, a.ptys.Resize)
+		Handle(d, "pty_close", Light, a.ptys.Close)
+	}
+
+	// The desktop: screenshots are a view op; input is refused unless the
+	// owner consents to screen control, read live on every event.
+	dopts := desktop.Options{
+		Display:             a.opts.Display,
+		Consent:             func() bool { return a.opts.Consent().ScreenControl },
+		AllowVirtualDisplay: a.opts.VirtualDesktop,
+		Logger:              a.logger.With("component", "desktop"),
+	}
+	if a.opts.RelayURL != "" {
+		dopts.Registrar = desktop.StreamRegistrar(a.streamDialer())
+	}
+	a.desktop = desktop.New(dopts)
+	Handle(d, "desktop_screenshot", Heavy, a.desktop.Screenshot)
+	Handle(d, "desktop_input", Heavy, a.desktop.Input)
+	Handle(d, "desktop_ensure", Heavy, a.desktop.Ensure)
+}
+
+// streamDialer dials the relay for this machine's channels.
+func (a *Agent) streamDialer() *stream.Dialer {
+	return &stream.Dialer{
+		RelayURL:    a.opts.RelayURL,
+		Token:       a.opts.RelayToken,
+		WorkspaceID: a.opts.WorkspaceID,
+		AgentID:     a.opts.AgentID,
+		Logger:      a.logger.With("component", "stream"),
+	}
 }

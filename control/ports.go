@@ -117,40 +117,7 @@ func (s *Session) ResolveExposedPort(ctx context.Context, port int) (*ExposedPor
 		ch = r.GetChannel()
 	}
 
-	channelID := ch.GetChannelId()
-	if channelID == "" {
-		channelID = s.ws + ":" + s.agent + ":" + strconv.Itoa(port)
-	}
-	tls := s.relay.TLS == nil || *s.relay.TLS
-	rport := s.relay.Port
-	if rport == 0 {
-		rport = 80
-		if tls {
-			rport = 443
-		}
-	}
-	path := s.relay.Path
-	if path == "" {
-		path = RelayStreamPath
-	}
-	protocol := "raw"
-	switch ch.GetKind() {
-	case agentpb.StreamKind_STREAM_KIND_PTY:
-		protocol = "pty"
-	case agentpb.StreamKind_STREAM_KIND_DESKTOP:
-		protocol = "vnc"
-	}
-	return &ExposedPortEndpoint{
-		Host: s.relay.Host,
-		Port: rport,
-		TLS:  tls,
-		Path: path,
-		Query: "ws=" + encodeURIComponent(s.ws) +
-			"&agent=" + encodeURIComponent(s.agent) +
-			"&port=" + strconv.Itoa(port) +
-			"&channel=" + encodeURIComponent(channelID),
-		Protocol: protocol,
-	}, nil
+	return s.streamEndpoint(port, ch), nil
 }
 
 // ErrStreamPortUnavailable means an endpoint has no usable host or port.

@@ -926,3 +926,40 @@ func TestAuthorityEpochFence(t *testing.T) {
 		t.Fatalf("opens_rejected = %d", n)
 	}
 }
+
+// An agent whose receive cursor is ahead of a fresh channel (the relay
+// restarted under it) gets the next input stamped from its cursor, so the
+// input is not mistaken for a replay.
+func TestInputSeqContinuesFromAgentCursor(t *testing.T) {
+	e := newEnv(t, nil)
+	agent := e.mustConnect(keyQuery(7681), agentOpen(t, 7681, 41))
+	viewer := e.mustConnect(keyQuery(7681), viewerOpen(t, viewerClaims(0, 7681), 0))
+	viewer.send("after-restart")
+	if f := agent.nextFrame(); string(f.Data) != "after-restart" || f.Seq != 41 {
+		t.Fatalf("agent got %v, want seq 41", f)
+	}
+	viewer.send("next")
+	if f := agent.nextFrame(); f.Seq != 42 {
+		t.Fatalf("agent got %v, want seq 42", f)
+	}
+}
+
+// Input typed before the agent (re)attaches to a fresh channel is renumbered
+// from the agent's cursor and replayed to it, not filtered out as consumed.
+func TestInputBeforeAgentRenumbered(t *testing.T) {
+	e := newEnv(t, nil)
+	viewer := e.mustConnect(keyQuery(7681), viewerOpen(t, viewerClaims(0, 7681), 0))
+	viewer.send("typed-while-away")
+	viewer.send("and-more")
+	eventually(t, "input ringed", func() bool { return e.srv.Metrics().BufferHighWater.Load() >= 2 })
+	agent := e.mustConnect(keyQuery(7681), agentOpen(t, 7681, 10))
+	for i, want := range []string{"typed-while-away", "and-more"} {
+		if f := agent.nextFrame(); string(f.Data) != want || f.Seq != uint64(10+i) {
+			t.Fatalf("agent got %v, want %q seq %d", f, want, 10+i)
+		}
+	}
+	viewer.send("live")
+	if f := agent.nextFrame(); string(f.Data) != "live" || f.Seq != 12 {
+		t.Fatalf("agent got %v, want live seq 12", f)
+	}
+}

@@ -60,8 +60,9 @@ type channel struct {
 	// inSeq is the relay's cursor for input toward the agent: input frames are
 	// stamped with one channel-wide sequence, so the agent's receive cursor
 	// stays meaningful across viewer reconnects and control hand-offs.
-	inSeq   uint64
-	removed bool
+	inSeq     uint64
+	agentSeen bool // an agent has attached: inSeq is in its numbering
+	removed   bool
 }
 
 // controller is the viewer whose input reaches the agent: the newest viewer
@@ -214,6 +215,20 @@ func (r *registry) attach(a *attachReq) (ch *channel, s *side, replay []ringEntr
 			replaced = true
 		}
 		ch.agent = s
+		if !ch.agentSeen {
+			// This channel's input numbering began here (the relay restarted,
+			// or the channel was recreated) and means nothing to the agent,
+			// whose receive cursor counts an older numbering: continue from
+			// its cursor, so input typed before it (re)attached is replayed
+			// and none of it looks already consumed.
+			ch.agentSeen = true
+			if a.resume > 0 {
+				if ch.toAgent != nil {
+					ch.toAgent.shift(a.resume)
+				}
+				ch.inSeq += a.resume
+			}
+		}
 		if a.channelID != "" {
 			ch.descID = a.channelID
 		}

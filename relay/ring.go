@@ -1,5 +1,10 @@
 package relay
 
+import (
+	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
+	"github.com/opengeni/opengeni-agent/relay/frame"
+)
+
 // ringEntry is one retained StreamFrame: its seq and its wire bytes (tag
 // included), ready to be written again on replay.
 type ringEntry struct {
@@ -48,3 +53,17 @@ func (r *ring) since(from uint64) []ringEntry {
 }
 
 func (r *ring) len() int { return len(r.buf) }
+
+// shift renumbers every retained frame by +delta (seq and wire bytes).
+func (r *ring) shift(delta uint64) {
+	for i := range r.buf {
+		e := &r.buf[i]
+		e.seq += delta
+		if _, m, err := frame.Decode(e.wire); err == nil {
+			if f, ok := m.(*agentpb.StreamFrame); ok {
+				f.Seq = e.seq
+				e.wire = frame.MustEncode(f)
+			}
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/control/gitsvc"
 	"github.com/opengeni/opengeni-agent/internal/devstack"
+	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
 const ctlUsage = `relay ctl drives one machine through the control library.
@@ -35,9 +36,14 @@ Commands:
   get REMOTE LOCAL           download a file (any size), with progress
   put LOCAL REMOTE           upload a file (any size), with progress
   mkdir [-p] PATH | mv FROM TO | rm [-r] PATH
+  screenshot OUT.png         capture the machine's screen
+  click [-button B] [-double] X Y | move X Y    pointer (native pixels; needs consent)
+  type TEXT | key NAME       type text / press a key (Enter, ctrl+c, ...; needs consent)
+  scroll X Y DX DY           scroll at a point (needs consent)
   git status [REPO]          structured status (JSON)
   git diff [--staged] [REPO] structured diff (JSON)
   git log [-n N] [REPO]      commits (JSON, paged)
+  shell [-- CMD ...]         an interactive terminal through the relay ("shell -h")
 
 Flags:
 `
@@ -92,6 +98,8 @@ func cmdCtl(args []string, stdout, stderr io.Writer) int {
 func (e *ctlEnv) run(ctx context.Context, cmd string, args []string) (int, error) {
 	s := e.sess
 	switch cmd {
+	case "shell":
+		return e.shell(ctx, args)
 	case "ping":
 		start := time.Now()
 		if !s.Ping(ctx) {
@@ -207,6 +215,8 @@ func (e *ctlEnv) run(ctx context.Context, cmd string, args []string) (int, error
 		return 0, s.Remove(ctx, fs.Arg(0), *r)
 	case "git":
 		return e.git(ctx, args)
+	case "screenshot", "click", "move", "type", "key", "scroll":
+		return e.desktop(ctx, cmd, args)
 	}
 	return 2, fmt.Errorf("unknown command %q (relay ctl -h lists them)", cmd)
 }
@@ -356,4 +366,76 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
+}
+
+func (e *ctlEnv) desktop(ctx context.Context, cmd string, args []string) (int, error) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	button := fs.String("button", "left", "left, right or middle")
+	double := fs.Bool("double", false, "double click")
+	if err := fs.Parse(args); err != nil {
+		return 2, nil
+	}
+	args = fs.Args()
+	ints := func(n int) ([]int32, error) {
+		if len(args) != n {
+			return nil, fmt.Errorf("%s: want %d numbers", cmd, n)
+		}
+		out := make([]int32, n)
+		for i, a := range args {
+			v, err := strconv.Atoi(a)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %q is not a number", cmd, a)
+			}
+			out[i] = int32(v)
+		}
+		return out, nil
+	}
+	var in *agentpb.DesktopInputRequest
+	switch cmd {
+	case "screenshot":
+		if len(args) != 1 {
+			return 2, errors.New("screenshot: want OUT.png")
+		}
+		shot, err := e.sess.Screenshot(ctx)
+		if err != nil {
+			return 1, err
+		}
+		if err := os.WriteFile(args[0], shot.PNG, 0o644); err != nil {
+			return 1, err
+		}
+		fmt.Fprintf(e.stdout, "%s: %dx%d PNG, %s (screen %dx%d)\n", args[0], shot.Width, shot.Height,
+			human(int64(len(shot.PNG))), shot.NativeWidth, shot.NativeHeight)
+		return 0, nil
+	case "click", "move":
+		xy, err := ints(2)
+		if err != nil {
+			return 2, err
+		}
+		action := agentpb.PointerAction_POINTER_ACTION_MOVE
+		if cmd == "click" {
+			action = agentpb.PointerAction_POINTER_ACTION_CLICK
+			if *double {
+				action = agentpb.PointerAction_POINTER_ACTION_DOUBLE_CLICK
+			}
+		}
+		btn := map[string]agentpb.PointerButton{"left": agentpb.PointerButton_POINTER_BUTTON_LEFT,
+			"right": agentpb.PointerButton_POINTER_BUTTON_RIGHT, "middle": agentpb.PointerButton_POINTER_BUTTON_MIDDLE}[*button]
+		if btn == 0 {
+			return 2, fmt.Errorf("%s: unknown button %q", cmd, *button)
+		}
+		in = &agentpb.DesktopInputRequest{Event: &agentpb.DesktopInputRequest_Pointer{Pointer: &agentpb.PointerEvent{X: xy[0], Y: xy[1], Action: action, Button: btn}}}
+	case "type", "key":
+		if len(args) != 1 {
+			return 2, fmt.Errorf("%s: want one argument", cmd)
+		}
+		in = &agentpb.DesktopInputRequest{Event: &agentpb.DesktopInputRequest_Key{Key: &agentpb.KeyEvent{
+			Key: args[0], IsText: cmd == "type", Action: agentpb.KeyAction_KEY_ACTION_PRESS}}}
+	case "scroll":
+		v, err := ints(4)
+		if err != nil {
+			return 2, err
+		}
+		in = &agentpb.DesktopInputRequest{Event: &agentpb.DesktopInputRequest_Scroll{Scroll: &agentpb.ScrollEvent{X: v[0], Y: v[1], DeltaX: v[2], DeltaY: v[3]}}}
+	}
+	return 0, e.sess.DesktopInput(ctx, in)
 }

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/internal/devstack"
 	"github.com/opengeni/opengeni-agent/internal/logging"
 )
@@ -18,6 +19,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	port := fs.Int("nats-port", devstack.DefaultNATSPort, "NATS port on 127.0.0.1 (-1: any free port)")
+	relayPort := fs.Int("relay-port", devstack.DefaultRelayPort, "stream relay port on 127.0.0.1 (-1: any free port)")
 	root := fs.String("workspace-root", "", "workspace root of the local machine (default: current directory)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (env OPENGENI_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
@@ -29,14 +31,20 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger := logging.New(stderr, *logLevel)
-	stack, err := devstack.Start(ctx, devstack.Options{NATSPort: *port, WorkspaceRoot: *root, Logger: logger})
+	stack, err := devstack.Start(ctx, devstack.Options{NATSPort: *port, RelayPort: *relayPort, WorkspaceRoot: *root, Logger: logger})
 	if err != nil {
 		fmt.Fprintln(stderr, "relay dev:", err)
 		return 1
 	}
+	secretNote := "viewer secret in " + stack.SecretFile() + " (read by `relay ctl shell`)"
+	if stack.SecretFile() == "" {
+		secretNote = "viewer secret: export " + control.EnvStreamSecret + "=" + string(stack.StreamSecret())
+	}
 	fmt.Fprintf(stdout, `
   OpenGeni dev platform is running (Ctrl-C to stop)
     NATS     %s
+    relay    %s
+             %s
     machine  workspace=%s agent=%s (this computer)
 
   Try, in another terminal:
@@ -44,8 +52,9 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
     go run ./cmd/relay ctl exec -- uname -a
     go run ./cmd/relay ctl ls .
     go run ./cmd/relay ctl put ./some-file /tmp/copy && go run ./cmd/relay ctl get /tmp/copy ./back
+    go run ./cmd/relay ctl shell          (an interactive terminal through the relay)
 
-`, stack.NATSURL(), stack.WorkspaceID(), stack.AgentID())
+`, stack.NATSURL(), stack.RelayURL(), secretNote, stack.WorkspaceID(), stack.AgentID())
 	if err := stack.Wait(); err != nil {
 		fmt.Fprintln(stderr, "relay dev:", err)
 		return 1

@@ -1,6 +1,7 @@
 // Command relay is the platform-side binary:
 //
-//	relay dev    the whole system on this machine (embedded NATS + this machine's agent)
+//	relay serve  the stream relay (WebSocket edge between agents and viewers)
+//	relay dev    the whole system on this machine (embedded NATS, a relay, this machine's agent)
 //	relay ctl    drive a machine from a shell through the control library
 //
 // Flags live here only; behaviour lives in the relay, control and devstack packages.
@@ -15,7 +16,8 @@ import (
 const usage = `relay: the OpenGeni platform side.
 
 Usage:
-  relay dev [flags]                 run NATS and this machine's agent on loopback
+  relay serve [flags]               run the stream relay (env OPENGENI_RELAY_*)
+  relay dev [flags]                 run NATS, a relay and this machine's agent on loopback
   relay ctl [flags] <command> ...   drive a machine (ping, exec, ls, cat, put, get, ...)
 
 Run "relay <command> -h" for flags.
@@ -31,6 +33,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
+	case "serve":
+		return cmdServe(args[1:], stdout, stderr)
 	case "dev":
 		return cmdDev(args[1:], stdout, stderr)
 	case "ctl":

@@ -1,6 +1,11 @@
 // Package devstack runs the whole system on one machine for development and
-// trials: an embedded nats-server on loopback and an in-process agent that
-// serves this machine. `relay dev` is a thin wrapper around it.
+// trials: an embedded nats-server and a stream relay on loopback, and an
+// in-process agent that serves this machine (terminals included). `relay dev`
+// is a thin wrapper around it.
+//
+// The relay's secrets are generated per run. The viewer (stream-token)
+// secret and the relay URL are written to Dir() (mode 0600, removed on
+// stop) so `relay ctl shell` on the same account can attach without flags.
 package devstack
 
 import (
@@ -9,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -20,6 +26,7 @@ import (
 // Defaults used by `relay dev` and, symmetrically, by `relay ctl`.
 const (
 	DefaultNATSPort    = 4222
+	DefaultRelayPort   = 8443
 	DefaultWorkspaceID = "dev"
 	DefaultAgentID     = "local"
 )
@@ -28,6 +35,7 @@ const (
 type Options struct {
 	Host          string // listen host; default 127.0.0.1 (never exposed by default)
 	NATSPort      int    // default 4222; -1 picks a free port
+	RelayPort     int    // default 8443; -1 picks a free port
 	WorkspaceID   string // default "dev"
 	AgentID       string // default "local"
 	WorkspaceRoot string // default: the process working directory
@@ -36,10 +44,13 @@ type Options struct {
 
 // Stack is a running dev system.
 type Stack struct {
-	opts  Options
-	nats  *server.Server
-	agent *agent.Agent
-	done  chan error
+	opts     Options
+	nats     *server.Server
+	agent    *agent.Agent
+	relayURL string
+	secret   []byte // the relay's stream-token (viewer) secret
+	files    []string
+	done     chan error
 }
 
 // Start brings the stack up; it runs until ctx ends, then Wait returns.
@@ -86,25 +97,55 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		ns.Shutdown()
 		return nil, errors.New("devstack: nats-server did not start")
 	}
+	rl, err := startRelay(opts)
+	if err != nil {
+		ns.Shutdown()
+		return nil, err
+	}
 	a, err := agent.New(agent.Options{
 		Servers:       []string{ns.ClientURL()},
 		WorkspaceID:   opts.WorkspaceID,
 		AgentID:       opts.AgentID,
 		WorkspaceRoot: opts.WorkspaceRoot,
 		Logger:        opts.Logger,
+		RelayURL:      rl.url,
+		RelayToken:    rl.agentToken,
 	})
 	if err != nil {
+		rl.stop()
 		ns.Shutdown()
 		return nil, err
 	}
-	s := &Stack{opts: opts, nats: ns, agent: a, done: make(chan error, 1)}
+	s := &Stack{opts: opts, nats: ns, agent: a, relayURL: rl.url, secret: rl.streamSecret, done: make(chan error, 1)}
+	s.files, err = writeDevFiles(rl.url, rl.streamSecret)
+	if err != nil {
+		opts.Logger.Warn("dev relay files not written; pass the viewer secret explicitly", "err", err)
+	}
 	go func() {
-		err := a.Run(ctx)
+		err := a.Run(ctx) // closes its terminals while the relay still runs
+		rl.stop()
+		for _, f := range s.files {
+			os.Remove(f)
+		}
 		ns.Shutdown()
 		ns.WaitForShutdown()
 		s.done <- err
 	}()
 	return s, nil
+}
+
+// RelayURL is the relay's dial base (ws://127.0.0.1:<port>/stream).
+func (s *Stack) RelayURL() string { return s.relayURL }
+
+// StreamSecret is the relay's viewer (stream-token) secret of this run.
+func (s *Stack) StreamSecret() []byte { return s.secret }
+
+// SecretFile is where the viewer secret was written ("" if it was not).
+func (s *Stack) SecretFile() string {
+	if len(s.files) > 0 {
+		return s.files[0]
+	}
+	return ""
 }
 
 // NATSURL is the embedded server's client URL.

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/opengeni/opengeni-agent/internal/logging"
+	"github.com/opengeni/opengeni-agent/relay"
+)
+
+// cmdServe runs the stream relay (relay.md §1.1): defaults, then env vars,
+// then flags; SIGINT/SIGTERM shut it down gracefully (exit 0); a bind
+// failure exits 1.
+func cmdServe(args []string, stdout, stderr io.Writer) int {
+	opts := relay.DefaultOptions()
+	if err := opts.ApplyEnv(os.Getenv); err != nil {
+		fmt.Fprintln(stderr, "relay serve:", err)
+		return 2
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: relay serve [flags]\n\nThe stream relay: splices PTY and desktop bytes between agents and viewers.\nEvery flag also reads its env var; a flag wins.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	opts.RegisterFlags(fs)
+	logLevel := fs.String("log-level", "", "debug, info, warn or error (env OPENGENI_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "relay serve: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	logger := logging.New(stderr, *logLevel)
+	srv, err := relay.New(opts, logger)
+	if err != nil {
+		fmt.Fprintln(stderr, "relay serve:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := srv.ListenAndServe(ctx); err != nil {
+		logger.Error("relay stopped", "err", err)
+		return 1
+	}
+	logger.Info("relay stopped")
+	return 0
+}

@@ -1,0 +1,132 @@
+package e2e
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"image/png"
+	"net"
+	"os"
+	"os/exec"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jezek/xgb"
+	"github.com/jezek/xgb/xproto"
+
+	"github.com/opengeni/opengeni-agent/agent"
+	"github.com/opengeni/opengeni-agent/control"
+	"github.com/opengeni/opengeni-agent/internal/natstest"
+	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
+)
+
+// startXvfb runs a real X server for the test, or skips (saying so) when
+// Xvfb is not installed.
+func startXvfb(t *testing.T, w, h int) string {
+	t.Helper()
+	bin, err := exec.LookPath("Xvfb")
+	if err != nil {
+		t.Skip("SKIP (not a pass): Xvfb is not installed (apt-get install xvfb)")
+	}
+	for n := 340; n < 400; n++ {
+		sock := fmt.Sprintf("/tmp/.X11-unix/X%d", n)
+		if _, err := os.Stat(sock); err == nil {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/tmp/.X%d-lock", n)); err == nil {
+			continue
+		}
+		cmd := exec.Command(bin, fmt.Sprintf(":%d", n), "-screen", "0", fmt.Sprintf("%dx%dx24", w, h), "-nolisten", "tcp")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		natstest.Eventually(t, 10*time.Second, func() error {
+			c, err := net.Dial("unix", sock)
+			if err != nil {
+				return err
+			}
+			return c.Close()
+		})
+		return fmt.Sprintf(":%d", n)
+	}
+	t.Fatal("no free X display")
+	return ""
+}
+
+func pointer(t *testing.T, display string) (int16, int16) {
+	t.Helper()
+	x, err := xgb.NewConnDisplay(display)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	root := xproto.Setup(x).DefaultScreen(x).Root
+	p, err := xproto.QueryPointer(x, root).Reply()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.RootX, p.RootY
+}
+
+func TestDesktopThroughTheControlSession(t *testing.T) {
+	display := startXvfb(t, 800, 600)
+	var consent atomic.Bool
+	e := newEnv(t, nil, func(o *agent.Options) {
+		o.Display = display
+		o.Consent = func() agent.Consent { return agent.Consent{WholeMachine: true, ScreenControl: consent.Load()} }
+	})
+	s := e.session(t, nil)
+	ctx := ctxT(t)
+
+	shot, err := s.Screenshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(shot.PNG))
+	if err != nil {
+		t.Fatalf("screenshot is not a PNG: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() != 800 || b.Dy() != 600 || shot.Width != 800 || shot.NativeWidth != 800 || shot.NativeHeight != 600 {
+		t.Fatalf("screenshot %v, reported %dx%d native %dx%d", b, shot.Width, shot.Height, shot.NativeWidth, shot.NativeHeight)
+	}
+
+	move := func(x, y int) error {
+		return s.DesktopInput(ctx, control.PointerInput(shot, x, y, agentpb.PointerAction_POINTER_ACTION_MOVE, agentpb.PointerButton_POINTER_BUTTON_LEFT))
+	}
+	x0, y0 := pointer(t, display)
+	err = move(123, 321)
+	var ce *control.Error
+	if !errors.As(err, &ce) || ce.Code != agentpb.ErrorCode_ERROR_CODE_CONSENT_REQUIRED || ce.Reason != control.ReasonConsentRequired {
+		t.Fatalf("input without consent: %v", err)
+	}
+	if x, y := pointer(t, display); x != x0 || y != y0 {
+		t.Fatalf("the pointer moved without consent: (%d,%d) -> (%d,%d)", x0, y0, x, y)
+	}
+
+	consent.Store(true) // the owner grants it; read live, no restart
+	if err := move(123, 321); err != nil {
+		t.Fatal(err)
+	}
+	if x, y := pointer(t, display); x != 123 || y != 321 {
+		t.Fatalf("pointer at (%d,%d), want (123,321)", x, y)
+	}
+
+	consent.Store(false) // and revokes it
+	if err := move(5, 5); !errors.As(err, &ce) || ce.Code != agentpb.ErrorCode_ERROR_CODE_CONSENT_REQUIRED {
+		t.Fatalf("input after revoking: %v", err)
+	}
+	if x, y := pointer(t, display); x != 123 || y != 321 {
+		t.Fatalf("the pointer moved after consent was revoked: (%d,%d)", x, y)
+	}
+}
+
+func TestHeadlessDesktopIsUnsupported(t *testing.T) {
+	e := newEnv(t, nil, func(o *agent.Options) { o.Display = ":999" }) // no such display
+	_, err := e.session(t, nil).Screenshot(ctxT(t))
+	var ce *control.Error
+	if !errors.As(err, &ce) || ce.Code != agentpb.ErrorCode_ERROR_CODE_UNSUPPORTED {
+		t.Fatalf("screenshot on a headless machine: %v", err)
+	}
+}

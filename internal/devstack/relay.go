@@ -1,0 +1,163 @@
+package devstack
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opengeni/opengeni-agent/relay"
+	"github.com/opengeni/opengeni-agent/relay/token"
+)
+
+// Files under Dir() that `relay ctl shell` reads.
+const (
+	SecretFileName   = "viewer.secret"
+	RelayURLFileName = "relay.url"
+)
+
+type devRelay struct {
+	url          string
+	streamSecret []byte
+	agentToken   string
+	cancel       context.CancelFunc
+	done         chan struct{}
+}
+
+// startRelay runs a relay on loopback with fresh secrets and mints the
+// agent's ogr_ token for it.
+func startRelay(opts Options) (*devRelay, error) {
+	port := opts.RelayPort
+	if port == 0 {
+		port = DefaultRelayPort
+	}
+	if port < 0 {
+		port = 0
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(opts.Host, strconv.Itoa(port)))
+	if err != nil {
+		return nil, fmt.Errorf("devstack: relay port %d is busy (another `relay dev`? use -relay-port): %w", port, err)
+	}
+	streamSecret, agentSecret := randomSecret(), randomSecret()
+	ro := relay.DefaultOptions()
+	ro.Bind = ln.Addr().String()
+	ro.StreamTokenSecret = string(streamSecret)
+	ro.RelayTokenSecret = string(agentSecret)
+	srv, err := relay.New(ro, opts.Logger)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	agentToken, err := token.MintAgent(string(agentSecret), token.AgentClaims{WorkspaceID: opts.WorkspaceID, AgentID: opts.AgentID}, time.Now())
+	if err != nil {
+		ln.Close()
+		srv.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &devRelay{
+		url:          "ws://" + ln.Addr().String() + "/stream",
+		streamSecret: streamSecret,
+		agentToken:   agentToken,
+		cancel:       cancel,
+		done:         make(chan struct{}),
+	}
+	go func() {
+		defer close(r.done)
+		if err := srv.Serve(ctx, ln); err != nil {
+			opts.Logger.Error("dev relay stopped", "err", err)
+		}
+	}()
+	return r, nil
+}
+
+func (r *devRelay) stop() {
+	r.cancel()
+	<-r.done
+}
+
+// randomSecret is 32 random bytes, hex-encoded (tokens key the HMAC with
+// the secret string's UTF-8 bytes, so it must stay printable).
+func randomSecret() []byte {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return []byte(hex.EncodeToString(b))
+}
+
+// Dir is where a running dev stack leaves its relay URL and viewer secret
+// for `relay ctl`: <user cache dir>/opengeni-dev.
+func Dir() (string, error) {
+	base, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(base, "opengeni-dev"), nil
+}
+
+// writeDevFiles writes the viewer secret and the relay URL, each 0600 in a
+// 0700 directory, replacing (never following) what was there.
+func writeDevFiles(relayURL string, secret []byte) ([]string, error) {
+	dir, err := Dir()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() || fi.Mode().Perm()&0o077 != 0 {
+		if err == nil {
+			err = fmt.Errorf("%s is not a private directory", dir)
+		}
+		return nil, err
+	}
+	var files []string
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{SecretFileName, secret}, {RelayURLFileName, []byte(relayURL)}} {
+		p := filepath.Join(dir, f.name)
+		os.Remove(p)
+		fh, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return files, err
+		}
+		_, err = fh.Write(append(f.data, '\n'))
+		if cerr := fh.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return files, err
+		}
+		files = append(files, p)
+	}
+	return files, nil
+}
+
+// ReadDevFiles returns the relay URL and viewer secret a running `relay dev`
+// left in Dir().
+func ReadDevFiles() (relayURL string, secret []byte, err error) {
+	dir, err := Dir()
+	if err != nil {
+		return "", nil, err
+	}
+	sb, err := os.ReadFile(filepath.Join(dir, SecretFileName))
+	if err != nil {
+		return "", nil, err
+	}
+	ub, err := os.ReadFile(filepath.Join(dir, RelayURLFileName))
+	if err != nil {
+		return "", nil, err
+	}
+	secret = []byte(strings.TrimSpace(string(sb)))
+	if len(secret) == 0 {
+		return "", nil, errors.New("devstack: empty viewer secret file")
+	}
+	return strings.TrimSpace(string(ub)), secret, nil
+}
