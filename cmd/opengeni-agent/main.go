@@ -97,6 +97,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 	machine := fs.String("machine-name", "", "machine name reported to the platform (default: hostname)")
 	channel := fs.String("channel", "stable", "update channel")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (env OPENGENI_LOG_LEVEL)")
+	relayURL := fs.String("relay-url", os.Getenv("OPENGENI_RELAY_URL"), "stream relay for terminals and the desktop (env OPENGENI_RELAY_URL; stored connections carry their own)")
+	virtualDesktop := fs.Bool("virtual-desktop", false, "let desktop_ensure start an Xvfb when this machine has no display")
+	display := fs.String("display", "", "X11 display for desktop ops (default $DISPLAY)")
 	logFile := fs.String("log-file", "", "append logs to this file instead of stderr (the Windows service and task use it)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -123,18 +126,23 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	logger := logging.New(stderr, *logLevel)
 	if stored {
-		return runStoredCLI(storedRunOptions{WorkspaceID: *ws, MachineName: *machine, Channel: *channel, WorkspaceRoot: *root}, stderr, logger)
+		return runStoredCLI(storedRunOptions{WorkspaceID: *ws, MachineName: *machine, Channel: *channel, WorkspaceRoot: *root,
+			VirtualDesktop: *virtualDesktop, Display: *display}, stderr, logger)
 	}
 	a, err := agent.New(agent.Options{
-		Servers:       strings.Split(*natsURL, ","),
-		Token:         *token,
-		CredsFile:     *creds,
-		WorkspaceID:   *ws,
-		AgentID:       *agentID,
-		WorkspaceRoot: *root,
-		MachineName:   *machine,
-		UpdateChannel: *channel,
-		Logger:        logger,
+		Servers:        strings.Split(*natsURL, ","),
+		Token:          *token,
+		CredsFile:      *creds,
+		WorkspaceID:    *ws,
+		AgentID:        *agentID,
+		WorkspaceRoot:  *root,
+		MachineName:    *machine,
+		UpdateChannel:  *channel,
+		RelayURL:       *relayURL,
+		RelayToken:     os.Getenv("OPENGENI_RELAY_TOKEN"), // env only: flags show in ps
+		VirtualDesktop: *virtualDesktop,
+		Display:        *display,
+		Logger:         logger,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "opengeni-agent:", err)

@@ -29,6 +29,9 @@ type storedRunOptions struct {
 	MachineName   string
 	Channel       string
 	WorkspaceRoot string
+	// VirtualDesktop and Display configure the desktop ops.
+	VirtualDesktop bool
+	Display        string
 }
 
 // serveFunc serves one connection until ctx ends (agent.Agent.Run).
@@ -99,15 +102,19 @@ func runStoredCLI(o storedRunOptions, stderr io.Writer, logger *slog.Logger) int
 func agentServe(store *config.Store, o storedRunOptions, logger *slog.Logger) serveFunc {
 	return func(ctx context.Context, id string, c *config.Credentials) error {
 		a, err := agent.New(agent.Options{
-			Servers:       c.NATSURLs,
-			Token:         c.NATSBearer,
-			WorkspaceID:   c.WorkspaceID,
-			AgentID:       c.AgentID,
-			WorkspaceRoot: o.WorkspaceRoot,
-			MachineName:   o.MachineName,
-			UpdateChannel: c.UpdateChannel,
-			ResumeToken:   c.ResumeToken,
-			HeldEpoch:     c.LastKnownEpoch,
+			Servers:        c.NATSURLs,
+			Token:          c.NATSBearer,
+			WorkspaceID:    c.WorkspaceID,
+			AgentID:        c.AgentID,
+			WorkspaceRoot:  o.WorkspaceRoot,
+			MachineName:    o.MachineName,
+			UpdateChannel:  c.UpdateChannel,
+			ResumeToken:    c.ResumeToken,
+			HeldEpoch:      c.LastKnownEpoch,
+			RelayURL:       c.RelayURL,
+			RelayToken:     c.RelayToken,
+			VirtualDesktop: o.VirtualDesktop,
+			Display:        o.Display,
 			Consent: func() agent.Consent {
 				w, sc := store.Consent(id)
 				return agent.Consent{WholeMachine: w, ScreenControl: sc}

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/control/gitsvc"
 	"github.com/opengeni/opengeni-agent/internal/devstack"
@@ -73,7 +75,23 @@ func cmdCtl(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	rpc := control.NewNATSRPC(control.DialNATS(*natsURL))
+	// Against `relay dev`, take the control user and the paired machine from
+	// the dev platform's ctl.json unless told otherwise.
+	var natsOpts []nats.Option
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["nats"] && os.Getenv("OPENGENI_NATS_URL") == "" {
+		if c, err := devstack.ReadCtlFile(""); err == nil {
+			*natsURL, natsOpts = c.NATSURL, c.NATSOptions()
+			if !set["workspace"] && os.Getenv("OPENGENI_WORKSPACE_ID") == "" {
+				*ws = c.WorkspaceID
+			}
+			if !set["agent"] && os.Getenv("OPENGENI_AGENT_ID") == "" && c.AgentID != "" {
+				*agentID = c.AgentID
+			}
+		}
+	}
+	rpc := control.NewNATSRPC(control.DialNATS(*natsURL, natsOpts...))
 	defer rpc.Close()
 	sess, err := control.NewSession(control.SessionConfig{
 		WorkspaceID: *ws, AgentID: *agentID, RPC: rpc, Timeout: *timeout, WorkingDir: *workdir,

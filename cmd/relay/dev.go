@@ -21,6 +21,9 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	port := fs.Int("nats-port", devstack.DefaultNATSPort, "NATS port on 127.0.0.1 (-1: any free port)")
 	relayPort := fs.Int("relay-port", devstack.DefaultRelayPort, "stream relay port on 127.0.0.1 (-1: any free port)")
 	root := fs.String("workspace-root", "", "workspace root of the local machine (default: current directory)")
+	apiPort := fs.Int("api-port", devstack.DefaultAPIPort, "enrollment API port on 127.0.0.1 (-1: any free port)")
+	dataDir := fs.String("data-dir", "", "platform state directory (env "+devstack.EnvDevData+"; default <user cache dir>/opengeni-dev)")
+	virtualDesktop := fs.Bool("virtual-desktop", false, "let desktop_ensure start an Xvfb when this machine has no display")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (env OPENGENI_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -31,7 +34,8 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger := logging.New(stderr, *logLevel)
-	stack, err := devstack.Start(ctx, devstack.Options{NATSPort: *port, RelayPort: *relayPort, WorkspaceRoot: *root, Logger: logger})
+	stack, err := devstack.Start(ctx, devstack.Options{NATSPort: *port, RelayPort: *relayPort, APIPort: *apiPort,
+		DataDir: *dataDir, WorkspaceRoot: *root, VirtualDesktop: *virtualDesktop, Out: stdout, Logger: logger})
 	if err != nil {
 		fmt.Fprintln(stderr, "relay dev:", err)
 		return 1
@@ -42,7 +46,9 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, `
   OpenGeni dev platform is running (Ctrl-C to stop)
-    NATS     %s
+    NATS     %s   (agents: enrollment bearer via auth callout; control user in %s)
+    API      %s   (enrollment API; admin token above)
+    data     %s
     relay    %s
              %s
     machine  workspace=%s agent=%s (this computer)
@@ -54,7 +60,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
     go run ./cmd/relay ctl put ./some-file /tmp/copy && go run ./cmd/relay ctl get /tmp/copy ./back
     go run ./cmd/relay ctl shell          (an interactive terminal through the relay)
 
-`, stack.NATSURL(), stack.RelayURL(), secretNote, stack.WorkspaceID(), stack.AgentID())
+`, stack.NATSURL(), stack.Platform().CtlFile(), stack.Platform().APIURL(), stack.Platform().DataDir(), stack.RelayURL(), secretNote, stack.WorkspaceID(), stack.AgentID())
 	if err := stack.Wait(); err != nil {
 		fmt.Fprintln(stderr, "relay dev:", err)
 		return 1

@@ -10,17 +10,12 @@ package devstack
 
 import (
 	"context"
-	"errors"
-	"fmt"
+	"io"
 	"log/slog"
-	"net"
 	"os"
-	"strconv"
-	"time"
-
-	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/opengeni/opengeni-agent/agent"
+	"github.com/opengeni/opengeni-agent/agent/config"
 )
 
 // Defaults used by `relay dev` and, symmetrically, by `relay ctl`.
@@ -39,13 +34,19 @@ type Options struct {
 	WorkspaceID   string // default "dev"
 	AgentID       string // default "local"
 	WorkspaceRoot string // default: the process working directory
-	Logger        *slog.Logger
+	DataDir       string // platform state; default PlatformDataDir()
+	// VirtualDesktop lets the local agent start an Xvfb for desktop_ensure
+	// when this machine has no display.
+	VirtualDesktop bool
+	APIPort        int // enrollment API; default 8444; -1 picks a free port
+	Out            io.Writer
+	Logger         *slog.Logger
 }
 
 // Stack is a running dev system.
 type Stack struct {
 	opts     Options
-	nats     *server.Server
+	platform *Platform
 	agent    *agent.Agent
 	relayURL string
 	secret   []byte // the relay's stream-token (viewer) secret
@@ -58,65 +59,43 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	if opts.Host == "" {
 		opts.Host = "127.0.0.1"
 	}
-	if opts.NATSPort == 0 {
-		opts.NATSPort = DefaultNATSPort
-	}
-	if opts.WorkspaceID == "" {
-		opts.WorkspaceID = DefaultWorkspaceID
-	}
-	if opts.AgentID == "" {
-		opts.AgentID = DefaultAgentID
-	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	port := opts.NATSPort
-	if port < 0 {
-		port = server.RANDOM_PORT
-	}
-	ns, err := server.NewServer(&server.Options{
-		ServerName: "opengeni-dev",
-		Host:       opts.Host,
-		Port:       port,
-		NoSigs:     true, // the binary owns signals
-		NoLog:      true,
-	})
+	// The platform outlives ctx: the agent says GoingOffline before NATS stops.
+	p, err := StartPlatform(context.WithoutCancel(ctx), PlatformOptions{DataDir: opts.DataDir, Host: opts.Host,
+		NATSPort: opts.NATSPort, HTTPPort: opts.APIPort, Out: opts.Out, Logger: opts.Logger})
 	if err != nil {
-		return nil, fmt.Errorf("devstack: nats-server: %w", err)
-	}
-	if port != server.RANDOM_PORT {
-		// Fail with a clear message instead of nats-server's fatal log.
-		l, err := net.Listen("tcp", net.JoinHostPort(opts.Host, strconv.Itoa(port)))
-		if err != nil {
-			return nil, fmt.Errorf("devstack: NATS port %d is busy (another `relay dev`?): %w", port, err)
-		}
-		l.Close()
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		return nil, errors.New("devstack: nats-server did not start")
-	}
-	rl, err := startRelay(opts)
-	if err != nil {
-		ns.Shutdown()
 		return nil, err
 	}
+	rl, err := startRelay(opts, []byte(p.StreamTokenSecret()), []byte(p.RelayTokenSecret()))
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	creds, err := func() (*config.Credentials, error) {
+		if err := p.SetRelayURL(rl.url); err != nil {
+			return nil, err
+		}
+		return p.EnrollLocalMachine(ctx, p.AgentConfigDir())
+	}()
+	if err != nil {
+		rl.stop()
+		p.Close()
+		return nil, err
+	}
+	opts.WorkspaceID, opts.AgentID = creds.WorkspaceID, creds.AgentID
 	a, err := agent.New(agent.Options{
-		Servers:       []string{ns.ClientURL()},
-		WorkspaceID:   opts.WorkspaceID,
-		AgentID:       opts.AgentID,
-		WorkspaceRoot: opts.WorkspaceRoot,
-		Logger:        opts.Logger,
-		RelayURL:      rl.url,
-		RelayToken:    rl.agentToken,
+		Servers: creds.NATSURLs, Token: creds.NATSBearer, WorkspaceID: creds.WorkspaceID, AgentID: creds.AgentID,
+		WorkspaceRoot: opts.WorkspaceRoot, Logger: opts.Logger, RelayURL: creds.RelayURL, RelayToken: creds.RelayToken,
+		VirtualDesktop: opts.VirtualDesktop,
 	})
 	if err != nil {
 		rl.stop()
-		ns.Shutdown()
+		p.Close()
 		return nil, err
 	}
-	s := &Stack{opts: opts, nats: ns, agent: a, relayURL: rl.url, secret: rl.streamSecret, done: make(chan error, 1)}
+	s := &Stack{opts: opts, platform: p, agent: a, relayURL: rl.url, secret: rl.streamSecret, done: make(chan error, 1)}
 	s.files, err = writeDevFiles(rl.url, rl.streamSecret)
 	if err != nil {
 		opts.Logger.Warn("dev relay files not written; pass the viewer secret explicitly", "err", err)
@@ -127,8 +106,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		for _, f := range s.files {
 			os.Remove(f)
 		}
-		ns.Shutdown()
-		ns.WaitForShutdown()
+		p.Close()
 		s.done <- err
 	}()
 	return s, nil
@@ -149,7 +127,10 @@ func (s *Stack) SecretFile() string {
 }
 
 // NATSURL is the embedded server's client URL.
-func (s *Stack) NATSURL() string { return s.nats.ClientURL() }
+func (s *Stack) NATSURL() string { return s.platform.NATSURL() }
+
+// Platform is the running platform (enrollment API, store, admin token).
+func (s *Stack) Platform() *Platform { return s.platform }
 
 // WorkspaceID and AgentID name the local machine.
 func (s *Stack) WorkspaceID() string { return s.opts.WorkspaceID }

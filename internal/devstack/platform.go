@@ -341,7 +341,10 @@ func (p *Platform) startNATS() error {
 
 // ControlNATSOptions authenticate a connection as the control user.
 func (p *Platform) ControlNATSOptions() []nats.Option {
-	return []nats.Option{nats.UserInfo(ControlUser, p.state.ControlPassword)}
+	// Agents may subscribe _INBOX.> (the wire contract's grant), so every
+	// control-plane connection, the KV store's included, takes its replies
+	// on the private prefix.
+	return []nats.Option{nats.UserInfo(ControlUser, p.state.ControlPassword), nats.CustomInboxPrefix(control.InboxPrefix)}
 }
 
 // ControlConn opens a new connection as the control user; the caller

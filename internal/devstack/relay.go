@@ -11,10 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/opengeni/opengeni-agent/relay"
-	"github.com/opengeni/opengeni-agent/relay/token"
 )
 
 // Files under Dir() that `relay ctl shell` reads.
@@ -26,14 +24,13 @@ const (
 type devRelay struct {
 	url          string
 	streamSecret []byte
-	agentToken   string
 	cancel       context.CancelFunc
 	done         chan struct{}
 }
 
-// startRelay runs a relay on loopback with fresh secrets and mints the
-// agent's ogr_ token for it.
-func startRelay(opts Options) (*devRelay, error) {
+// startRelay runs a relay on loopback with the platform's persisted
+// secrets; the enrollment API mints the agent's ogr_ token.
+func startRelay(opts Options, streamSecret, agentSecret []byte) (*devRelay, error) {
 	port := opts.RelayPort
 	if port == 0 {
 		port = DefaultRelayPort
@@ -45,7 +42,6 @@ func startRelay(opts Options) (*devRelay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("devstack: relay port %d is busy (another `relay dev`? use -relay-port): %w", port, err)
 	}
-	streamSecret, agentSecret := randomSecret(), randomSecret()
 	ro := relay.DefaultOptions()
 	ro.Bind = ln.Addr().String()
 	ro.StreamTokenSecret = string(streamSecret)
@@ -55,17 +51,10 @@ func startRelay(opts Options) (*devRelay, error) {
 		ln.Close()
 		return nil, err
 	}
-	agentToken, err := token.MintAgent(string(agentSecret), token.AgentClaims{WorkspaceID: opts.WorkspaceID, AgentID: opts.AgentID}, time.Now())
-	if err != nil {
-		ln.Close()
-		srv.Close()
-		return nil, err
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &devRelay{
 		url:          "ws://" + ln.Addr().String() + "/stream",
 		streamSecret: streamSecret,
-		agentToken:   agentToken,
 		cancel:       cancel,
 		done:         make(chan struct{}),
 	}
@@ -92,14 +81,8 @@ func randomSecret() []byte {
 }
 
 // Dir is where a running dev stack leaves its relay URL and viewer secret
-// for `relay ctl`: <user cache dir>/opengeni-dev.
-func Dir() (string, error) {
-	base, err := os.UserCacheDir()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(base, "opengeni-dev"), nil
-}
+// for `relay ctl`: the platform's data directory.
+func Dir() (string, error) { return PlatformDataDir() }
 
 // writeDevFiles writes the viewer secret and the relay URL, each 0600 in a
 // 0700 directory, replacing (never following) what was there.

@@ -23,9 +23,10 @@ func TestStackServesTerminals(t *testing.T) {
 	}
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
 	t.Setenv("HOME", t.TempDir())
+	t.Setenv(EnvDevData, t.TempDir())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	st, err := Start(ctx, Options{NATSPort: -1, RelayPort: -1, WorkspaceRoot: t.TempDir(),
+	st, err := Start(ctx, Options{NATSPort: -1, RelayPort: -1, APIPort: -1, WorkspaceRoot: t.TempDir(), Out: io.Discard,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +39,9 @@ func TestStackServesTerminals(t *testing.T) {
 		t.Fatalf("secret file mode: %v %v", fi.Mode(), err)
 	}
 
-	rpc := control.NewNATSRPC(control.DialNATS(st.NATSURL()))
+	// The platform's NATS admits agents through the auth callout and the
+	// control plane as its control user.
+	rpc := control.NewNATSRPC(st.Platform().ControlConnFactory())
 	defer rpc.Close()
 	sess, err := control.NewSession(control.SessionConfig{WorkspaceID: st.WorkspaceID(), AgentID: st.AgentID(), RPC: rpc,
 		Relay: control.ParseRelayURL(url)})
