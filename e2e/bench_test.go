@@ -233,7 +233,7 @@ func BenchmarkExecVsBaseline(b *testing.B) {
 	req := natstest.Connect(b, e.srv)
 	payload := make([]byte, 48)
 	ctx := context.Background()
-	var raw, fork, ex latencies
+	var raw, fork, piped, ex latencies
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		raw.time(func() {
@@ -243,6 +243,15 @@ func BenchmarkExecVsBaseline(b *testing.B) {
 		})
 		fork.time(func() {
 			if err := exec.Command("true").Run(); err != nil {
+				b.Fatal(err)
+			}
+		})
+		// What exec must do at least: fork/exec with stdout and stderr captured.
+		piped.time(func() {
+			var o, e bytes.Buffer
+			c := exec.Command("true")
+			c.Stdout, c.Stderr = &o, &e
+			if err := c.Run(); err != nil {
 				b.Fatal(err)
 			}
 		})
@@ -258,4 +267,6 @@ func BenchmarkExecVsBaseline(b *testing.B) {
 	b.ReportMetric(float64(p50(fork).Nanoseconds()), "fork-p50-ns")
 	b.ReportMetric(float64(p50(ex).Nanoseconds()), "exec-p50-ns")
 	b.ReportMetric(float64(p50(ex))/float64(base), "ratio")
+	b.ReportMetric(float64(p50(piped).Nanoseconds()), "fork-captured-p50-ns")
+	b.ReportMetric(float64(p50(ex))/float64(p50(raw)+p50(piped)), "ratio-vs-captured")
 }
