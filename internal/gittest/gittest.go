@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -127,4 +128,15 @@ func (sb *Sandbox) Write(rel, content string) {
 	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
 		sb.T.Fatal(err)
 	}
+}
+
+// Commit writes files (paths relative to the repository repo), stages
+// everything in repo (git add .) and commits it with the message msg.
+func (sb *Sandbox) Commit(repo, msg string, files map[string]string) {
+	sb.T.Helper()
+	for rel, content := range files {
+		sb.Write(path.Join(repo, rel), content)
+	}
+	sb.Git(repo, "add", ".")
+	sb.Git(repo, "commit", "-qm", msg)
 }

@@ -11,15 +11,10 @@ import "os"
 func AheadBehind(sb *Sandbox) string {
 	sb.Git("", "init", "-q", "--bare", "origin.git")
 	sb.Git("", "clone", "-q", "origin.git", "repo")
-	sb.Write("repo/a.txt", "one\n")
-	sb.Write("repo/b.txt", "bee\n")
-	sb.Git("repo", "add", ".")
-	sb.Git("repo", "commit", "-qm", "first")
+	sb.Commit("repo", "first", map[string]string{"a.txt": "one\n", "b.txt": "bee\n"})
 	sb.Git("repo", "push", "-q", "-u", "origin", "main")
 	sb.Git("", "clone", "-q", "origin.git", "other")
-	sb.Write("other/c.txt", "sea\n")
-	sb.Git("other", "add", ".")
-	sb.Git("other", "commit", "-qm", "theirs")
+	sb.Commit("other", "theirs", map[string]string{"c.txt": "sea\n"})
 	sb.Git("other", "push", "-q")
 	sb.Write("repo/a.txt", "one\ntwo\n")
 	sb.Git("repo", "commit", "-qam", "ours")
@@ -35,11 +30,11 @@ func AheadBehind(sb *Sandbox) string {
 // ignored files.
 func Rename(sb *Sandbox) string {
 	sb.Git("", "init", "-q", "repo")
-	sb.Write("repo/old name.txt", "content that moves\nline two\n")
-	sb.Write("repo/gone.txt", "bye\n")
-	sb.Write("repo/.gitignore", "*.log\nbuild/\n")
-	sb.Git("repo", "add", ".")
-	sb.Git("repo", "commit", "-qm", "init")
+	sb.Commit("repo", "init", map[string]string{
+		"old name.txt": "content that moves\nline two\n",
+		"gone.txt":     "bye\n",
+		".gitignore":   "*.log\nbuild/\n",
+	})
 	sb.Git("repo", "mv", "old name.txt", "new name.txt")
 	sb.Git("repo", "rm", "-q", "gone.txt")
 	sb.Write("repo/debug.log", "noise\n")
@@ -52,9 +47,7 @@ func Rename(sb *Sandbox) string {
 // Conflict: a merge that conflicts on one file.
 func Conflict(sb *Sandbox) string {
 	sb.Git("", "init", "-q", "repo")
-	sb.Write("repo/f.txt", "base\n")
-	sb.Git("repo", "add", ".")
-	sb.Git("repo", "commit", "-qm", "base")
+	sb.Commit("repo", "base", map[string]string{"f.txt": "base\n"})
 	sb.Git("repo", "checkout", "-qb", "side")
 	sb.Write("repo/f.txt", "side\n")
 	sb.Git("repo", "commit", "-qam", "side")
@@ -70,9 +63,7 @@ func Conflict(sb *Sandbox) string {
 // Detached: HEAD detached at the first of two commits.
 func Detached(sb *Sandbox) string {
 	sb.Git("", "init", "-q", "repo")
-	sb.Write("repo/f.txt", "1\n")
-	sb.Git("repo", "add", ".")
-	sb.Git("repo", "commit", "-qm", "one")
+	sb.Commit("repo", "one", map[string]string{"f.txt": "1\n"})
 	sb.Write("repo/f.txt", "2\n")
 	sb.Git("repo", "commit", "-qam", "two")
 	sb.Git("repo", "checkout", "-q", "HEAD~1")
@@ -94,10 +85,10 @@ func Empty(sb *Sandbox) string {
 // untracked.
 func Unicode(sb *Sandbox) string {
 	sb.Git("", "init", "-q", "repo")
-	sb.Write("repo/dir with space/ünïcødé file.txt", "a\n")
-	sb.Write("repo/日本語.md", "b\n")
-	sb.Git("repo", "add", ".")
-	sb.Git("repo", "commit", "-qm", "names")
+	sb.Commit("repo", "names", map[string]string{
+		"dir with space/ünïcødé file.txt": "a\n",
+		"日本語.md":                          "b\n",
+	})
 	sb.Write("repo/dir with space/ünïcødé file.txt", "a\nchanged\n")
 	sb.Write("repo/日本語.md", "b\nchanged\n")
 	sb.Write("repo/new ñame.txt", "n\n")
@@ -108,13 +99,9 @@ func Unicode(sb *Sandbox) string {
 // untracked content.
 func Submodule(sb *Sandbox) string {
 	sb.Git("", "init", "-q", "lib")
-	sb.Write("lib/lib.txt", "v1\n")
-	sb.Git("lib", "add", ".")
-	sb.Git("lib", "commit", "-qm", "lib v1")
+	sb.Commit("lib", "lib v1", map[string]string{"lib.txt": "v1\n"})
 	sb.Git("", "init", "-q", "repo")
-	sb.Write("repo/main.txt", "m\n")
-	sb.Git("repo", "add", ".")
-	sb.Git("repo", "commit", "-qm", "main")
+	sb.Commit("repo", "main", map[string]string{"main.txt": "m\n"})
 	sb.Git("repo", "submodule", "add", "-q", "../lib", "moved")
 	sb.Git("repo", "submodule", "add", "-q", "../lib", "dirty")
 	sb.Git("repo", "commit", "-qm", "add submodules")
@@ -128,9 +115,7 @@ func Submodule(sb *Sandbox) string {
 // show and diff.
 func History(sb *Sandbox) string {
 	sb.Git("", "init", "-q", "repo")
-	sb.Write("repo/code.go", "package main\n\nfunc main() {\n\tprintln(\"hi\")\n}\n")
-	sb.Git("repo", "add", ".")
-	sb.Git("repo", "commit", "-qm", "root commit")
+	sb.Commit("repo", "root commit", map[string]string{"code.go": "package main\n\nfunc main() {\n\tprintln(\"hi\")\n}\n"})
 	sb.Git("repo", "checkout", "-qb", "feature")
 	sb.Write("repo/feature.txt", "feature work\n")
 	sb.Git("repo", "add", ".")
