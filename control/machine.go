@@ -80,3 +80,18 @@ func (s *Session) DesktopInput(ctx context.Context, in *agentpb.DesktopInputRequ
 	})
 	return err
 }
+
+// DesktopEnsure makes sure the machine has a desktop streaming on the relay
+// (starting a virtual display at width×height when it has none and allows
+// it; 0 means the agent's default) and returns its channel and display.
+// Repeat calls return the same live channel.
+func (s *Session) DesktopEnsure(ctx context.Context, width, height uint32) (*agentpb.DesktopEnsureResponse, error) {
+	return invoke(ctx, s, "desktopEnsure", func(r *agentpb.ControlRequest) {
+		r.Op = &agentpb.ControlRequest_DesktopEnsure{DesktopEnsure: &agentpb.DesktopEnsureRequest{Width: width, Height: height}}
+	}, func(resp *agentpb.ControlResponse) (*agentpb.DesktopEnsureResponse, bool) {
+		if _, ok := resp.GetResult().(*agentpb.ControlResponse_DesktopEnsure); !ok {
+			return nil, false
+		}
+		return resp.GetDesktopEnsure(), true
+	})
+}

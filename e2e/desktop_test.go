@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"image/png"
@@ -128,5 +129,65 @@ func TestHeadlessDesktopIsUnsupported(t *testing.T) {
 	var ce *control.Error
 	if !errors.As(err, &ce) || ce.Code != agentpb.ErrorCode_ERROR_CODE_UNSUPPORTED {
 		t.Fatalf("screenshot on a headless machine: %v", err)
+	}
+}
+
+// A machine without a display: desktop_ensure starts Xvfb and the desktop
+// channel streams PNG frames to a viewer through a real relay.
+func TestDesktopEnsureStreamsThroughTheRelay(t *testing.T) {
+	if _, err := exec.LookPath("Xvfb"); err != nil {
+		t.Skip("SKIP (not a pass): Xvfb is not installed (apt-get install xvfb)")
+	}
+	r := startTestRelay(t)
+	e := newEnv(t, nil, func(o *agent.Options) {
+		withRelay(t, r)(o)
+		o.Display = ":977" // no such display: the machine is headless
+		o.VirtualDesktop = true
+	})
+	s := e.session(t, func(c *control.SessionConfig) { c.Relay = control.ParseRelayURL(r.url()) })
+	ctx := ctxT(t)
+
+	first, err := s.DesktopEnsure(ctx, 640, 480)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := first.GetDisplay(); !d.GetVirtual() || d.GetWidth() != 640 || d.GetHeight() != 480 {
+		t.Fatalf("display = %v", d)
+	}
+	again, err := s.DesktopEnsure(ctx, 640, 480)
+	if err != nil || again.GetChannel().GetChannelId() != first.GetChannel().GetChannelId() {
+		t.Fatalf("repeat ensure: %v, %v (want channel %s)", again.GetChannel(), err, first.GetChannel().GetChannelId())
+	}
+	ep, err := s.ResolveExposedPort(ctx, control.DesktopStreamPort)
+	if err != nil || ep.Protocol != "vnc" {
+		t.Fatalf("ResolveExposedPort(6080) = %+v, %v", ep, err)
+	}
+	url, err := control.BuildStreamURL(*ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := control.StreamTokenClaims{WorkspaceID: testWS, Mode: control.StreamModeView, Port: control.DesktopStreamPort}
+	v, err := control.DialStream(ctx, control.ViewerOptions{
+		URL: url, Channel: first.GetChannel(),
+		Token: func(context.Context) (string, error) {
+			tok, _, err := control.MintViewerToken([]byte(relayStreamSecret), claims, 0)
+			return tok, err
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	select {
+	case frame := <-v.Output():
+		img, err := png.Decode(bytes.NewReader(frame))
+		if err != nil {
+			t.Fatalf("desktop frame is not a PNG: %v", err)
+		}
+		if b := img.Bounds(); b.Dx() != 640 || b.Dy() != 480 {
+			t.Fatalf("frame %v, want 640x480", b)
+		}
+	case <-ctx.Done():
+		t.Fatal("no desktop frame reached the viewer")
 	}
 }
