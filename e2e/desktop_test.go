@@ -144,7 +144,7 @@ func TestDesktopEnsureStreamsThroughTheRelay(t *testing.T) {
 		o.Display = ":977" // no such display: the machine is headless
 		o.VirtualDesktop = true
 	})
-	s := e.session(t, func(c *control.SessionConfig) { c.Relay = control.ParseRelayURL(r.url()) })
+	s := e.session(t, func(c *control.SessionConfig) { c.Relay = control.ParseRelayURL(r.URL()) })
 	ctx := ctxT(t)
 
 	first, err := s.DesktopEnsure(ctx, 640, 480)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/opengeni/opengeni-agent/agent"
+	"github.com/opengeni/opengeni-agent/agent/stream/streamtest"
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/relay"
 	"github.com/opengeni/opengeni-agent/relay/token"
@@ -35,87 +35,28 @@ const (
 	relayAgentSecret  = "e2e-agent-secret"
 )
 
-// testRelay is a relay that can be restarted on the same address.
-type testRelay struct {
-	t    testing.TB
-	addr string
-
-	mu     sync.Mutex
-	srv    *relay.Server
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func startTestRelay(t testing.TB) *testRelay {
+// startTestRelay runs a real relay on loopback that can be restarted on the
+// same address, with the e2e secrets.
+func startTestRelay(t testing.TB) *streamtest.Relay {
 	t.Helper()
-	r := &testRelay{t: t, addr: "127.0.0.1:0"}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
+	return streamtest.StartRelay(t, func(o *relay.Options) {
+		o.StreamTokenSecret = relayStreamSecret
+		o.RelayTokenSecret = relayAgentSecret
+	})
 }
-
-func (r *testRelay) start() {
-	r.t.Helper()
-	var ln net.Listener
-	var err error
-	for end := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if ln, err = net.Listen("tcp", r.addr); err == nil || time.Now().After(end) {
-			break
-		}
-	}
-	if err != nil {
-		r.t.Fatalf("relay listen: %v", err)
-	}
-	r.addr = ln.Addr().String()
-	o := relay.DefaultOptions()
-	o.Bind = r.addr
-	o.StreamTokenSecret = relayStreamSecret
-	o.RelayTokenSecret = relayAgentSecret
-	srv, err := relay.New(o, testLogger)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(ctx, ln) }()
-	r.mu.Lock()
-	r.srv, r.cancel, r.done = srv, cancel, done
-	r.mu.Unlock()
-}
-
-// stop shuts the relay down: every socket is dropped, every ring lost.
-func (r *testRelay) stop() {
-	r.mu.Lock()
-	cancel, done := r.cancel, r.done
-	r.cancel = nil
-	r.mu.Unlock()
-	if cancel != nil {
-		cancel()
-		<-done
-	}
-}
-
-// restart replaces the relay with a fresh process-equivalent on the same address.
-func (r *testRelay) restart() {
-	r.t.Helper()
-	r.stop()
-	r.start()
-}
-
-func (r *testRelay) url() string { return "ws://" + r.addr + "/stream" }
 
 // withRelay points the agent at r with a valid ogr_ token.
-func withRelay(t testing.TB, r *testRelay) func(*agent.Options) {
+func withRelay(t testing.TB, r *streamtest.Relay) func(*agent.Options) {
 	tok, err := token.MintAgent(relayAgentSecret, token.AgentClaims{WorkspaceID: testWS, AgentID: testAgent}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return func(o *agent.Options) { o.RelayURL, o.RelayToken = r.url(), tok }
+	return func(o *agent.Options) { o.RelayURL, o.RelayToken = r.URL(), tok }
 }
 
 type termEnv struct {
 	*env
-	relay *testRelay
+	relay *streamtest.Relay
 	sess  *control.Session
 }
 
@@ -127,7 +68,7 @@ func newTermEnv(t testing.TB) *termEnv {
 	r := startTestRelay(t)
 	e := newEnv(t, nil, withRelay(t, r))
 	sess := e.session(t, func(c *control.SessionConfig) {
-		c.Relay = control.ParseRelayURL(r.url())
+		c.Relay = control.ParseRelayURL(r.URL())
 		c.Epoch = 3
 	})
 	return &termEnv{env: e, relay: r, sess: sess}
@@ -277,12 +218,12 @@ func TestTerminalRelayRestartLosesNothing(t *testing.T) {
 	send(t, term, "seq 1 "+strconv.Itoa(n)+"; echo END-$((1+1))\r")
 	scr.waitFor(t, "64 KiB of seq", func(b []byte) bool { return len(b)-start > 64<<10 })
 	scr.pause()
-	e.relay.restart()
+	e.relay.Restart()
 	time.Sleep(200 * time.Millisecond)
 	scr.resume()
 	// And once more while the viewer is reading.
 	scr.waitFor(t, "256 KiB of seq", func(b []byte) bool { return len(b)-start > 256<<10 })
-	e.relay.restart()
+	e.relay.Restart()
 	out := scr.waitContains(t, "END-2\r\n")[start:]
 
 	// Each number once, in order: the lines after the echoed command line
@@ -325,7 +266,7 @@ func TestTerminalInputAcrossRelayRestartRunsOnce(t *testing.T) {
 	send(t, term, "echo a-$((1+1)) >> log.txt; echo first-$((2*2))\r")
 	scr.waitContains(t, "first-4\r\n")
 
-	e.relay.stop()
+	e.relay.Stop()
 	// Typed once the viewer knows the relay is gone (a keystroke written
 	// into the dying socket itself has no ack and is lost, never repeated).
 	for end := time.Now().Add(10 * time.Second); term.Stream.Connected(); time.Sleep(5 * time.Millisecond) {
@@ -336,7 +277,7 @@ func TestTerminalInputAcrossRelayRestartRunsOnce(t *testing.T) {
 	sent := make(chan error, 1)
 	go func() { sent <- term.Send(ctxT(t), []byte("echo b-$((1+2)) >> log.txt; echo second-$((3*3))\r")) }()
 	time.Sleep(300 * time.Millisecond)
-	e.relay.start()
+	e.relay.Restart() // stopped above: starts a fresh relay on the same address
 	if err := <-sent; err != nil {
 		t.Fatalf("send across the restart: %v", err)
 	}
