@@ -330,7 +330,18 @@ func TestGoGitWorkflow(t *testing.T) {
 func TestGoGitTimeout(t *testing.T) {
 	sb := newSandbox(t)
 	scenarioClean(sb)
-	svc := New(Options{Root: workspace.Root{Dir: sb.dir}, GitPath: "/nonexistent/git", Timeout: time.Nanosecond})
+	// go-git cannot be interrupted: an op that outlives the timeout is
+	// abandoned and the caller gets TIMEOUT. Block the op until the test ends
+	// so the outcome does not depend on how fast the machine is.
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	orig := goGitOps[agentpb.GitOp_GIT_OP_STATUS]
+	goGitOps[agentpb.GitOp_GIT_OP_STATUS] = func(ctx context.Context, r *repo, args []string) (*result, error) {
+		<-release
+		return orig(ctx, r, args)
+	}
+	t.Cleanup(func() { goGitOps[agentpb.GitOp_GIT_OP_STATUS] = orig })
+	svc := New(Options{Root: workspace.Root{Dir: sb.dir}, GitPath: "/nonexistent/git", Timeout: 20 * time.Millisecond})
 	_, err := svc.Git(context.Background(), &agentpb.GitRequest{Op: agentpb.GitOp_GIT_OP_STATUS, Cwd: "repo"})
 	if !errors.Is(err, agenterr.ErrTimeout) {
 		t.Fatalf("err = %v", err)
