@@ -204,8 +204,10 @@ func TestTerminalRelayRestartLosesNothing(t *testing.T) {
 	term := e.open(t, control.PtyOptions{Cwd: e.root})
 	scr := watch(term.Output())
 	send(t, term, "echo pid-$$-x\r")
-	before := regexp.MustCompile(`pid-(\d+)-x\r\n`).FindSubmatch(scr.waitFor(t, "pid", func(b []byte) bool {
-		return regexp.MustCompile(`pid-\d+-x\r\n`).Match(b)
+	// Wait for the prompt too: typed-ahead input is echoed by the tty before
+	// the shell prints its prompt, which would land the prompt in the output.
+	before := regexp.MustCompile(`pid-(\d+)-x\r\n`).FindSubmatch(scr.waitFor(t, "pid and prompt", func(b []byte) bool {
+		return regexp.MustCompile(`pid-\d+-x\r\n\$ `).Match(b)
 	}))
 
 	const n = 100000
