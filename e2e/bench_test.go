@@ -270,3 +270,64 @@ func BenchmarkExecVsBaseline(b *testing.B) {
 	b.ReportMetric(float64(p50(piped).Nanoseconds()), "fork-captured-p50-ns")
 	b.ReportMetric(float64(p50(ex))/float64(p50(raw)+p50(piped)), "ratio-vs-captured")
 }
+
+// BenchmarkExecVsBaselineAgentProcess is BenchmarkExecVsBaseline with the
+// agent in its own process (the real binary), as it runs on a machine: the
+// in-process variant shares one Go scheduler between the NATS server, the
+// control side and the agent.
+func BenchmarkExecVsBaselineAgentProcess(b *testing.B) {
+	bin := filepath.Join(b.TempDir(), "opengeni-agent")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/opengeni-agent").CombinedOutput(); err != nil {
+		b.Fatalf("build agent: %v\n%s", err, out)
+	}
+	srv := natstest.Start(b)
+	agentCmd := exec.Command(bin, "run", "--nats-url", srv.ClientURL(), "--workspace-id", testWS, "--agent-id", testAgent,
+		"--workspace-root", b.TempDir(), "--log-level", "error")
+	if err := agentCmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { agentCmd.Process.Signal(os.Interrupt); agentCmd.Wait() })
+	e := &env{srv: srv}
+	s := e.session(b, nil)
+	ctx := context.Background()
+	natstest.Eventually(b, 10*time.Second, func() error {
+		if !s.Ping(ctx) {
+			return context.DeadlineExceeded
+		}
+		return nil
+	})
+	resp := natstest.Connect(b, srv)
+	if _, err := resp.Subscribe("bench.echo", func(m *nats.Msg) { m.Respond(m.Data) }); err != nil {
+		b.Fatal(err)
+	}
+	resp.Flush()
+	req := natstest.Connect(b, srv)
+	payload := make([]byte, 48)
+	var raw, piped, ex latencies
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		raw.time(func() {
+			if _, err := req.Request("bench.echo", payload, 5*time.Second); err != nil {
+				b.Fatal(err)
+			}
+		})
+		piped.time(func() {
+			var o, e bytes.Buffer
+			c := exec.Command("true")
+			c.Stdout, c.Stderr = &o, &e
+			if err := c.Run(); err != nil {
+				b.Fatal(err)
+			}
+		})
+		ex.time(func() {
+			r, err := s.ExecArgs(ctx, control.ExecRequestOptions{Argv: []string{"true"}})
+			if err != nil || r.GetExitCode() != 0 {
+				b.Fatal(r, err)
+			}
+		})
+	}
+	b.ReportMetric(float64(p50(raw).Nanoseconds()), "raw-p50-ns")
+	b.ReportMetric(float64(p50(piped).Nanoseconds()), "fork-captured-p50-ns")
+	b.ReportMetric(float64(p50(ex).Nanoseconds()), "exec-p50-ns")
+	b.ReportMetric(float64(p50(ex))/float64(p50(raw)+p50(piped)), "ratio-vs-captured")
+}
