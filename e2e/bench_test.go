@@ -19,8 +19,8 @@ import (
 	"github.com/opengeni/opengeni-agent/internal/natstest"
 )
 
-// latencies records per-op durations and reports p50/p99 next to ns/op, so
-// a ratio against the baseline benchmark of the same run can be read off.
+// latencies records per-op durations; the p50 of each series is reported
+// next to ns/op.
 type latencies []time.Duration
 
 func (l *latencies) time(f func()) {
@@ -29,84 +29,29 @@ func (l *latencies) time(f func()) {
 	*l = append(*l, time.Since(start))
 }
 
-func (l latencies) report(b *testing.B) {
-	if len(l) == 0 {
-		return
-	}
+func p50(l latencies) time.Duration {
 	s := slices.Clone(l)
 	slices.Sort(s)
-	b.ReportMetric(float64(s[len(s)/2].Nanoseconds()), "p50-ns")
-	b.ReportMetric(float64(s[len(s)*99/100].Nanoseconds()), "p99-ns")
+	return s[len(s)/2]
 }
 
-// BenchmarkBaselineNATSRoundTrip is the floor: a plain responder answering a
-// ping-sized request on the same server.
-func BenchmarkBaselineNATSRoundTrip(b *testing.B) {
-	srv := natstest.Start(b)
+// rawRoundTrip returns the floor the ping and exec targets are stated
+// against: a ping-sized request to a plain echo responder on srv.
+func rawRoundTrip(b *testing.B, srv *server.Server) func() {
 	resp := natstest.Connect(b, srv)
-	reply := []byte("0a240000000000000000000000000000000000000000000052020801")
-	if _, err := resp.Subscribe("bench.echo", func(m *nats.Msg) { m.Respond(reply) }); err != nil {
+	if _, err := resp.Subscribe("bench.echo", func(m *nats.Msg) { m.Respond(m.Data) }); err != nil {
 		b.Fatal(err)
 	}
-	resp.Flush()
+	if err := resp.Flush(); err != nil {
+		b.Fatal(err)
+	}
 	req := natstest.Connect(b, srv)
 	payload := make([]byte, 48)
-	var lat latencies
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		lat.time(func() {
-			if _, err := req.Request("bench.echo", payload, 5*time.Second); err != nil {
-				b.Fatal(err)
-			}
-		})
+	return func() {
+		if _, err := req.Request("bench.echo", payload, 5*time.Second); err != nil {
+			b.Fatal(err)
+		}
 	}
-	lat.report(b)
-}
-
-func BenchmarkPing(b *testing.B) {
-	e := newEnv(b, nil, nil)
-	s := e.session(b, nil)
-	ctx := context.Background()
-	var lat latencies
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		lat.time(func() {
-			if !s.Ping(ctx) {
-				b.Fatal("ping failed")
-			}
-		})
-	}
-	lat.report(b)
-}
-
-// BenchmarkBaselineForkExecTrue is the local floor for exec.
-func BenchmarkBaselineForkExecTrue(b *testing.B) {
-	var lat latencies
-	for i := 0; i < b.N; i++ {
-		lat.time(func() {
-			if err := exec.Command("true").Run(); err != nil {
-				b.Fatal(err)
-			}
-		})
-	}
-	lat.report(b)
-}
-
-func BenchmarkExecTrue(b *testing.B) {
-	e := newEnv(b, nil, nil)
-	s := e.session(b, nil)
-	ctx := context.Background()
-	var lat latencies
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		lat.time(func() {
-			r, err := s.ExecArgs(ctx, control.ExecRequestOptions{Argv: []string{"true"}})
-			if err != nil || r.GetExitCode() != 0 {
-				b.Fatal(r, err)
-			}
-		})
-	}
-	lat.report(b)
 }
 
 // A whole 1 MiB file does not fit NATS' default 1 MiB max payload with its
@@ -184,42 +129,25 @@ func BenchmarkWriteFileAll100MiB(b *testing.B) {
 // one loop, so both see the same machine load; the ratio of their p50s is
 // the figure the targets are stated in.
 
-func p50(l latencies) time.Duration {
-	s := slices.Clone(l)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
 // BenchmarkPingVsRawNATS: target ping p50 ≤ 1.3 × raw NATS round trip.
 func BenchmarkPingVsRawNATS(b *testing.B) {
 	e := newEnv(b, nil, nil)
 	s := e.session(b, nil)
-	resp := natstest.Connect(b, e.srv)
-	reply := make([]byte, 24)
-	if _, err := resp.Subscribe("bench.echo", func(m *nats.Msg) { m.Respond(reply) }); err != nil {
-		b.Fatal(err)
-	}
-	resp.Flush()
-	req := natstest.Connect(b, e.srv)
-	payload := make([]byte, 48)
+	raw := rawRoundTrip(b, e.srv)
 	ctx := context.Background()
-	var raw, ping latencies
+	var rawLat, ping latencies
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		raw.time(func() {
-			if _, err := req.Request("bench.echo", payload, 5*time.Second); err != nil {
-				b.Fatal(err)
-			}
-		})
+		rawLat.time(raw)
 		ping.time(func() {
 			if !s.Ping(ctx) {
 				b.Fatal("ping failed")
 			}
 		})
 	}
-	b.ReportMetric(float64(p50(raw).Nanoseconds()), "raw-p50-ns")
+	b.ReportMetric(float64(p50(rawLat).Nanoseconds()), "raw-p50-ns")
 	b.ReportMetric(float64(p50(ping).Nanoseconds()), "ping-p50-ns")
-	b.ReportMetric(float64(p50(ping))/float64(p50(raw)), "ratio")
+	b.ReportMetric(float64(p50(ping))/float64(p50(rawLat)), "ratio")
 }
 
 // BenchmarkExecVsBaseline: target exec p50 ≤ 1.15 × (raw NATS + local fork/exec of true).
@@ -232,22 +160,12 @@ func BenchmarkExecVsBaseline(b *testing.B) {
 // a fork/exec with captured output (what exec must do at least) and an exec
 // of true through the session, and reports their p50s and ratios.
 func benchExecVsBaseline(b *testing.B, srv *server.Server, s *control.Session) {
-	resp := natstest.Connect(b, srv)
-	if _, err := resp.Subscribe("bench.echo", func(m *nats.Msg) { m.Respond(m.Data) }); err != nil {
-		b.Fatal(err)
-	}
-	resp.Flush()
-	req := natstest.Connect(b, srv)
-	payload := make([]byte, 48)
+	raw := rawRoundTrip(b, srv)
 	ctx := context.Background()
-	var raw, fork, piped, ex latencies
+	var rawLat, fork, piped, ex latencies
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		raw.time(func() {
-			if _, err := req.Request("bench.echo", payload, 5*time.Second); err != nil {
-				b.Fatal(err)
-			}
-		})
+		rawLat.time(raw)
 		fork.time(func() {
 			if err := exec.Command("true").Run(); err != nil {
 				b.Fatal(err)
@@ -268,12 +186,12 @@ func benchExecVsBaseline(b *testing.B, srv *server.Server, s *control.Session) {
 			}
 		})
 	}
-	b.ReportMetric(float64(p50(raw).Nanoseconds()), "raw-p50-ns")
+	b.ReportMetric(float64(p50(rawLat).Nanoseconds()), "raw-p50-ns")
 	b.ReportMetric(float64(p50(fork).Nanoseconds()), "fork-p50-ns")
 	b.ReportMetric(float64(p50(piped).Nanoseconds()), "fork-captured-p50-ns")
 	b.ReportMetric(float64(p50(ex).Nanoseconds()), "exec-p50-ns")
-	b.ReportMetric(float64(p50(ex))/float64(p50(raw)+p50(fork)), "ratio")
-	b.ReportMetric(float64(p50(ex))/float64(p50(raw)+p50(piped)), "ratio-vs-captured")
+	b.ReportMetric(float64(p50(ex))/float64(p50(rawLat)+p50(fork)), "ratio")
+	b.ReportMetric(float64(p50(ex))/float64(p50(rawLat)+p50(piped)), "ratio-vs-captured")
 }
 
 // BenchmarkExecVsBaselineAgentProcess is BenchmarkExecVsBaseline with the
