@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/gittest"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -22,14 +23,14 @@ import (
 // password would) is stopped at the timeout, and so is everything git
 // started: the fake ssh is a grandchild of git.
 func TestTimeoutKillsProcessGroup(t *testing.T) {
-	sb := newSandbox(t)
-	pidFile := filepath.Join(sb.dir, "ssh.pid")
-	script := filepath.Join(sb.dir, "hang-ssh")
+	sb := gittest.New(t, testHome)
+	pidFile := filepath.Join(sb.Dir, "ssh.pid")
+	script := filepath.Join(sb.Dir, "hang-ssh")
 	if err := os.WriteFile(script, []byte("#!/bin/sh\necho $$ > "+pidFile+"\nexec sleep 60\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("GIT_SSH_COMMAND", script)
-	svc := New(Options{Root: workspace.Root{Dir: sb.dir}, Timeout: time.Second})
+	svc := New(Options{Root: workspace.Root{Dir: sb.Dir}, Timeout: time.Second})
 	start := time.Now()
 	_, err := svc.Git(context.Background(), &agentpb.GitRequest{Op: agentpb.GitOp_GIT_OP_RAW, Args: []string{"ls-remote", "ssh://git@example.invalid/repo.git"}})
 	if !errors.Is(err, agenterr.ErrTimeout) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opengeni/opengeni-agent/internal/gittest"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -15,7 +16,7 @@ import (
 // TestHTTPAuthNeverPrompts: a remote that asks for credentials makes git
 // fail at once instead of waiting on a terminal or an askpass window.
 func TestHTTPAuthNeverPrompts(t *testing.T) {
-	sb := newSandbox(t)
+	sb := gittest.New(t, testHome)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="private"`)
 		w.WriteHeader(http.StatusUnauthorized)
@@ -23,7 +24,7 @@ func TestHTTPAuthNeverPrompts(t *testing.T) {
 	defer srv.Close()
 	t.Setenv("GIT_ASKPASS", "/bin/should-not-run")
 	t.Setenv("SSH_ASKPASS", "/bin/should-not-run")
-	svc := New(Options{Root: workspace.Root{Dir: sb.dir}, Timeout: 30 * time.Second})
+	svc := New(Options{Root: workspace.Root{Dir: sb.Dir}, Timeout: 30 * time.Second})
 	start := time.Now()
 	resp := run(t, svc, agentpb.GitOp_GIT_OP_RAW, "", "ls-remote", srv.URL+"/private.git")
 	if resp.ExitCode == 0 {
@@ -38,7 +39,7 @@ func TestHTTPAuthNeverPrompts(t *testing.T) {
 }
 
 func TestEnvIsNonInteractive(t *testing.T) {
-	sb := newSandbox(t)
+	sb := gittest.New(t, testHome)
 	scenarioClean(sb)
 	svc := cliService(sb)
 	bin, err := svc.lookGit()
@@ -50,7 +51,7 @@ func TestEnvIsNonInteractive(t *testing.T) {
 	t.Setenv("GIT_SSH", "")
 	t.Setenv("GIT_TERMINAL_PROMPT", "1")
 
-	env := svc.env(ctx, bin, agentpb.GitOp_GIT_OP_PUSH, sb.path("repo"))
+	env := svc.env(ctx, bin, agentpb.GitOp_GIT_OP_PUSH, sb.Path("repo"))
 	for k, want := range map[string]string{
 		"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "",
 		"SSH_ASKPASS_REQUIRE": "never", "GCM_INTERACTIVE": "never", "GIT_SSH_COMMAND": batchSSH,
@@ -63,17 +64,17 @@ func TestEnvIsNonInteractive(t *testing.T) {
 		t.Errorf("GIT_TERMINAL_PROMPT set %d times", n)
 	}
 	// Local ops never reach ssh: the owner's setup is left alone.
-	if got := lookEnv(svc.env(ctx, bin, agentpb.GitOp_GIT_OP_STATUS, sb.path("repo")), "GIT_SSH_COMMAND"); got != "" {
+	if got := lookEnv(svc.env(ctx, bin, agentpb.GitOp_GIT_OP_STATUS, sb.Path("repo")), "GIT_SSH_COMMAND"); got != "" {
 		t.Errorf("status: GIT_SSH_COMMAND = %q", got)
 	}
 	// The owner's own ssh command wins, from the environment or the config.
 	t.Setenv("GIT_SSH_COMMAND", "my-ssh -i key")
-	if got := lookEnv(svc.env(ctx, bin, agentpb.GitOp_GIT_OP_PULL, sb.path("repo")), "GIT_SSH_COMMAND"); got != "my-ssh -i key" {
+	if got := lookEnv(svc.env(ctx, bin, agentpb.GitOp_GIT_OP_PULL, sb.Path("repo")), "GIT_SSH_COMMAND"); got != "my-ssh -i key" {
 		t.Errorf("GIT_SSH_COMMAND = %q", got)
 	}
 	t.Setenv("GIT_SSH_COMMAND", "")
-	sb.git("repo", "config", "core.sshCommand", "ssh -i ~/.ssh/work")
-	if got := lookEnv(svc.env(ctx, bin, agentpb.GitOp_GIT_OP_PULL, sb.path("repo")), "GIT_SSH_COMMAND"); got != "" {
+	sb.Git("repo", "config", "core.sshCommand", "ssh -i ~/.ssh/work")
+	if got := lookEnv(svc.env(ctx, bin, agentpb.GitOp_GIT_OP_PULL, sb.Path("repo")), "GIT_SSH_COMMAND"); got != "" {
 		t.Errorf("with core.sshCommand: GIT_SSH_COMMAND = %q", got)
 	}
 }

@@ -3,6 +3,7 @@ package git
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,17 +13,18 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/gittest"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
 // cliService uses the git binary; goGitService hides it.
-func cliService(sb *sandbox) *Service {
-	return New(Options{Root: workspace.Root{Dir: sb.dir}})
+func cliService(sb *gittest.Sandbox) *Service {
+	return New(Options{Root: workspace.Root{Dir: sb.Dir}})
 }
 
-func goGitService(sb *sandbox) *Service {
-	return New(Options{Root: workspace.Root{Dir: sb.dir}, GitPath: filepath.Join(sb.dir, "no-git-here")})
+func goGitService(sb *gittest.Sandbox) *Service {
+	return New(Options{Root: workspace.Root{Dir: sb.Dir}, GitPath: filepath.Join(sb.Dir, "no-git-here")})
 }
 
 func run(t *testing.T, s *Service, op agentpb.GitOp, cwd string, args ...string) *agentpb.GitResponse {
@@ -58,7 +60,7 @@ func files(st *agentpb.GitStatus) string {
 
 var statusCases = []struct {
 	name     string
-	scenario func(*sandbox) string
+	scenario func(*gittest.Sandbox) string
 	cwd      string // relative to the scenario's repo
 	branch   string
 	upstream string
@@ -67,39 +69,37 @@ var statusCases = []struct {
 	files    string
 	clean    bool
 }{
-	{"ahead-behind", scenarioAheadBehind, "", "main", "origin/main", 1, 1,
+	{"ahead-behind", gittest.AheadBehind, "", "main", "origin/main", 1, 1,
 		"[ M]a.txt; [M ]b.txt(staged); [??]new.txt; ", false},
-	{"rename-untracked-ignored", scenarioRename, "", "main", "", 0, 0,
+	{"rename-untracked-ignored", gittest.Rename, "", "main", "", 0, 0,
 		"[D ]gone.txt(staged); [R ]new name.txt(staged); [??]newdir/; ", false},
-	{"conflict", scenarioConflict, "", "main", "", 0, 0, "[UU]f.txt; ", false},
-	{"detached", scenarioDetached, "", "(detached)", "", 0, 0, "[ M]f.txt; ", false},
-	{"empty", scenarioEmpty, "", "main", "", 0, 0, "[A ]staged.txt(staged); [??]loose.txt; ", false},
-	{"unicode", scenarioUnicode, "", "main", "", 0, 0,
+	{"conflict", gittest.Conflict, "", "main", "", 0, 0, "[UU]f.txt; ", false},
+	{"detached", gittest.Detached, "", "(detached)", "", 0, 0, "[ M]f.txt; ", false},
+	{"empty", gittest.Empty, "", "main", "", 0, 0, "[A ]staged.txt(staged); [??]loose.txt; ", false},
+	{"unicode", gittest.Unicode, "", "main", "", 0, 0,
 		"[ M]dir with space/ünïcødé file.txt; [ M]日本語.md; [??]new ñame.txt; ", false},
-	{"unicode-subdir", scenarioUnicode, "dir with space", "main", "", 0, 0,
+	{"unicode-subdir", gittest.Unicode, "dir with space", "main", "", 0, 0,
 		"[ M]ünïcødé file.txt; [ M]../日本語.md; [??]../new ñame.txt; ", false},
-	{"submodule", scenarioSubmodule, "", "main", "", 0, 0, "[ M]dirty; [ M]moved; ", false},
+	{"submodule", gittest.Submodule, "", "main", "", 0, 0, "[ M]dirty; [ M]moved; ", false},
 	{"clean", scenarioClean, "", "main", "origin/main", 0, 0, "", true},
 }
 
 // scenarioClean: a clone in sync with its origin, with an ignored file.
-func scenarioClean(sb *sandbox) string {
-	sb.git("", "init", "-q", "--bare", "origin.git")
-	sb.git("", "clone", "-q", "origin.git", "repo")
-	sb.write("repo/.gitignore", "*.tmp\n")
-	sb.git("repo", "add", ".")
-	sb.git("repo", "commit", "-qm", "init")
-	sb.git("repo", "push", "-q", "-u", "origin", "main")
-	sb.write("repo/x.tmp", "ignored\n")
+func scenarioClean(sb *gittest.Sandbox) string {
+	sb.Git("", "init", "-q", "--bare", "origin.git")
+	sb.Git("", "clone", "-q", "origin.git", "repo")
+	sb.Commit("repo", "init", map[string]string{".gitignore": "*.tmp\n"})
+	sb.Git("repo", "push", "-q", "-u", "origin", "main")
+	sb.Write("repo/x.tmp", "ignored\n")
 	return "repo"
 }
 
 func TestStatus(t *testing.T) {
 	for _, tc := range statusCases {
 		t.Run(tc.name, func(t *testing.T) {
-			sb := newSandbox(t)
+			sb := gittest.New(t, testHome)
 			repo := tc.scenario(sb)
-			cwd := filepath.Join(sb.dir, repo, tc.cwd)
+			cwd := filepath.Join(sb.Dir, repo, tc.cwd)
 			for name, svc := range map[string]*Service{"cli": cliService(sb), "go-git": goGitService(sb)} {
 				st := status(t, svc, cwd)
 				if st.Branch != tc.branch || st.Upstream != tc.upstream || st.Ahead != tc.ahead || st.Behind != tc.behind || st.Clean != tc.clean {
@@ -118,9 +118,9 @@ func TestStatus(t *testing.T) {
 func TestStatusBothPathsAgree(t *testing.T) {
 	for _, tc := range statusCases {
 		t.Run(tc.name, func(t *testing.T) {
-			sb := newSandbox(t)
+			sb := gittest.New(t, testHome)
 			repo := tc.scenario(sb)
-			cwd := filepath.Join(sb.dir, repo, tc.cwd)
+			cwd := filepath.Join(sb.Dir, repo, tc.cwd)
 			cli, gg := status(t, cliService(sb), cwd), status(t, goGitService(sb), cwd)
 			if !proto.Equal(cli, gg) {
 				t.Fatalf("cli:\n%s\ngo-git:\n%s", prototext.Format(cli), prototext.Format(gg))
@@ -139,8 +139,8 @@ func TestStatusBothPathsAgree(t *testing.T) {
 }
 
 func TestNotARepository(t *testing.T) {
-	sb := newSandbox(t)
-	sb.write("plain/x.txt", "x")
+	sb := gittest.New(t, testHome)
+	sb.Write("plain/x.txt", "x")
 	for name, svc := range map[string]*Service{"cli": cliService(sb), "go-git": goGitService(sb)} {
 		resp := run(t, svc, agentpb.GitOp_GIT_OP_STATUS, "plain")
 		if resp.ExitCode != 128 || !strings.Contains(string(resp.Stderr), "not a git repository") || resp.Status != nil {
@@ -150,7 +150,7 @@ func TestNotARepository(t *testing.T) {
 }
 
 func TestMissingCwdIsNotFound(t *testing.T) {
-	sb := newSandbox(t)
+	sb := gittest.New(t, testHome)
 	for name, svc := range map[string]*Service{"cli": cliService(sb), "go-git": goGitService(sb)} {
 		_, err := svc.Git(context.Background(), &agentpb.GitRequest{Op: agentpb.GitOp_GIT_OP_STATUS, Cwd: "does/not/exist"})
 		if ae := agenterr.ToProto(err); ae == nil || ae.Code != agentpb.ErrorCode_ERROR_CODE_NOT_FOUND || ae.Detail["context"] != "spawn git" {
@@ -160,12 +160,12 @@ func TestMissingCwdIsNotFound(t *testing.T) {
 }
 
 func TestPushAndPull(t *testing.T) {
-	sb := newSandbox(t)
-	sb.git("", "init", "-q", "--bare", "origin.git")
-	sb.git("", "clone", "-q", "origin.git", "a")
-	sb.git("", "clone", "-q", "origin.git", "b")
+	sb := gittest.New(t, testHome)
+	sb.Git("", "init", "-q", "--bare", "origin.git")
+	sb.Git("", "clone", "-q", "origin.git", "a")
+	sb.Git("", "clone", "-q", "origin.git", "b")
 	svc := cliService(sb)
-	sb.write("a/f.txt", "from a\n")
+	sb.Write("a/f.txt", "from a\n")
 	if r := run(t, svc, agentpb.GitOp_GIT_OP_ADD, "a", "f.txt"); r.ExitCode != 0 {
 		t.Fatalf("add: %s", r.Stderr)
 	}
@@ -198,7 +198,7 @@ func TestPushAndPull(t *testing.T) {
 }
 
 func TestWithoutGitNetworkOpsAreUnsupported(t *testing.T) {
-	sb := newSandbox(t)
+	sb := gittest.New(t, testHome)
 	scenarioClean(sb)
 	for _, op := range []agentpb.GitOp{agentpb.GitOp_GIT_OP_PULL, agentpb.GitOp_GIT_OP_PUSH, agentpb.GitOp_GIT_OP_RAW} {
 		_, err := goGitService(sb).Git(context.Background(), &agentpb.GitRequest{Op: op, Cwd: "repo"})
@@ -217,8 +217,8 @@ func TestUnknownOp(t *testing.T) {
 }
 
 func TestCLIAndGoGitLogMatch(t *testing.T) {
-	sb := newSandbox(t)
-	repo := scenarioHistory(sb)
+	sb := gittest.New(t, testHome)
+	repo := gittest.History(sb)
 	for _, args := range [][]string{nil, {"--oneline"}, {"-n", "2"}, {"-1", "HEAD~1"}, {"--", "feature.txt"}} {
 		a := run(t, cliService(sb), agentpb.GitOp_GIT_OP_LOG, repo, args...)
 		b := run(t, goGitService(sb), agentpb.GitOp_GIT_OP_LOG, repo, args...)
@@ -226,7 +226,7 @@ func TestCLIAndGoGitLogMatch(t *testing.T) {
 			t.Errorf("log %v differs:\ncli:\n%s\ngo-git:\n%s", args, a.Stdout, b.Stdout)
 		}
 	}
-	sb.git("", "init", "-q", "empty")
+	sb.Git("", "init", "-q", "empty")
 	a := run(t, cliService(sb), agentpb.GitOp_GIT_OP_LOG, "empty")
 	b := run(t, goGitService(sb), agentpb.GitOp_GIT_OP_LOG, "empty")
 	if a.ExitCode != b.ExitCode || string(a.Stderr) != string(b.Stderr) {
@@ -237,11 +237,11 @@ func TestCLIAndGoGitLogMatch(t *testing.T) {
 // TestGoGitWorkflow drives add, commit, branch, checkout and diff with the
 // git binary hidden, checking the result with the real git.
 func TestGoGitWorkflow(t *testing.T) {
-	sb := newSandbox(t)
-	sb.git("", "init", "-q", "repo")
+	sb := gittest.New(t, testHome)
+	sb.Git("", "init", "-q", "repo")
 	svc := goGitService(sb)
-	sb.write("repo/a.txt", "one\ntwo\nthree\n")
-	sb.write("repo/dir/b.txt", "bee\n")
+	sb.Write("repo/a.txt", "one\ntwo\nthree\n")
+	sb.Write("repo/dir/b.txt", "bee\n")
 
 	if r := run(t, svc, agentpb.GitOp_GIT_OP_ADD, "repo", "-A"); r.ExitCode != 0 {
 		t.Fatalf("add: %s", r.Stderr)
@@ -253,7 +253,7 @@ func TestGoGitWorkflow(t *testing.T) {
 	if r.ExitCode != 0 || !strings.HasPrefix(string(r.Stdout), "[main (root-commit) ") || !strings.Contains(string(r.Stdout), "2 files changed, 4 insertions(+)") {
 		t.Fatalf("commit: %d %q %q", r.ExitCode, r.Stdout, r.Stderr)
 	}
-	if got := sb.git("repo", "log", "--format=%s %an"); got != "first Ada Lovelace\n" {
+	if got := sb.Git("repo", "log", "--format=%s %an"); got != "first Ada Lovelace\n" {
 		t.Fatalf("git log after go-git commit: %q", got)
 	}
 	if r := run(t, svc, agentpb.GitOp_GIT_OP_COMMIT, "repo", "-m", "again"); r.ExitCode != 1 || !strings.Contains(string(r.Stdout), "nothing to commit") {
@@ -261,14 +261,14 @@ func TestGoGitWorkflow(t *testing.T) {
 	}
 
 	// Diff: worktree against the index, then staged.
-	sb.write("repo/a.txt", "one\nTWO\nthree\n")
+	sb.Write("repo/a.txt", "one\nTWO\nthree\n")
 	r = run(t, svc, agentpb.GitOp_GIT_OP_DIFF, "repo")
 	for _, want := range []string{"diff --git a/a.txt b/a.txt", "--- a/a.txt", "+++ b/a.txt", "@@ -1,3 +1,3 @@", "-two", "+TWO"} {
 		if !strings.Contains(string(r.Stdout), want) {
 			t.Fatalf("diff lacks %q:\n%s", want, r.Stdout)
 		}
 	}
-	if cli := sb.git("repo", "diff"); !strings.Contains(cli, "@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n") || !strings.Contains(string(r.Stdout), "@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n") {
+	if cli := sb.Git("repo", "diff"); !strings.Contains(cli, "@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n") || !strings.Contains(string(r.Stdout), "@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n") {
 		t.Fatalf("hunks differ:\ncli:\n%s\ngo-git:\n%s", cli, r.Stdout)
 	}
 	if r := run(t, svc, agentpb.GitOp_GIT_OP_DIFF, "repo", "--cached"); len(r.Stdout) != 0 {
@@ -295,16 +295,16 @@ func TestGoGitWorkflow(t *testing.T) {
 	if r := run(t, svc, agentpb.GitOp_GIT_OP_CHECKOUT, "repo", "topic"); r.ExitCode != 0 || string(r.Stderr) != "Switched to branch 'topic'\n" {
 		t.Fatalf("checkout: %d %q", r.ExitCode, r.Stderr)
 	}
-	if got := sb.git("repo", "branch", "--show-current"); got != "topic\n" {
+	if got := sb.Git("repo", "branch", "--show-current"); got != "topic\n" {
 		t.Fatalf("current branch = %q", got)
 	}
 	if r := run(t, svc, agentpb.GitOp_GIT_OP_CHECKOUT, "repo", "-b", "new", "HEAD~1"); r.ExitCode != 0 {
 		t.Fatalf("checkout -b: %s", r.Stderr)
 	}
-	if got, _ := readFile(sb, "repo/a.txt"); got != "one\ntwo\nthree\n" {
+	if got, _ := os.ReadFile(sb.Path("repo/a.txt")); string(got) != "one\ntwo\nthree\n" {
 		t.Fatalf("a.txt after checkout -b new HEAD~1 = %q", got)
 	}
-	sb.write("repo/a.txt", "local edit\n")
+	sb.Write("repo/a.txt", "local edit\n")
 	if r := run(t, svc, agentpb.GitOp_GIT_OP_CHECKOUT, "repo", "main"); r.ExitCode != 1 || !strings.Contains(string(r.Stderr), "would be overwritten") {
 		t.Fatalf("checkout over local changes: %d %q", r.ExitCode, r.Stderr)
 	}
@@ -317,7 +317,7 @@ func TestGoGitWorkflow(t *testing.T) {
 	if r := run(t, svc, agentpb.GitOp_GIT_OP_BRANCH, "repo", "-D", "topic"); !strings.HasPrefix(string(r.Stdout), "Deleted branch topic (was ") {
 		t.Fatalf("branch -D: %q %q", r.Stdout, r.Stderr)
 	}
-	if cli := sb.git("repo", "status", "--porcelain"); cli != "" {
+	if cli := sb.Git("repo", "status", "--porcelain"); cli != "" {
 		t.Fatalf("git sees a dirty tree after the go-git ops: %q", cli)
 	}
 	// An option the built-in git does not know is UNSUPPORTED, not ignored.
@@ -328,7 +328,7 @@ func TestGoGitWorkflow(t *testing.T) {
 }
 
 func TestGoGitTimeout(t *testing.T) {
-	sb := newSandbox(t)
+	sb := gittest.New(t, testHome)
 	scenarioClean(sb)
 	// go-git cannot be interrupted: an op that outlives the timeout is
 	// abandoned and the caller gets TIMEOUT. Block the op until the test ends
@@ -341,7 +341,7 @@ func TestGoGitTimeout(t *testing.T) {
 		return orig(ctx, r, args)
 	}
 	t.Cleanup(func() { goGitOps[agentpb.GitOp_GIT_OP_STATUS] = orig })
-	svc := New(Options{Root: workspace.Root{Dir: sb.dir}, GitPath: "/nonexistent/git", Timeout: 20 * time.Millisecond})
+	svc := New(Options{Root: workspace.Root{Dir: sb.Dir}, GitPath: "/nonexistent/git", Timeout: 20 * time.Millisecond})
 	_, err := svc.Git(context.Background(), &agentpb.GitRequest{Op: agentpb.GitOp_GIT_OP_STATUS, Cwd: "repo"})
 	if !errors.Is(err, agenterr.ErrTimeout) {
 		t.Fatalf("err = %v", err)

@@ -80,6 +80,15 @@ func (rp *repo) fromCwd(p string) string {
 	return j
 }
 
+// fromCwdAll maps cwd-relative pathspecs to root-relative slash paths.
+func (rp *repo) fromCwdAll(paths []string) []string {
+	specs := make([]string, len(paths))
+	for i, p := range paths {
+		specs[i] = rp.fromCwd(p)
+	}
+	return specs
+}
+
 // goGitOps are the ops served without a git binary.
 var goGitOps = map[agentpb.GitOp]func(ctx context.Context, rp *repo, args []string) (*result, error){
 	agentpb.GitOp_GIT_OP_STATUS:   statusOp,
@@ -146,6 +155,17 @@ func openRepo(dir string) (*repo, *result) {
 		rp.prefix = filepath.ToSlash(rel)
 	}
 	return rp, nil
+}
+
+// cutDashDash splits args at the first "--": the options and revisions
+// before it, the paths after it (nil without one).
+func cutDashDash(args []string) (opts, paths []string) {
+	for i, a := range args {
+		if a == "--" {
+			return args[:i], args[i+1:]
+		}
+	}
+	return args, nil
 }
 
 // unsupportedArg is the answer for a flag the go-git path does not implement.

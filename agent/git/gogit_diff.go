@@ -3,6 +3,7 @@ package git
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -27,11 +28,9 @@ type diffOptions struct {
 
 func parseDiffArgs(cwd string, args []string) (diffOptions, error) {
 	var o diffOptions
-	for i, a := range args {
+	args, after := cutDashDash(args)
+	for _, a := range args {
 		switch {
-		case a == "--":
-			o.paths = append(o.paths, args[i+1:]...)
-			return o, nil
 		case a == "--cached" || a == "--staged":
 			o.cached = true
 		case a == "--name-only":
@@ -51,6 +50,7 @@ func parseDiffArgs(cwd string, args []string) (diffOptions, error) {
 			o.paths = append(o.paths, a)
 		}
 	}
+	o.paths = append(o.paths, after...)
 	return o, nil
 }
 
@@ -168,13 +168,14 @@ func diffOp(ctx context.Context, rp *repo, args []string) (*result, error) {
 		}
 		pairs = pp
 	}
+	specs := rp.fromCwdAll(opts.paths)
 	var fps patch
 	for _, p := range pairs {
 		path := p.to
 		if path == nil {
 			path = p.from
 		}
-		if !matchPaths(opts.paths, rp, path.path) {
+		if !matchPaths(specs, path.path) {
 			continue
 		}
 		switch {
@@ -266,7 +267,7 @@ func localPairs(rp *repo, cached bool) ([]*filePair, error) {
 
 func headCommitHash(rp *repo) (plumbing.Hash, error) {
 	ref, err := rp.r.Head()
-	if err == plumbing.ErrReferenceNotFound {
+	if errors.Is(err, plumbing.ErrReferenceNotFound) {
 		return plumbing.ZeroHash, nil
 	}
 	if err != nil {

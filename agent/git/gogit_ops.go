@@ -26,12 +26,10 @@ func logOp(_ context.Context, rp *repo, args []string) (*result, error) {
 	maxCount, skip, oneline := -1, 0, false
 	var rev string
 	var paths []string
+	args, after := cutDashDash(args)
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		switch {
-		case a == "--":
-			paths = append(paths, args[i+1:]...)
-			i = len(args)
 		case a == "--oneline":
 			oneline = true
 		case a == "-n" && i+1 < len(args):
@@ -63,6 +61,7 @@ func logOp(_ context.Context, rp *repo, args []string) (*result, error) {
 			paths = append(paths, a)
 		}
 	}
+	paths = append(paths, after...)
 	res := new(result)
 	var from plumbing.Hash
 	if rev == "" {
@@ -81,18 +80,16 @@ func logOp(_ context.Context, rp *repo, args []string) (*result, error) {
 		}
 		from = *h
 	}
-	specs := make([]string, len(paths))
-	for i, p := range paths {
-		specs[i] = rp.fromCwd(p)
-	}
+	specs := rp.fromCwdAll(paths)
 	iter, err := rp.r.Log(&gogit.LogOptions{From: from, Order: gogit.LogOrderCommitterTime})
 	if err != nil {
 		return nil, fmt.Errorf("log: %w", err)
 	}
 	defer iter.Close()
 	n := 0
+	fps := fingerprints{}
 	err = iter.ForEach(func(c *object.Commit) error {
-		if len(specs) > 0 && !touches(rp, c, specs) {
+		if len(specs) > 0 && !touches(rp, c, specs, fps) {
 			return nil
 		}
 		if skip > 0 {
@@ -119,20 +116,34 @@ func logOp(_ context.Context, rp *repo, args []string) (*result, error) {
 	return res, nil
 }
 
+// fingerprints holds the pathHashes of parents already looked at, so that
+// log, which reaches a commit after its children, computes each only once.
+type fingerprints map[plumbing.Hash]string
+
 // touches reports whether c changed any of the root-relative paths, with
 // git's default history simplification: a merge counts only when it differs
 // from every parent.
-func touches(rp *repo, c *object.Commit, specs []string) bool {
-	mine := pathHashes(c, specs)
+func touches(rp *repo, c *object.Commit, specs []string, fps fingerprints) bool {
+	mine, ok := fps[c.Hash]
+	if ok {
+		delete(fps, c.Hash) // c's children are done: no one asks again
+	} else {
+		mine = pathHashes(c, specs)
+	}
 	if c.NumParents() == 0 {
 		return mine != ""
 	}
 	for _, ph := range c.ParentHashes {
-		p, err := rp.r.CommitObject(ph)
-		if err != nil {
-			return true
+		theirs, ok := fps[ph]
+		if !ok {
+			p, err := rp.r.CommitObject(ph)
+			if err != nil {
+				return true
+			}
+			theirs = pathHashes(p, specs)
+			fps[ph] = theirs
 		}
-		if pathHashes(p, specs) == mine {
+		if theirs == mine {
 			return false // TREESAME to a parent
 		}
 	}
@@ -205,10 +216,9 @@ func currentBranch(rp *repo) string {
 func addOp(_ context.Context, rp *repo, args []string) (*result, error) {
 	all := false
 	var paths []string
-	for i, a := range args {
+	args, after := cutDashDash(args)
+	for _, a := range args {
 		switch {
-		case a == "--":
-			paths = append(paths, args[i+1:]...)
 		case a == "-A" || a == "--all":
 			all = true
 		case strings.HasPrefix(a, "-"):
@@ -216,10 +226,8 @@ func addOp(_ context.Context, rp *repo, args []string) (*result, error) {
 		default:
 			paths = append(paths, a)
 		}
-		if a == "--" {
-			break
-		}
 	}
+	paths = append(paths, after...)
 	res := new(result)
 	if len(paths) == 0 && !all {
 		fmt.Fprintf(&res.stderr, "Nothing specified, nothing added.\n")
@@ -503,13 +511,10 @@ func listBranches(res *result, rp *repo, all, remotes bool) error {
 // (detached), or "-- paths" (restore from the index).
 func checkoutOp(_ context.Context, rp *repo, args []string) (*result, error) {
 	var create, force bool
-	var names, paths []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
+	var names []string
+	flags, paths := cutDashDash(args)
+	for _, a := range flags {
 		switch {
-		case a == "--":
-			paths = append(paths, args[i+1:]...)
-			i = len(args)
 		case a == "-b":
 			create = true
 		case a == "-f" || a == "--force":

@@ -32,11 +32,9 @@ type statusOptions struct {
 
 func parseStatusArgs(args []string) (statusOptions, error) {
 	o := statusOptions{untracked: "normal"}
-	for i, a := range args {
+	args, after := cutDashDash(args)
+	for _, a := range args {
 		switch {
-		case a == "--":
-			o.paths = append(o.paths, args[i+1:]...)
-			return o, nil
 		case a == "-z" || a == "--null":
 			o.nul = true
 		case a == "-u" || a == "--untracked-files":
@@ -56,6 +54,7 @@ func parseStatusArgs(args []string) (statusOptions, error) {
 			o.paths = append(o.paths, a)
 		}
 	}
+	o.paths = append(o.paths, after...)
 	return o, nil
 }
 
@@ -76,7 +75,7 @@ func statusOp(_ context.Context, rp *repo, args []string) (*result, error) {
 
 // statusEntry is one porcelain v2 record.
 type statusEntry struct {
-	kind       byte    // '1', '2', 'u', '?'
+	kind       byte    // '1', '2', 'u' (untracked paths are listed apart)
 	xy         [2]byte // v2 letters, '.' for unchanged
 	sub        string
 	mH, mI, mW filemode.FileMode
@@ -259,7 +258,6 @@ func collectStatus(rp *repo, headHash plumbing.Hash, opts statusOptions) (tracke
 			trackedDirs[d] = true
 		}
 		if e.Stage == 0 { // index.Merged is wrongly 1 in go-git
-
 			indexFiles[e.Name] = e
 			continue
 		}
@@ -412,6 +410,7 @@ func collectStatus(rp *repo, headHash plumbing.Hash, opts statusOptions) (tracke
 		}
 	}
 
+	specs := rp.fromCwdAll(opts.paths)
 	for p, ce := range conflicts {
 		ce.xy = unmergedXY(ce.stages)
 		ce.mW = worktreeMode(rp.root, p, filemode.Empty)
@@ -421,7 +420,7 @@ func collectStatus(rp *repo, headHash plumbing.Hash, opts statusOptions) (tracke
 		if e.kind != 'u' && e.xy == [2]byte{'.', '.'} {
 			continue
 		}
-		if !matchPaths(opts.paths, rp, p) {
+		if !matchPaths(specs, p) {
 			continue
 		}
 		tracked = append(tracked, e)
@@ -433,7 +432,7 @@ func collectStatus(rp *repo, headHash plumbing.Hash, opts statusOptions) (tracke
 		if opts.untracked == "normal" {
 			p = collapseUntracked(p, trackedDirs)
 		}
-		if !seen[p] && matchPaths(opts.paths, rp, p) {
+		if !seen[p] && matchPaths(specs, p) {
 			seen[p] = true
 			untracked = append(untracked, p)
 		}
@@ -476,13 +475,12 @@ func collapseUntracked(p string, trackedDirs map[string]bool) string {
 }
 
 // matchPaths reports whether root-relative p is under one of the
-// cwd-relative pathspecs (no pathspecs match everything).
-func matchPaths(paths []string, rp *repo, p string) bool {
-	if len(paths) == 0 {
+// root-relative pathspecs (no pathspecs match everything).
+func matchPaths(specs []string, p string) bool {
+	if len(specs) == 0 {
 		return true
 	}
-	for _, spec := range paths {
-		s := rp.fromCwd(spec)
+	for _, s := range specs {
 		if s == "" || p == s || strings.HasPrefix(p, s+"/") || strings.TrimSuffix(p, "/") == s {
 			return true
 		}
@@ -642,7 +640,8 @@ func (q *commitQueue) Pop() any {
 }
 
 // quoteC quotes a path the way git does with core.quotePath on: paths with
-// control characters, '"', '\\' or bytes >= 0x80 are C-quoted.
+// control characters (DEL included), '"', '\\' or bytes >= 0x80 are
+// C-quoted.
 func quoteC(p string) string {
 	need := false
 	for i := 0; i < len(p); i++ {

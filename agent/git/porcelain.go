@@ -43,8 +43,8 @@ func parsePorcelainV2(out []byte) *agentpb.GitStatus {
 				p := f[9]
 				if nul {
 					i++ // the next record is the original path
-				} else if newPath, _, ok := cutUnquotedTab(p); ok {
-					p = newPath
+				} else if newPath, _, ok := strings.Cut(p, "\t"); ok {
+					p = newPath // a tab inside a path is quoted as \t
 				}
 				st.Files = append(st.Files, changed(f[1], pathField(p, nul)))
 			}
@@ -126,12 +126,6 @@ func pathField(p string, nul bool) string {
 		return p
 	}
 	return unquoteC(p)
-}
-
-// cutUnquotedTab splits "new\torig" at the tab that separates the two paths
-// of a rename line (a tab inside a path is always quoted as \t).
-func cutUnquotedTab(s string) (before, after string, ok bool) {
-	return strings.Cut(s, "\t")
 }
 
 // unquoteC undoes git's C-style path quoting ("a\tb", "\303\274"); a path

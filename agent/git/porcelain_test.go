@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/opengeni/opengeni-agent/internal/gittest"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -18,19 +19,19 @@ var update = flag.Bool("update", false, "recapture testdata from real git and re
 
 var porcelainCaptures = []struct {
 	name     string
-	scenario func(*sandbox) string
+	scenario func(*gittest.Sandbox) string
 	cwd      string
 	args     []string
 }{
-	{"ahead-behind", scenarioAheadBehind, "", nil},
-	{"rename-ignored", scenarioRename, "", []string{"--ignored"}},
-	{"conflict", scenarioConflict, "", nil},
-	{"detached", scenarioDetached, "", nil},
-	{"empty", scenarioEmpty, "", nil},
-	{"unicode", scenarioUnicode, "", nil},
-	{"unicode-subdir", scenarioUnicode, "dir with space", nil},
-	{"unicode-z", scenarioUnicode, "", []string{"-z"}},
-	{"submodule", scenarioSubmodule, "", nil},
+	{"ahead-behind", gittest.AheadBehind, "", nil},
+	{"rename-ignored", gittest.Rename, "", []string{"--ignored"}},
+	{"conflict", gittest.Conflict, "", nil},
+	{"detached", gittest.Detached, "", nil},
+	{"empty", gittest.Empty, "", nil},
+	{"unicode", gittest.Unicode, "", nil},
+	{"unicode-subdir", gittest.Unicode, "dir with space", nil},
+	{"unicode-z", gittest.Unicode, "", []string{"-z"}},
+	{"submodule", gittest.Submodule, "", nil},
 	{"clean", scenarioClean, "", nil},
 }
 
@@ -40,10 +41,10 @@ func TestPorcelainGolden(t *testing.T) {
 			in := filepath.Join("testdata", "porcelain", c.name+".txt")
 			want := filepath.Join("testdata", "porcelain", c.name+".golden")
 			if *update {
-				sb := newSandbox(t)
+				sb := gittest.New(t, testHome)
 				repo := c.scenario(sb)
 				args := append([]string{"status", "--porcelain=v2", "--branch"}, c.args...)
-				out, err := sb.cmdIn(filepath.Join(sb.path(repo), c.cwd), "git", args...).Output()
+				out, err := sb.Cmd(filepath.Join(sb.Path(repo), c.cwd), "git", args...).Output()
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -93,11 +93,7 @@ func (s *Service) Diff(ctx context.Context, req DiffRequest) (*Diff, error) {
 		maxFile = s.opts.MaxBytesPerFile
 	}
 
-	args := append([]string{"-c", "core.quotePath=false", "diff", "--no-color", "-z", "--numstat"}, rng...)
-	if len(req.Pathspec) > 0 {
-		args = append(append(args, "--"), req.Pathspec...)
-	}
-	out, stderr, code, err := s.git(ctx, dir, args...)
+	out, stderr, code, err := s.git(ctx, dir, numstatArgs(rng, req.Pathspec)...)
 	if err != nil {
 		return nil, err
 	}
@@ -129,9 +125,7 @@ func (s *Service) Diff(ctx context.Context, req DiffRequest) (*Diff, error) {
 		if ns.OldPath != "" {
 			paths = []string{ns.OldPath, ns.Path} // both, so git sees the rename
 		}
-		args := append([]string{"-c", "core.quotePath=false", "diff", "--no-color", "-U" + strconv.Itoa(ctxLines)}, rng...)
-		args = append(append(args, "--"), paths...)
-		patch, _, code, err := s.git(ctx, dir, args...)
+		patch, _, code, err := s.git(ctx, dir, patchArgs(ctxLines, rng, paths)...)
 		if err != nil {
 			return nil, err
 		}
@@ -155,6 +149,23 @@ func (s *Service) Diff(ctx context.Context, req DiffRequest) (*Diff, error) {
 		d.Files = append(d.Files, fd)
 	}
 	return d, nil
+}
+
+// numstatArgs is the git diff that lists the files of rng with their
+// counts, NUL-separated with unquoted paths.
+func numstatArgs(rng, pathspec []string) []string {
+	args := append([]string{"-c", "core.quotePath=false", "diff", "--no-color", "-z", "--numstat"}, rng...)
+	if len(pathspec) > 0 {
+		args = append(append(args, "--"), pathspec...)
+	}
+	return args
+}
+
+// patchArgs is the git diff that prints the patch of rng for paths with
+// ctxLines lines of context.
+func patchArgs(ctxLines int, rng, paths []string) []string {
+	args := append([]string{"-c", "core.quotePath=false", "diff", "--no-color", "-U" + strconv.Itoa(ctxLines)}, rng...)
+	return append(append(args, "--"), paths...)
 }
 
 // ParseNumstat parses `git diff --numstat -z`: "add\tdel\tpath\0" records,

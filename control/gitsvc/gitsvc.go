@@ -91,28 +91,17 @@ func normalizeRelPath(p string) string {
 	return path.Clean(p)
 }
 
-// joinRoot places a relative path under the workspace root.
-func (s *Service) joinRoot(rel string) string {
-	if s.root == "" {
-		if rel == "" {
-			return "."
-		}
-		return rel
-	}
-	if rel == "" || rel == "." {
-		return s.root
-	}
-	return s.root + "/" + rel
-}
-
 // repoWorkdir is the directory git runs in for the repository at rel: the
 // workspace root (or the session default, "") for the top.
 func (s *Service) repoWorkdir(rel string) string {
-	d := s.joinRoot(normalizeRelPath(rel))
-	if d == "." {
+	rel = normalizeRelPath(rel)
+	switch {
+	case rel == "" || rel == ".":
 		return s.root
+	case s.root == "":
+		return rel
 	}
-	return d
+	return s.root + "/" + rel
 }
 
 // git runs git with args in workdir.

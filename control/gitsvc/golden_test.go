@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/opengeni/opengeni-agent/internal/gittest"
 )
 
 // Run `go test ./control/gitsvc -run TestGolden -update` to recapture the
@@ -18,28 +20,28 @@ var update = flag.Bool("update", false, "recapture testdata from real git and re
 // capture is one git output kept in testdata.
 type capture struct {
 	file     string // testdata/<file>
-	scenario func(*sandbox) string
+	scenario func(*gittest.Sandbox) string
 	args     []string // git args, run in the scenario's repo
 }
 
 var captures = []capture{
-	{"status/ahead-behind.z", scenarioAheadBehind, []string{"status", "--porcelain=v2", "--branch", "-z"}},
-	{"status/rename-untracked.z", scenarioRename, []string{"status", "--porcelain=v2", "--branch", "-z"}},
-	{"status/rename-ignored.z", scenarioRename, []string{"status", "--porcelain=v2", "--branch", "-z", "--ignored"}},
-	{"status/conflict.z", scenarioConflict, []string{"status", "--porcelain=v2", "--branch", "-z"}},
-	{"status/detached.z", scenarioDetached, []string{"status", "--porcelain=v2", "--branch", "-z"}},
-	{"status/empty.z", scenarioEmpty, []string{"status", "--porcelain=v2", "--branch", "-z"}},
-	{"status/unicode.z", scenarioUnicode, []string{"status", "--porcelain=v2", "--branch", "-z"}},
-	{"status/submodule.z", scenarioSubmodule, []string{"status", "--porcelain=v2", "--branch", "-z"}},
-	{"numstat/worktree.z", scenarioHistory, []string{"-c", "core.quotePath=false", "diff", "--no-color", "-z", "--numstat"}},
-	{"numstat/staged.z", scenarioHistory, []string{"-c", "core.quotePath=false", "diff", "--no-color", "-z", "--numstat", "--cached"}},
-	{"numstat/unicode.z", scenarioUnicode, []string{"-c", "core.quotePath=false", "diff", "--no-color", "-z", "--numstat"}},
-	{"patch/no-newline.patch", scenarioHistory, []string{"-c", "core.quotePath=false", "diff", "--no-color", "-U3", "--", "code.go"}},
-	{"patch/rename-edit.patch", scenarioHistory, []string{"-c", "core.quotePath=false", "diff", "--no-color", "-U3", "--cached", "--", "feature.txt", "renamed feature.txt"}},
-	{"patch/added.patch", scenarioHistory, []string{"-c", "core.quotePath=false", "diff", "--no-color", "-U3", "--cached", "--", "logo.svg"}},
-	{"patch/merge-range.patch", scenarioHistory, []string{"-c", "core.quotePath=false", "diff", "--no-color", "-U1", "HEAD~2", "HEAD", "--", "code.go"}},
-	{"patch/deleted.patch", scenarioRename, []string{"-c", "core.quotePath=false", "diff", "--no-color", "-U3", "--cached", "--", "gone.txt"}},
-	{"log/history.out", scenarioHistory, []string{"log", "--format=" + logFormat, "-n5", "--skip=0", "HEAD"}},
+	{"status/ahead-behind.z", gittest.AheadBehind, statusArgs},
+	{"status/rename-untracked.z", gittest.Rename, statusArgs},
+	{"status/rename-ignored.z", gittest.Rename, append(statusArgs[:len(statusArgs):len(statusArgs)], "--ignored")},
+	{"status/conflict.z", gittest.Conflict, statusArgs},
+	{"status/detached.z", gittest.Detached, statusArgs},
+	{"status/empty.z", gittest.Empty, statusArgs},
+	{"status/unicode.z", gittest.Unicode, statusArgs},
+	{"status/submodule.z", gittest.Submodule, statusArgs},
+	{"numstat/worktree.z", gittest.History, numstatArgs(nil, nil)},
+	{"numstat/staged.z", gittest.History, numstatArgs([]string{"--cached"}, nil)},
+	{"numstat/unicode.z", gittest.Unicode, numstatArgs(nil, nil)},
+	{"patch/no-newline.patch", gittest.History, patchArgs(3, nil, []string{"code.go"})},
+	{"patch/rename-edit.patch", gittest.History, patchArgs(3, []string{"--cached"}, []string{"feature.txt", "renamed feature.txt"})},
+	{"patch/added.patch", gittest.History, patchArgs(3, []string{"--cached"}, []string{"logo.svg"})},
+	{"patch/merge-range.patch", gittest.History, patchArgs(1, []string{"HEAD~2", "HEAD"}, []string{"code.go"})},
+	{"patch/deleted.patch", gittest.Rename, patchArgs(3, []string{"--cached"}, []string{"gone.txt"})},
+	{"log/history.out", gittest.History, logArgs(5, 0, "HEAD", nil)},
 }
 
 func TestGoldenCapture(t *testing.T) {
@@ -47,20 +49,20 @@ func TestGoldenCapture(t *testing.T) {
 		t.Skip("run with -update to recapture testdata")
 	}
 	for _, c := range captures {
-		sb := newSandbox(t)
+		sb := gittest.New(t, "")
 		repo := c.scenario(sb)
-		stdout, err := sb.cmdIn(sb.path(repo), "git", c.args...).Output()
+		stdout, err := sb.Cmd(sb.Path(repo), "git", c.args...).Output()
 		if err != nil {
 			t.Fatalf("%s: git %v: %v", c.file, c.args, err)
 		}
 		writeTestdata(t, c.file, stdout)
 	}
 	// DetectRepos: find's output over nested repositories.
-	sb := newSandbox(t)
+	sb := gittest.New(t, "")
 	for _, r := range []string{"top", "a/nested", "a/b/deep/too-deep"} {
-		sb.git("", "init", "-q", r)
+		sb.Git("", "init", "-q", r)
 	}
-	cmd := sb.cmdIn(sb.dir, "find", ".", "-maxdepth", "3", "-name", ".git", "-type", "d")
+	cmd := sb.Cmd(sb.Dir, "find", ".", "-maxdepth", "3", "-name", ".git", "-type", "d")
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatal(err)

@@ -50,23 +50,16 @@ type Commit struct {
 // whether more follow. A ref git cannot read (an empty repository, a typo)
 // gives an empty page.
 func (s *Service) Log(ctx context.Context, req LogRequest) (*Log, error) {
-	ref := req.Ref
-	if ref == "" {
-		ref = "HEAD"
-	}
-	if strings.HasPrefix(ref, "-") {
-		return nil, invalid("invalid ref: %s", ref)
+	ref, err := refOrHEAD(req.Ref)
+	if err != nil {
+		return nil, err
 	}
 	n := req.MaxCount
 	if n <= 0 {
 		n = DefaultLogCount
 	}
 	n = min(n, MaxLogCount)
-	args := []string{"log", "--format=" + logFormat, "-n" + strconv.Itoa(n+1), "--skip=" + strconv.Itoa(max(req.Skip, 0)), ref}
-	if len(req.Pathspec) > 0 {
-		args = append(append(args, "--"), req.Pathspec...)
-	}
-	out, _, code, err := s.git(ctx, s.repoWorkdir(req.Path), args...)
+	out, _, code, err := s.git(ctx, s.repoWorkdir(req.Path), logArgs(n+1, max(req.Skip, 0), ref, req.Pathspec)...)
 	if err != nil {
 		return nil, err
 	}
@@ -75,6 +68,28 @@ func (s *Service) Log(ctx context.Context, req LogRequest) (*Log, error) {
 	}
 	commits, more := ParseLog(out, n)
 	return &Log{Commits: commits, HasMore: more}, nil
+}
+
+// logArgs is the git log that prints up to n commits from ref, after
+// skipping skip, in logFormat.
+func logArgs(n, skip int, ref string, pathspec []string) []string {
+	args := []string{"log", "--format=" + logFormat, "-n" + strconv.Itoa(n), "--skip=" + strconv.Itoa(skip), ref}
+	if len(pathspec) > 0 {
+		args = append(append(args, "--"), pathspec...)
+	}
+	return args
+}
+
+// refOrHEAD is ref, HEAD when empty; a ref that git would read as an option
+// is invalid.
+func refOrHEAD(ref string) (string, error) {
+	if ref == "" {
+		ref = "HEAD"
+	}
+	if strings.HasPrefix(ref, "-") {
+		return "", invalid("invalid ref: %s", ref)
+	}
+	return ref, nil
 }
 
 // ParseLog parses the output of `git log --format=<logFormat>`, keeping at

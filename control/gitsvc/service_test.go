@@ -6,19 +6,21 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/opengeni/opengeni-agent/internal/gittest"
 )
 
 // newService runs the service against the sandbox with real git.
-func newService(sb *sandbox, opts Options) *Service {
+func newService(sb *gittest.Sandbox, opts Options) *Service {
 	if opts.WorkspaceRoot == "" {
-		opts.WorkspaceRoot = sb.dir
+		opts.WorkspaceRoot = sb.Dir
 	}
-	return New(execRunner{env: gitEnv(sb.home)}, opts)
+	return New(execRunner{env: gittest.Env(sb.Home)}, opts)
 }
 
 func TestStatusEndToEnd(t *testing.T) {
-	sb := newSandbox(t)
-	repo := scenarioAheadBehind(sb)
+	sb := gittest.New(t, "")
+	repo := gittest.AheadBehind(sb)
 	svc := newService(sb, Options{})
 	st, err := svc.Status(context.Background(), "/"+repo+"/")
 	if err != nil {
@@ -32,7 +34,7 @@ func TestStatusEndToEnd(t *testing.T) {
 	}
 
 	// A directory outside any repository.
-	sb.write("plain/x.txt", "x")
+	sb.Write("plain/x.txt", "x")
 	st, err = svc.Status(context.Background(), "plain")
 	if err != nil {
 		t.Fatal(err)
@@ -43,8 +45,8 @@ func TestStatusEndToEnd(t *testing.T) {
 }
 
 func TestDiffEndToEnd(t *testing.T) {
-	sb := newSandbox(t)
-	repo := scenarioHistory(sb)
+	sb := gittest.New(t, "")
+	repo := gittest.History(sb)
 	svc := newService(sb, Options{})
 	ctx := context.Background()
 
@@ -92,7 +94,7 @@ func TestDiffEndToEnd(t *testing.T) {
 		t.Fatalf("capped = %+v", f)
 	}
 	// Total cap: the first file fits, the rest are listed without hunks.
-	total, err := New(execRunner{env: gitEnv(sb.home)}, Options{WorkspaceRoot: sb.dir, MaxTotalBytes: 300}).Diff(ctx, DiffRequest{Path: repo, Staged: true})
+	total, err := New(execRunner{env: gittest.Env(sb.Home)}, Options{WorkspaceRoot: sb.Dir, MaxTotalBytes: 300}).Diff(ctx, DiffRequest{Path: repo, Staged: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,8 +112,8 @@ func TestDiffEndToEnd(t *testing.T) {
 }
 
 func TestLogPaging(t *testing.T) {
-	sb := newSandbox(t)
-	repo := scenarioHistory(sb)
+	sb := gittest.New(t, "")
+	repo := gittest.History(sb)
 	svc := newService(sb, Options{})
 	ctx := context.Background()
 	var all []Commit
@@ -133,7 +135,7 @@ func TestLogPaging(t *testing.T) {
 	if err != nil || len(page.Commits) != 1 || page.Commits[0].Body != "A body line.\n\nSecond paragraph." {
 		t.Fatalf("pathspec log = %+v, %v", page, err)
 	}
-	sb.git("", "init", "-q", "empty")
+	sb.Git("", "init", "-q", "empty")
 	page, err = svc.Log(ctx, LogRequest{Path: "empty"})
 	if err != nil || len(page.Commits) != 0 || page.HasMore {
 		t.Fatalf("empty log = %+v, %v", page, err)
@@ -141,8 +143,8 @@ func TestLogPaging(t *testing.T) {
 }
 
 func TestShow(t *testing.T) {
-	sb := newSandbox(t)
-	repo := scenarioHistory(sb)
+	sb := gittest.New(t, "")
+	repo := gittest.History(sb)
 	svc := newService(sb, Options{})
 	ctx := context.Background()
 
@@ -178,9 +180,9 @@ func TestShow(t *testing.T) {
 }
 
 func TestDetectRepos(t *testing.T) {
-	sb := newSandbox(t)
+	sb := gittest.New(t, "")
 	for _, r := range []string{"top", "a/nested", "a/b/c/too-deep"} {
-		sb.git("", "init", "-q", r)
+		sb.Git("", "init", "-q", r)
 	}
 	repos, err := newService(sb, Options{}).DetectRepos(context.Background())
 	if err != nil {

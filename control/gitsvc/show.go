@@ -42,12 +42,9 @@ type Blob struct {
 // Show returns req.Ref's commit and diff against its first parent (the
 // empty tree for a root commit), or the blob at Ref:FilePath.
 func (s *Service) Show(ctx context.Context, req ShowRequest) (*Show, error) {
-	ref := req.Ref
-	if ref == "" {
-		ref = "HEAD"
-	}
-	if strings.HasPrefix(ref, "-") {
-		return nil, invalid("invalid ref: %s", ref)
+	ref, err := refOrHEAD(req.Ref)
+	if err != nil {
+		return nil, err
 	}
 	maxFile := req.MaxBytesPerFile
 	if maxFile <= 0 {
@@ -78,18 +75,16 @@ func (s *Service) Show(ctx context.Context, req ShowRequest) (*Show, error) {
 		return nil, notFound("commit not found: %s", ref)
 	}
 	c := log.Commits[0]
-	from := c.Hash + "^"
-	if len(c.Parents) == 0 {
+	var from string
+	switch {
+	case len(c.Parents) > 0:
+		from = c.Parents[0]
+	case len(c.Hash) == 64:
+		from = emptyTreeSHA256
+	default:
 		from = emptyTreeSHA1
-		if len(c.Hash) == 64 {
-			from = emptyTreeSHA256
-		}
 	}
-	ctxLines := req.ContextLines
-	if ctxLines <= 0 {
-		ctxLines = DefaultContextLines
-	}
-	d, err := s.Diff(ctx, DiffRequest{Path: req.Path, FromRef: from, ToRef: c.Hash, ContextLines: ctxLines, MaxBytesPerFile: maxFile})
+	d, err := s.Diff(ctx, DiffRequest{Path: req.Path, FromRef: from, ToRef: c.Hash, ContextLines: req.ContextLines, MaxBytesPerFile: maxFile})
 	if err != nil {
 		return nil, err
 	}

@@ -78,7 +78,7 @@ func (s *Service) Status(ctx context.Context, path string) (*Status, error) {
 	if code != 0 || strings.TrimSpace(string(out)) != "true" {
 		return &Status{Files: []FileStatus{}}, nil
 	}
-	out, stderr, code, err := s.git(ctx, dir, "status", "--porcelain=v2", "--branch", "-z")
+	out, stderr, code, err := s.git(ctx, dir, statusArgs...)
 	if err != nil {
 		return nil, err
 	}
@@ -88,6 +88,9 @@ func (s *Service) Status(ctx context.Context, path string) (*Status, error) {
 	st := ParseStatus(out)
 	return &st, nil
 }
+
+// statusArgs is the git status that ParseStatus reads.
+var statusArgs = []string{"status", "--porcelain=v2", "--branch", "-z"}
 
 // ParseStatus parses `git status --porcelain=v2 --branch -z` output.
 func ParseStatus(out []byte) Status {
