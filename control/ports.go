@@ -100,17 +100,7 @@ func (s *Session) ResolveExposedPort(ctx context.Context, port int) (*ExposedPor
 		}
 		ch = r.GetChannel()
 	} else {
-		r, err := invoke(ctx, s, "resolveExposedPort", func(r *agentpb.ControlRequest) {
-			r.Op = &agentpb.ControlRequest_PtyOpen{PtyOpen: &agentpb.PtyOpenRequest{
-				Command: []string{},
-				Cwd:     s.workingDir,
-				Env:     map[string]string{},
-				Term:    "xterm-256color",
-			}}
-		}, func(resp *agentpb.ControlResponse) (*agentpb.PtyOpenResponse, bool) {
-			_, ok := resp.GetResult().(*agentpb.ControlResponse_PtyOpen)
-			return resp.GetPtyOpen(), ok
-		})
+		r, err := s.ptyOpen(ctx, "resolveExposedPort", PtyOptions{})
 		if err != nil {
 			return nil, err
 		}

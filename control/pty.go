@@ -21,6 +21,11 @@ type PtyOptions struct {
 // terminal's relay channel is live; the reply carries the pty id (which is
 // the channel id) and the channel key a viewer dials.
 func (s *Session) PtyOpen(ctx context.Context, o PtyOptions) (*agentpb.PtyOpenResponse, error) {
+	return s.ptyOpen(ctx, "ptyOpen", o)
+}
+
+// ptyOpen is PtyOpen; method names the caller in an unexpected-result error.
+func (s *Session) ptyOpen(ctx context.Context, method string, o PtyOptions) (*agentpb.PtyOpenResponse, error) {
 	cwd := o.Cwd
 	if cwd == "" {
 		cwd = s.workingDir
@@ -37,7 +42,7 @@ func (s *Session) PtyOpen(ctx context.Context, o PtyOptions) (*agentpb.PtyOpenRe
 	if cmd == nil {
 		cmd = []string{}
 	}
-	return invoke(ctx, s, "ptyOpen", func(r *agentpb.ControlRequest) {
+	return invoke(ctx, s, method, func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_PtyOpen{PtyOpen: &agentpb.PtyOpenRequest{
 			Command: cmd, Cwd: cwd, Env: env, Cols: o.Cols, Rows: o.Rows, Term: term,
 		}}

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/opengeni/opengeni-agent/internal/backoff"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 	"github.com/opengeni/opengeni-agent/relay/frame"
 )
@@ -315,14 +315,10 @@ func (v *StreamViewer) run(ws *websocket.Conn) {
 
 func (v *StreamViewer) reconnect(ctx context.Context) (*websocket.Conn, error) {
 	end := time.Now().Add(v.o.ReconnectFor)
-	delay := 100 * time.Millisecond
+	bo := backoff.Backoff{Policy: viewerBackoff}
 	for {
-		t := time.NewTimer(rand.N(delay) + time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
+		if err := bo.Sleep(ctx); err != nil {
+			return nil, err
 		}
 		ws, err := v.connect(ctx)
 		if err == nil {
@@ -332,9 +328,11 @@ func (v *StreamViewer) reconnect(ctx context.Context) (*websocket.Conn, error) {
 		if errors.As(err, &rej) || time.Now().After(end) || ctx.Err() != nil {
 			return nil, err
 		}
-		delay = min(2*delay, 3*time.Second)
 	}
 }
+
+// viewerBackoff is the reconnect delay ceiling: 100 ms doubling to 3 s.
+var viewerBackoff = backoff.Exponential(100*time.Millisecond, 3*time.Second)
 
 // read serves one connection. It returns terminal=true when the stream
 // ended for good (the producer or the relay closed it), false when the

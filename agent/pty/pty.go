@@ -13,7 +13,6 @@ package pty
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -170,7 +169,7 @@ func (s *Service) Open(ctx context.Context, req *agentpb.PtyOpenRequest) (*agent
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("%w", err)
+		return nil, err
 	}
 	sess := newSession(s, ch, proc, argv[0])
 	s.mu.Lock()

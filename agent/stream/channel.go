@@ -224,7 +224,7 @@ func (c *Channel) run(cn *conn) {
 		default:
 		}
 		ctx, cancel := c.reconnectCtx(deadline)
-		err := sleepCtx(ctx, c.bo.Next())
+		err := c.bo.Sleep(ctx)
 		if err == nil {
 			cn, err = c.connect(ctx)
 		}
@@ -274,13 +274,9 @@ func (c *Channel) serve(cn *conn) (closed bool, err error) {
 		c.markShipped(e.seq)
 	}
 	for {
-		select {
-		case b := <-c.out:
-			if err := c.ship(cn, b); err != nil {
-				return false, err
-			}
-			continue
-		default:
+		// Queued frames go before a dead connection or Close is noticed.
+		if err := c.shipQueued(cn); err != nil {
+			return false, err
 		}
 		select {
 		case b := <-c.out:
@@ -291,16 +287,8 @@ func (c *Channel) serve(cn *conn) (closed bool, err error) {
 			return false, cn.cause
 		case <-c.closing:
 			// Send refuses new frames now: drain what was queued, then close.
-			for {
-				select {
-				case b := <-c.out:
-					if err := c.ship(cn, b); err != nil {
-						return false, err
-					}
-					continue
-				default:
-				}
-				break
+			if err := c.shipQueued(cn); err != nil {
+				return false, err
 			}
 			cl := &agentpb.StreamClose{ChannelId: c.desc.ChannelId, Reason: c.closeReason, Message: c.closeMsg}
 			if err := cn.write(frame.MustEncode(cl)); err != nil {
@@ -311,6 +299,20 @@ func (c *Channel) serve(cn *conn) (closed bool, err error) {
 			go func() { <-ctx.Done(); cn.ws.CloseNow() }() // the relay drops, never answers the close handshake
 			cn.ws.Close(websocket.StatusNormalClosure, "")
 			return true, nil
+		}
+	}
+}
+
+// shipQueued ships every frame queued by Send without waiting for more.
+func (c *Channel) shipQueued(cn *conn) error {
+	for {
+		select {
+		case b := <-c.out:
+			if err := c.ship(cn, b); err != nil {
+				return err
+			}
+		default:
+			return nil
 		}
 	}
 }

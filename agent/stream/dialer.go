@@ -166,7 +166,7 @@ func (d *Dialer) Open(ctx context.Context, kind agentpb.StreamKind, port uint32)
 			return nil, fmt.Errorf("relay stream: %w (last error: %v)", ctx.Err(), err)
 		}
 		c.log.Debug("relay dial failed; retrying", "err", err)
-		if sleepCtx(ctx, c.bo.Next()) != nil {
+		if c.bo.Sleep(ctx) != nil {
 			return nil, fmt.Errorf("relay stream: %w (last error: %v)", ctx.Err(), err)
 		}
 	}
@@ -226,17 +226,6 @@ func (c *Channel) connect(ctx context.Context) (*conn, error) {
 	gen := c.gen.Add(1)
 	cn := newConn(c, ws, gen, resume)
 	return cn, nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 func (d *Dialer) resolved() Dialer {

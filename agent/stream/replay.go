@@ -52,5 +52,3 @@ func (r *replayBuf) entries() []replayEntry {
 	}
 	return out
 }
-
-func (r *replayBuf) len() int { return r.n }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -87,7 +86,8 @@ func (e *ctlEnv) shell(ctx context.Context, args []string) (int, error) {
 		for {
 			n, err := os.Stdin.Read(buf)
 			if n > 0 {
-				if t.Send(ctx, bytes.Clone(buf[:n])) != nil {
+				// Send encodes the frame before it returns: buf is reusable.
+				if t.Send(ctx, buf[:n]) != nil {
 					return
 				}
 			}

@@ -110,7 +110,7 @@ func MintViewer(secret string, c ViewerClaims, now time.Time) (string, error) {
 	case len(c.SubjectID) > 512:
 		return "", fmt.Errorf("%w: subjectId longer than 512", ErrInvalidMint)
 	}
-	return mint(ViewerPrefix, secret, c)
+	return Mint(ViewerPrefix, secret, c)
 }
 
 // MintAgent signs an "ogr_" token. A zero Exp becomes now+AgentTTL.
@@ -121,7 +121,7 @@ func MintAgent(secret string, c AgentClaims, now time.Time) (string, error) {
 	if c.Exp <= 0 {
 		return "", fmt.Errorf("%w: exp must be positive", ErrInvalidMint)
 	}
-	return mint(AgentPrefix, secret, c)
+	return Mint(AgentPrefix, secret, c)
 }
 
 // VerifyViewer checks an "ogs_" token under secret at now and returns its claims.
@@ -137,7 +137,7 @@ func VerifyViewer(secret, tok string, now time.Time) (ViewerClaims, error) {
 		SubjectID      *string `json:"subjectId"`
 		AuthorityEpoch *uint64 `json:"authorityEpoch"`
 	}
-	if err := verify(ViewerPrefix, secret, tok, &w); err != nil {
+	if err := Verify(ViewerPrefix, secret, tok, &w); err != nil {
 		return ViewerClaims{}, err
 	}
 	if w.WorkspaceID == nil || w.SessionID == nil || w.ViewerID == nil || w.LeaseEpoch == nil ||
@@ -167,7 +167,7 @@ func VerifyAgent(secret, tok string, now time.Time) (AgentClaims, error) {
 		AgentID     *string `json:"agentId"`
 		Exp         *int64  `json:"exp"`
 	}
-	if err := verify(AgentPrefix, secret, tok, &w); err != nil {
+	if err := Verify(AgentPrefix, secret, tok, &w); err != nil {
 		return AgentClaims{}, err
 	}
 	if w.WorkspaceID == nil || w.AgentID == nil || w.Exp == nil {
@@ -180,7 +180,12 @@ func VerifyAgent(secret, tok string, now time.Time) (AgentClaims, error) {
 	return c, nil
 }
 
-func mint(prefix, secret string, claims any) (string, error) {
+// Mint signs claims into prefix + payload + "." + signature: the shared HMAC
+// envelope of control.md §7, used by MintViewer and MintAgent and by token
+// kinds defined outside this package (the platform's "oge_" enrollment
+// bearer and "oget_" enroll token). claims must marshal with its keys in
+// schema order (a struct does).
+func Mint(prefix, secret string, claims any) (string, error) {
 	// JSON.stringify does not escape <, > and &; encoding/json does unless told not to.
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -198,9 +203,11 @@ func sign(secret, payload string) string {
 	return b64.EncodeToString(m.Sum(nil))
 }
 
-// verify runs prefix, structure and signature checks and decodes the payload
-// into dst (claims check); the caller checks required fields and expiry.
-func verify(prefix, secret, tok string, dst any) error {
+// Verify checks the prefix, structure and signature of tok and decodes its
+// payload into dst. Errors are ErrBadPrefix, ErrMalformed, ErrBadSignature or
+// ErrBadClaims; the caller checks required fields and expiry (exp < now is
+// expired, exp == now is still valid).
+func Verify(prefix, secret, tok string, dst any) error {
 	rest, ok := strings.CutPrefix(tok, prefix)
 	if !ok {
 		return ErrBadPrefix

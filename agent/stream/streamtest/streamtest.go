@@ -197,8 +197,7 @@ func (v *Viewer) Connect() {
 func (v *Viewer) tryConnect() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	q := fmt.Sprintf("?ws=%s&agent=%s&port=%d&channel=%s", v.desc.WorkspaceId, v.desc.AgentId, v.desc.Port, v.desc.ChannelId)
-	ws, _, err := websocket.Dial(ctx, v.relay.URL()+q, nil)
+	ws, _, err := websocket.Dial(ctx, stream.DialURL(v.relay.URL(), v.desc), nil)
 	if err != nil {
 		return err
 	}
