@@ -114,12 +114,7 @@ func (s *Session) exec(ctx context.Context, method string, req *agentpb.ExecRequ
 	if err != nil {
 		return nil, err
 	}
-	r, ok := resp.GetResult().(*agentpb.ControlResponse_Exec)
-	if !ok {
-		return nil, unexpected(method, resp)
-	}
-	if r.Exec == nil {
-		return &agentpb.ExecResponse{}, nil
-	}
-	return r.Exec, nil
+	return resultAs[*agentpb.ControlResponse_Exec](method, resp, func(resp *agentpb.ControlResponse) *agentpb.ExecResponse {
+		return orEmpty(resp.GetExec())
+	})
 }

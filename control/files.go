@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 	"io"
 	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
+
+	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
 // TransferOptions tunes ReadFileAll and WriteFileAll. A nil *TransferOptions
@@ -332,10 +333,11 @@ func (s *Session) checkAppend(ctx context.Context, f *Pending, part string, n in
 	if err != nil {
 		return err
 	}
-	if _, ok := resp.GetResult().(*agentpb.ControlResponse_FsWrite); !ok {
-		return unexpected("writeFileAll", resp)
+	got, err := resultAs[*agentpb.ControlResponse_FsWrite]("writeFileAll", resp, bytesWritten)
+	if err != nil {
+		return err
 	}
-	if got := resp.GetFsWrite().GetBytesWritten(); got != uint64(n) {
+	if got != uint64(n) {
 		return fmt.Errorf("selfhosted writeFileAll: short write to %s: %d of %d bytes", part, got, n)
 	}
 	wrote(n)

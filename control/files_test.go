@@ -69,10 +69,8 @@ func noPartFiles(t *testing.T, mock *mockAgent) {
 
 // A 20 MiB file through the mock, with the default chunking (1 MiB server).
 func TestChunkedTransfer20MiB(t *testing.T) {
-	mock := newMock("")
-	f := newFixture(t, mock)
-	s := f.session(t)
-	ctx := ctxT(t)
+	f, s, ctx := sessionFixture(t)
+	mock := f.mock
 	const size = 20<<20 + 12345
 	data := randomBytes(t, size)
 	sum := sha256.Sum256(data)
@@ -131,10 +129,8 @@ func TestChunkedTransfer20MiB(t *testing.T) {
 // A server with a 64 KiB max payload still moves files: chunks follow the
 // connection's limit.
 func TestChunkedTransferSmallMaxPayload(t *testing.T) {
-	mock := newMock("")
-	f := newFixture(t, mock, natstest.MaxPayload(64*1024))
-	s := f.session(t)
-	ctx := ctxT(t)
+	f, s, ctx := sessionFixture(t, natstest.MaxPayload(64*1024))
+	mock := f.mock
 	if got := s.MaxPayload(ctx); got != 64*1024 {
 		t.Fatalf("MaxPayload = %d", got)
 	}
@@ -185,10 +181,8 @@ func TestChunkedTransferSmallMaxPayload(t *testing.T) {
 // Several ranged reads are in flight at once: the mock holds the first two
 // ranged reads until both have arrived.
 func TestReadFileAllConcurrent(t *testing.T) {
-	mock := newMock("")
-	f := newFixture(t, mock)
-	s := f.session(t)
-	ctx := ctxT(t)
+	f, s, ctx := sessionFixture(t)
+	mock := f.mock
 	data := randomBytes(t, 10*1000+5)
 	mock.seed("/f", data)
 
@@ -226,10 +220,8 @@ func TestReadFileAllConcurrent(t *testing.T) {
 
 // A failed chunked write leaves the destination as it was and no part file.
 func TestWriteFileAllKeepsDestinationOnFailure(t *testing.T) {
-	mock := newMock("")
-	f := newFixture(t, mock)
-	s := f.session(t)
-	ctx := ctxT(t)
+	f, s, ctx := sessionFixture(t)
+	mock := f.mock
 	mock.seed("/dest.txt", []byte("old"))
 
 	var appends int
@@ -277,10 +269,8 @@ type errReader struct{}
 func (errReader) Read([]byte) (int, error) { return 0, errors.New("disk on fire") }
 
 func TestChunkedEdgeCases(t *testing.T) {
-	mock := newMock("")
-	f := newFixture(t, mock)
-	s := f.session(t)
-	ctx := ctxT(t)
+	f, s, ctx := sessionFixture(t)
+	mock := f.mock
 
 	// Empty files.
 	var p progressLog

@@ -6,21 +6,6 @@ import (
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
-// invoke runs one filesystem op and returns its result, or the plain
-// "unexpected result" error when the agent answered another case.
-func invoke[T any](ctx context.Context, s *Session, method string, op func(*agentpb.ControlRequest), get func(*agentpb.ControlResponse) (T, bool)) (T, error) {
-	var zero T
-	resp, err := s.call(ctx, op, 0)
-	if err != nil {
-		return zero, err
-	}
-	v, ok := get(resp)
-	if !ok {
-		return zero, unexpected(method, resp)
-	}
-	return v, nil
-}
-
 // ReadFile reads a file. maxBytes > 0 reads at most that many bytes from the
 // start; 0 reads to EOF. The whole reply must fit one transport message: use
 // ReadFileAll for large files.
@@ -33,17 +18,9 @@ func (s *Session) ReadFile(ctx context.Context, path string, maxBytes int) ([]by
 }
 
 func (s *Session) readRange(ctx context.Context, method, path string, offset, length uint64) (*agentpb.FsReadResponse, error) {
-	return invoke(ctx, s, method, func(r *agentpb.ControlRequest) {
+	return invokeCase[*agentpb.ControlResponse_FsRead](ctx, s, method, func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_FsRead{FsRead: &agentpb.FsReadRequest{Path: s.path(path), Offset: offset, Length: length}}
-	}, func(resp *agentpb.ControlResponse) (*agentpb.FsReadResponse, bool) {
-		if _, ok := resp.GetResult().(*agentpb.ControlResponse_FsRead); !ok {
-			return nil, false
-		}
-		if r := resp.GetFsRead(); r != nil {
-			return r, true
-		}
-		return &agentpb.FsReadResponse{}, true
-	})
+	}, func(resp *agentpb.ControlResponse) *agentpb.FsReadResponse { return orEmpty(resp.GetFsRead()) })
 }
 
 // WriteOptions tunes WriteFile. A nil *WriteOptions means the defaults.
@@ -70,23 +47,17 @@ func (s *Session) writeFile(ctx context.Context, method, path string, content []
 		}
 		w.Append, w.Mode = opts.Append, opts.Mode
 	}
-	return invoke(ctx, s, method, func(r *agentpb.ControlRequest) {
+	return invokeCase[*agentpb.ControlResponse_FsWrite](ctx, s, method, func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_FsWrite{FsWrite: w}
-	}, func(resp *agentpb.ControlResponse) (uint64, bool) {
-		_, ok := resp.GetResult().(*agentpb.ControlResponse_FsWrite)
-		return resp.GetFsWrite().GetBytesWritten(), ok
-	})
+	}, bytesWritten)
 }
 
 // ListFiles lists a directory (recursively, depth first, when asked) and
 // returns the agent's entries: paths relative to the listed directory.
 func (s *Session) ListFiles(ctx context.Context, path string, recursive bool) ([]*agentpb.FsEntry, error) {
-	return invoke(ctx, s, "listFiles", func(r *agentpb.ControlRequest) {
+	return invokeCase[*agentpb.ControlResponse_FsList](ctx, s, "listFiles", func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_FsList{FsList: &agentpb.FsListRequest{Path: s.path(path), Recursive: recursive}}
-	}, func(resp *agentpb.ControlResponse) ([]*agentpb.FsEntry, bool) {
-		_, ok := resp.GetResult().(*agentpb.ControlResponse_FsList)
-		return resp.GetFsList().GetEntries(), ok
-	})
+	}, func(resp *agentpb.ControlResponse) []*agentpb.FsEntry { return resp.GetFsList().GetEntries() })
 }
 
 // Entry types of DirEntry.Type.
@@ -126,17 +97,9 @@ func (s *Session) ListDir(ctx context.Context, path string) ([]DirEntry, error) 
 // Stat stats a path without following symlinks. A missing path is not an
 // error: Exists is false.
 func (s *Session) Stat(ctx context.Context, path string) (*agentpb.FsStatResponse, error) {
-	return invoke(ctx, s, "statFile", func(r *agentpb.ControlRequest) {
+	return invokeCase[*agentpb.ControlResponse_FsStat](ctx, s, "statFile", func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_FsStat{FsStat: &agentpb.FsStatRequest{Path: s.path(path)}}
-	}, func(resp *agentpb.ControlResponse) (*agentpb.FsStatResponse, bool) {
-		if _, ok := resp.GetResult().(*agentpb.ControlResponse_FsStat); !ok {
-			return nil, false
-		}
-		if r := resp.GetFsStat(); r != nil {
-			return r, true
-		}
-		return &agentpb.FsStatResponse{}, true
-	})
+	}, func(resp *agentpb.ControlResponse) *agentpb.FsStatResponse { return orEmpty(resp.GetFsStat()) })
 }
 
 // PathExists reports whether path exists on the machine.
@@ -151,35 +114,23 @@ func (s *Session) PathExists(ctx context.Context, path string) (bool, error) {
 // Mkdir creates a directory (and its parents when parents is set); a non-zero
 // mode is applied to it exactly (unix).
 func (s *Session) Mkdir(ctx context.Context, path string, parents bool, mode uint32) error {
-	_, err := invoke(ctx, s, "mkdir", func(r *agentpb.ControlRequest) {
+	return invokeAck[*agentpb.ControlResponse_FsMkdir](ctx, s, "mkdir", func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_FsMkdir{FsMkdir: &agentpb.FsMkdirRequest{Path: s.path(path), Parents: parents, Mode: mode}}
-	}, func(resp *agentpb.ControlResponse) (struct{}, bool) {
-		_, ok := resp.GetResult().(*agentpb.ControlResponse_FsMkdir)
-		return struct{}{}, ok
 	})
-	return err
 }
 
 // Move renames from onto to. Without overwrite an existing destination is an
 // OS error. It is a rename on the machine: no cross-device copy.
 func (s *Session) Move(ctx context.Context, from, to string, overwrite bool) error {
-	_, err := invoke(ctx, s, "move", func(r *agentpb.ControlRequest) {
+	return invokeAck[*agentpb.ControlResponse_FsMove](ctx, s, "move", func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_FsMove{FsMove: &agentpb.FsMoveRequest{From: s.path(from), To: s.path(to), Overwrite: overwrite}}
-	}, func(resp *agentpb.ControlResponse) (struct{}, bool) {
-		_, ok := resp.GetResult().(*agentpb.ControlResponse_FsMove)
-		return struct{}{}, ok
 	})
-	return err
 }
 
 // Remove deletes a file, a symlink, or a directory (its whole tree when
 // recursive is set, else only when empty). A missing path is NOT_FOUND.
 func (s *Session) Remove(ctx context.Context, path string, recursive bool) error {
-	_, err := invoke(ctx, s, "remove", func(r *agentpb.ControlRequest) {
+	return invokeAck[*agentpb.ControlResponse_FsRemove](ctx, s, "remove", func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_FsRemove{FsRemove: &agentpb.FsRemoveRequest{Path: s.path(path), Recursive: recursive}}
-	}, func(resp *agentpb.ControlResponse) (struct{}, bool) {
-		_, ok := resp.GetResult().(*agentpb.ControlResponse_FsRemove)
-		return struct{}{}, ok
 	})
-	return err
 }

@@ -11,15 +11,7 @@ import (
 // has no git binary. cwd is mapped like every path. GIT_OP_STATUS fills
 // the structured status. A non-zero exit is a result, not an error.
 func (s *Session) Git(ctx context.Context, op agentpb.GitOp, cwd string, args ...string) (*agentpb.GitResponse, error) {
-	return invoke(ctx, s, "git", func(r *agentpb.ControlRequest) {
+	return invokeCase[*agentpb.ControlResponse_Git](ctx, s, "git", func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_Git{Git: &agentpb.GitRequest{Op: op, Cwd: s.path(cwd), Args: args}}
-	}, func(resp *agentpb.ControlResponse) (*agentpb.GitResponse, bool) {
-		if _, ok := resp.GetResult().(*agentpb.ControlResponse_Git); !ok {
-			return nil, false
-		}
-		if r := resp.GetGit(); r != nil {
-			return r, true
-		}
-		return &agentpb.GitResponse{}, true
-	})
+	}, func(resp *agentpb.ControlResponse) *agentpb.GitResponse { return orEmpty(resp.GetGit()) })
 }

@@ -14,29 +14,16 @@ const maxNonce = 1 << 53
 // Ping reports whether the machine answers: true iff the round trip succeeded
 // and the result is a ping. It never fails; the nonce echo is not checked.
 func (s *Session) Ping(ctx context.Context) bool {
-	resp, err := s.call(ctx, func(r *agentpb.ControlRequest) {
+	return invokeAck[*agentpb.ControlResponse_Ping](ctx, s, "ping", func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_Ping{Ping: &agentpb.PingRequest{Nonce: rand.Uint64N(maxNonce)}}
-	}, 0)
-	if err != nil {
-		return false
-	}
-	_, ok := resp.GetResult().(*agentpb.ControlResponse_Ping)
-	return ok
+	}) == nil
 }
 
 // Metrics samples the machine's load, memory, disk and GPUs.
 func (s *Session) Metrics(ctx context.Context) (*agentpb.MetricsSample, error) {
-	return invoke(ctx, s, "metrics", func(r *agentpb.ControlRequest) {
+	return invokeCase[*agentpb.ControlResponse_Metrics](ctx, s, "metrics", func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_Metrics{Metrics: &agentpb.MetricsRequest{}}
-	}, func(resp *agentpb.ControlResponse) (*agentpb.MetricsSample, bool) {
-		if _, ok := resp.GetResult().(*agentpb.ControlResponse_Metrics); !ok {
-			return nil, false
-		}
-		if m := resp.GetMetrics(); m != nil {
-			return m, true
-		}
-		return &agentpb.MetricsSample{}, true
-	})
+	}, func(resp *agentpb.ControlResponse) *agentpb.MetricsSample { return orEmpty(resp.GetMetrics()) })
 }
 
 // Screenshot is one PNG frame of the machine's display.
@@ -50,12 +37,9 @@ type Screenshot struct {
 
 // Screenshot captures the display.
 func (s *Session) Screenshot(ctx context.Context) (*Screenshot, error) {
-	return invoke(ctx, s, "screenshot", func(r *agentpb.ControlRequest) {
+	return invokeCase[*agentpb.ControlResponse_DesktopScreenshot](ctx, s, "screenshot", func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_DesktopScreenshot{DesktopScreenshot: &agentpb.DesktopScreenshotRequest{}}
-	}, func(resp *agentpb.ControlResponse) (*Screenshot, bool) {
-		if _, ok := resp.GetResult().(*agentpb.ControlResponse_DesktopScreenshot); !ok {
-			return nil, false
-		}
+	}, func(resp *agentpb.ControlResponse) *Screenshot {
 		r := resp.GetDesktopScreenshot()
 		sc := &Screenshot{PNG: r.GetPng(), Width: r.GetWidth(), Height: r.GetHeight(),
 			NativeWidth: r.GetNativeWidth(), NativeHeight: r.GetNativeHeight()}
@@ -65,20 +49,16 @@ func (s *Session) Screenshot(ctx context.Context) (*Screenshot, error) {
 		if sc.NativeHeight == 0 {
 			sc.NativeHeight = sc.Height
 		}
-		return sc, true
+		return sc
 	})
 }
 
 // DesktopInput sends one pointer, key or scroll event. Without screen-control
 // consent the agent answers CONSENT_REQUIRED (Reason consent_required).
 func (s *Session) DesktopInput(ctx context.Context, in *agentpb.DesktopInputRequest) error {
-	_, err := invoke(ctx, s, "desktopInput", func(r *agentpb.ControlRequest) {
+	return invokeAck[*agentpb.ControlResponse_DesktopInput](ctx, s, "desktopInput", func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_DesktopInput{DesktopInput: in}
-	}, func(resp *agentpb.ControlResponse) (struct{}, bool) {
-		_, ok := resp.GetResult().(*agentpb.ControlResponse_DesktopInput)
-		return struct{}{}, ok
 	})
-	return err
 }
 
 // DesktopEnsure makes sure the machine has a desktop streaming on the relay
@@ -86,12 +66,7 @@ func (s *Session) DesktopInput(ctx context.Context, in *agentpb.DesktopInputRequ
 // it; 0 means the agent's default) and returns its channel and display.
 // Repeat calls return the same live channel.
 func (s *Session) DesktopEnsure(ctx context.Context, width, height uint32) (*agentpb.DesktopEnsureResponse, error) {
-	return invoke(ctx, s, "desktopEnsure", func(r *agentpb.ControlRequest) {
+	return invokeCase[*agentpb.ControlResponse_DesktopEnsure](ctx, s, "desktopEnsure", func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_DesktopEnsure{DesktopEnsure: &agentpb.DesktopEnsureRequest{Width: width, Height: height}}
-	}, func(resp *agentpb.ControlResponse) (*agentpb.DesktopEnsureResponse, bool) {
-		if _, ok := resp.GetResult().(*agentpb.ControlResponse_DesktopEnsure); !ok {
-			return nil, false
-		}
-		return resp.GetDesktopEnsure(), true
-	})
+	}, (*agentpb.ControlResponse).GetDesktopEnsure)
 }

@@ -316,6 +316,14 @@ func (f *fixture) session(tb testing.TB, mod ...func(*SessionConfig)) *Session {
 	return s
 }
 
+// sessionFixture is a fixture around a fresh mock agent, a session on it and
+// a test context.
+func sessionFixture(tb testing.TB, opts ...natstest.Option) (*fixture, *Session, context.Context) {
+	tb.Helper()
+	f := newFixture(tb, newMock(""), opts...)
+	return f, f.session(tb), ctxT(tb)
+}
+
 func ctxT(tb testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	tb.Cleanup(cancel)

@@ -254,27 +254,40 @@ func (r *NATSRPC) Request(ctx context.Context, subject string, req *agentpb.Cont
 	}
 	msg, err := nc.RequestWithContext(rctx, subject, data)
 	if err != nil {
-		if canceled(ctx) {
-			return nil, fmt.Errorf("control: request %s: %w", subject, ctx.Err())
-		}
-		switch {
-		case errors.Is(err, nats.ErrNoResponders):
-			return OfflineResponse(id), nil
-		case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-			return TimeoutResponse(id), nil
-		case errors.Is(err, nats.ErrMaxPayload):
-			return requestTooLarge(id, req, len(data), nc.MaxPayload()), nil
-		default:
-			r.drop(nc)
-			return OfflineResponse(id), nil
-		}
+		return r.failed(ctx, subject, nc, req, len(data), err)
 	}
+	return decodeReply(id, msg.Data), nil
+}
+
+// failed maps a transport error of one request (the table on [NATSRPC]);
+// [Pending.Wait] and [Pipeline.Send] share it. The caller's own cancellation
+// of ctx is the only error returned. n is the encoded request size.
+func (r *NATSRPC) failed(ctx context.Context, subject string, nc *nats.Conn, req *agentpb.ControlRequest, n int, err error) (*agentpb.ControlResponse, error) {
+	if canceled(ctx) {
+		return nil, fmt.Errorf("control: request %s: %w", subject, ctx.Err())
+	}
+	id := req.GetRequestId()
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return OfflineResponse(id), nil
+	case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return TimeoutResponse(id), nil
+	case errors.Is(err, nats.ErrMaxPayload):
+		return requestTooLarge(id, req, n, nc.MaxPayload()), nil
+	default:
+		r.drop(nc)
+		return OfflineResponse(id), nil
+	}
+}
+
+// decodeReply decodes an agent's reply; one that does not decode is PROTOCOL.
+func decodeReply(id string, data []byte) *agentpb.ControlResponse {
 	resp := new(agentpb.ControlResponse)
-	if err := proto.Unmarshal(msg.Data, resp); err != nil {
+	if err := proto.Unmarshal(data, resp); err != nil {
 		return synthesized(id, agentpb.ErrorCode_ERROR_CODE_PROTOCOL,
-			"agent reply did not decode as a ControlResponse: "+err.Error(), false), nil
+			"agent reply did not decode as a ControlResponse: "+err.Error(), false)
 	}
-	return resp, nil
+	return resp
 }
 
 // canceled reports whether the caller itself canceled ctx (as opposed to a

@@ -2,7 +2,6 @@ package control
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -85,13 +84,8 @@ func (p *Pipeline) Send(req *agentpb.ControlRequest) (*Pending, error) {
 	p.mu.Unlock()
 	if err := p.nc.PublishMsg(&nats.Msg{Subject: p.subject, Reply: p.inbox + "." + tok, Data: data}); err != nil {
 		p.forget(tok)
-		switch {
-		case errors.Is(err, nats.ErrMaxPayload):
-			f.resp = requestTooLarge(req.GetRequestId(), req, len(data), p.nc.MaxPayload())
-		default:
-			p.rpc.drop(p.nc)
-			f.resp = OfflineResponse(req.GetRequestId())
-		}
+		// Without a context failed never returns an error.
+		f.resp, _ = p.rpc.failed(context.Background(), p.subject, p.nc, req, len(data), err)
 	}
 	return f, nil
 }
@@ -108,28 +102,27 @@ func (p *Pipeline) forget(tok string) {
 func (f *Pending) Wait(ctx context.Context, timeout time.Duration) (*agentpb.ControlResponse, error) {
 	resp := f.resp
 	if resp == nil {
+		var err error
 		t := time.NewTimer(timeout)
 		defer t.Stop()
 		select {
 		case m := <-f.ch:
 			if m.Header.Get("Status") == "503" {
-				resp = OfflineResponse(f.req.GetRequestId())
+				err = nats.ErrNoResponders
 				break
 			}
-			resp = new(agentpb.ControlResponse)
-			if err := proto.Unmarshal(m.Data, resp); err != nil {
-				resp = synthesized(f.req.GetRequestId(), agentpb.ErrorCode_ERROR_CODE_PROTOCOL,
-					"agent reply did not decode as a ControlResponse: "+err.Error(), false)
-			}
+			resp = decodeReply(f.req.GetRequestId(), m.Data)
 		case <-t.C:
 			f.p.forget(f.tok)
-			resp = TimeoutResponse(f.req.GetRequestId())
+			err = nats.ErrTimeout
 		case <-ctx.Done():
 			f.p.forget(f.tok)
-			if canceled(ctx) {
-				return nil, fmt.Errorf("control: request %s: %w", f.p.subject, ctx.Err())
+			err = ctx.Err()
+		}
+		if err != nil {
+			if resp, err = f.p.rpc.failed(ctx, f.p.subject, f.p.nc, f.req, 0, err); err != nil {
+				return nil, err
 			}
-			resp = TimeoutResponse(f.req.GetRequestId())
 		}
 	}
 	return checkResponse(f.req, resp)

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/opengeni/opengeni-agent/internal/natstest"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -47,5 +49,30 @@ func TestPipelineMapsNoRespondersAndTimeouts(t *testing.T) {
 	_, err = f.Wait(ctx, 50*time.Millisecond)
 	if !errors.As(err, &ce) || ce.Code != agentpb.ErrorCode_ERROR_CODE_TIMEOUT || !ce.Retryable {
 		t.Fatalf("silent responder: %v", err)
+	}
+
+	// The caller's own cancellation is a plain error, not a TIMEOUT.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	f, _ = p2.Send(ping)
+	_, err = f.Wait(cctx, 5*time.Second)
+	if !errors.Is(err, context.Canceled) || errors.As(err, &ce) {
+		t.Fatalf("canceled wait: %v", err)
+	}
+
+	// A reply that does not decode is PROTOCOL.
+	if _, err := nc.Subscribe(SubjectFor("ws", "garbled"), func(m *nats.Msg) { _ = m.Respond([]byte{0xff}) }); err != nil {
+		t.Fatal(err)
+	}
+	nc.Flush()
+	p3, err := rpc.Pipeline(ctx, SubjectFor("ws", "garbled"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p3.Close()
+	f, _ = p3.Send(ping)
+	_, err = f.Wait(ctx, 5*time.Second)
+	if !errors.As(err, &ce) || ce.Code != agentpb.ErrorCode_ERROR_CODE_PROTOCOL {
+		t.Fatalf("garbled reply: %v", err)
 	}
 }

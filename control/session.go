@@ -168,6 +168,60 @@ func checkResponse(req *agentpb.ControlRequest, resp *agentpb.ControlResponse) (
 	return resp, nil
 }
 
+// invokeCase runs one op and returns get(resp) when the reply's result case
+// is C (the oneof wrapper, e.g. *agentpb.ControlResponse_FsRead); any other
+// case is the plain "unexpected result" error.
+func invokeCase[C, T any](ctx context.Context, s *Session, method string, op func(*agentpb.ControlRequest), get func(*agentpb.ControlResponse) T) (T, error) {
+	resp, err := s.call(ctx, op, 0)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return resultAs[C](method, resp, get)
+}
+
+// invokeAck is invokeCase for an op whose result carries nothing.
+func invokeAck[C any](ctx context.Context, s *Session, method string, op func(*agentpb.ControlRequest)) error {
+	_, err := invokeCase[C](ctx, s, method, op, func(*agentpb.ControlResponse) struct{} { return struct{}{} })
+	return err
+}
+
+// invoke is the older form of invokeCase, kept for pty.go and ports.go: get
+// checks the case itself (ok false: another case).
+func invoke[T any](ctx context.Context, s *Session, method string, op func(*agentpb.ControlRequest), get func(*agentpb.ControlResponse) (T, bool)) (T, error) {
+	var zero T
+	resp, err := s.call(ctx, op, 0)
+	if err != nil {
+		return zero, err
+	}
+	v, ok := get(resp)
+	if !ok {
+		return zero, unexpected(method, resp)
+	}
+	return v, nil
+}
+
+// resultAs returns get(resp) when resp's result case is C, else the plain
+// "unexpected result" error.
+func resultAs[C, T any](method string, resp *agentpb.ControlResponse, get func(*agentpb.ControlResponse) T) (T, error) {
+	if _, ok := resp.GetResult().(C); !ok {
+		var zero T
+		return zero, unexpected(method, resp)
+	}
+	return get(resp), nil
+}
+
+// orEmpty is p, or a new empty message when the agent sent none.
+func orEmpty[T any](p *T) *T {
+	if p == nil {
+		return new(T)
+	}
+	return p
+}
+
+// bytesWritten reads an fs_write reply.
+func bytesWritten(resp *agentpb.ControlResponse) uint64 { return resp.GetFsWrite().GetBytesWritten() }
+
 // unexpected is the plain error for a reply whose result case does not match
 // the op: "selfhosted <method>: unexpected result <case>".
 func unexpected(method string, resp *agentpb.ControlResponse) error {

@@ -158,10 +158,8 @@ func TestSessionState(t *testing.T) {
 
 // §8 check 5 and 35.
 func TestSessionErrors(t *testing.T) {
-	mock := newMock("")
-	f := newFixture(t, mock)
-	s := f.session(t)
-	ctx := ctxT(t)
+	f, s, ctx := sessionFixture(t)
+	mock := f.mock
 
 	_, err := s.ReadFile(ctx, "/nope", 0)
 	ce := asError(t, err)
@@ -469,10 +467,8 @@ func TestIsProviderNotFound(t *testing.T) {
 // The turn-level properties (selfhosted-turn checks 5-6) and the remaining
 // ops.
 func TestSessionFilesAndMachine(t *testing.T) {
-	mock := newMock("")
-	f := newFixture(t, mock)
-	s := f.session(t)
-	ctx := ctxT(t)
+	f, s, ctx := sessionFixture(t)
+	mock := f.mock
 
 	if _, err := s.WriteFile(ctx, "/workspace/a.txt", []byte("a"), nil); err != nil {
 		t.Fatal(err)

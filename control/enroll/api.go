@@ -379,6 +379,30 @@ func RelayDialURL(raw string) string {
 	return (&url.URL{Scheme: scheme, Host: host}).String() + rc.Path
 }
 
+// account resolves ws through Workspaces: its account ("" when no lookup is
+// configured), or 404 for an unknown workspace.
+func (a *API) account(r *http.Request, ws string) (string, error) {
+	if a.cfg.Workspaces == nil {
+		return "", nil
+	}
+	acc, ok, err := a.cfg.Workspaces(r.Context(), ws)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", fail(http.StatusNotFound, "unknown workspace")
+	}
+	return acc, nil
+}
+
+// deref is *s, or "" for nil.
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
 // origin is the verification origin: PublicURL, else the request's.
 func (a *API) origin(r *http.Request) string {
 	if a.cfg.PublicURL != "" {

@@ -50,16 +50,9 @@ func (a *API) handleStart(_ http.ResponseWriter, r *http.Request, body []byte) (
 		return 0, nil, invalid("workspaceId", "must be a uuid")
 	}
 	ws := *req.WorkspaceID
-	var account string
-	if a.cfg.Workspaces != nil {
-		acc, ok, err := a.cfg.Workspaces(r.Context(), ws)
-		if err != nil {
-			return 0, nil, err
-		}
-		if !ok {
-			return 0, nil, fail(http.StatusNotFound, "unknown workspace")
-		}
-		account = acc
+	account, err := a.account(r, ws)
+	if err != nil {
+		return 0, nil, err
 	}
 	now := a.now().UTC()
 	d := store.DeviceRequest{
@@ -173,13 +166,8 @@ type LookupMachine struct {
 // handleLookup: unknown code, no auth, or no enrollments:read in the code's
 // workspace are all 404 (no disclosure). It does not consume the code.
 func (a *API) handleLookup(_ http.ResponseWriter, r *http.Request, body []byte) (int, any, error) {
-	var req struct {
-		UserCode *string `json:"userCode"`
-	}
-	if err := decode(body, &req, false); err != nil {
-		return 0, nil, err
-	}
-	if err := strLen("userCode", req.UserCode, 1, 64, true); err != nil {
+	userCode, err := decodeUserCode(body)
+	if err != nil {
 		return 0, nil, err
 	}
 	p, err := a.cfg.Authorizer.Authenticate(r)
@@ -188,7 +176,7 @@ func (a *API) handleLookup(_ http.ResponseWriter, r *http.Request, body []byte) 
 	} else if err != nil {
 		return 0, nil, err
 	}
-	d, err := a.pendingByUserCode(r, *req.UserCode)
+	d, err := a.pendingByUserCode(r, userCode)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -259,14 +247,10 @@ func (a *API) handleApprove(_ http.ResponseWriter, r *http.Request, p *Principal
 		if d.Status != store.DevicePending || d.Expired(a.now()) || d.WorkspaceID != ws {
 			return false, nil
 		}
-		name := ""
-		if d.MachineName != nil {
-			name = *d.MachineName
-		}
 		var err error
 		enr, err = a.cfg.Store.UpsertEnrollment(r.Context(), store.FinalizeInput{
 			WorkspaceID: d.WorkspaceID, AccountID: d.AccountID, Pubkey: d.Pubkey, OS: d.OS, Arch: d.Arch,
-			MachineName: name, HasDisplay: d.CanOfferDisplay, AllowScreenControl: allow,
+			MachineName: deref(d.MachineName), HasDisplay: d.CanOfferDisplay, AllowScreenControl: allow,
 		})
 		if err != nil {
 			return false, err
@@ -288,17 +272,12 @@ func (a *API) handleApprove(_ http.ResponseWriter, r *http.Request, p *Principal
 
 // handleDeny flips a pending request of this workspace to denied.
 func (a *API) handleDeny(_ http.ResponseWriter, r *http.Request, _ *Principal, body []byte) (int, any, error) {
-	var req struct {
-		UserCode *string `json:"userCode"`
-	}
-	if err := decode(body, &req, false); err != nil {
-		return 0, nil, err
-	}
-	if err := strLen("userCode", req.UserCode, 1, 64, true); err != nil {
+	userCode, err := decodeUserCode(body)
+	if err != nil {
 		return 0, nil, err
 	}
 	ws := r.PathValue("ws")
-	d, err := a.cfg.Store.DeviceRequestByUserCode(r.Context(), normalizeUserCode(*req.UserCode))
+	d, err := a.cfg.Store.DeviceRequestByUserCode(r.Context(), normalizeUserCode(userCode))
 	if errors.Is(err, store.ErrNotFound) {
 		return http.StatusOK, map[string]bool{"denied": false}, nil
 	}
@@ -316,4 +295,18 @@ func (a *API) handleDeny(_ http.ResponseWriter, r *http.Request, _ *Principal, b
 		return 0, nil, err
 	}
 	return http.StatusOK, map[string]bool{"denied": denied}, nil
+}
+
+// decodeUserCode parses the {"userCode": "..."} body of lookup and deny.
+func decodeUserCode(body []byte) (string, error) {
+	var req struct {
+		UserCode *string `json:"userCode"`
+	}
+	if err := decode(body, &req, false); err != nil {
+		return "", err
+	}
+	if err := strLen("userCode", req.UserCode, 1, 64, true); err != nil {
+		return "", err
+	}
+	return *req.UserCode, nil
 }

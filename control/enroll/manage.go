@@ -27,16 +27,9 @@ func (a *API) handleMint(_ http.ResponseWriter, r *http.Request, _ *Principal, b
 		return 0, nil, errNoSecret
 	}
 	ws := r.PathValue("ws")
-	var account string
-	if a.cfg.Workspaces != nil {
-		acc, ok, err := a.cfg.Workspaces(r.Context(), ws)
-		if err != nil {
-			return 0, nil, err
-		}
-		if !ok {
-			return 0, nil, fail(http.StatusNotFound, "unknown workspace")
-		}
-		account = acc
+	account, err := a.account(r, ws)
+	if err != nil {
+		return 0, nil, err
 	}
 	now := a.now()
 	tok, c, err := MintEnrollToken(a.cfg.SigningSecret, ws, account, req.AllowScreenControl != nil && *req.AllowScreenControl, now)
@@ -73,13 +66,9 @@ func (a *API) handleExchange(_ http.ResponseWriter, r *http.Request, body []byte
 	if err != nil {
 		return 0, nil, errBadEnroll
 	}
-	name := ""
-	if m.name != nil {
-		name = *m.name
-	}
 	e, err := a.cfg.Store.UpsertEnrollment(r.Context(), store.FinalizeInput{
 		WorkspaceID: c.WorkspaceID, AccountID: c.AccountID, Pubkey: m.pubkey, OS: m.os, Arch: m.arch,
-		MachineName: name, HasDisplay: m.canOfferDisplay, AllowScreenControl: c.AllowScreenControl,
+		MachineName: deref(m.name), HasDisplay: m.canOfferDisplay, AllowScreenControl: c.AllowScreenControl,
 	})
 	if errors.Is(err, store.ErrInvalidKey) {
 		return 0, nil, errBadEnroll

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Device request statuses.
@@ -68,7 +70,7 @@ func (s *Store) CreateDeviceRequest(ctx context.Context, d DeviceRequest) error 
 			return ErrConflict
 		}
 		entry, err := s.devices.Get(ctx, uk)
-		if errors.Is(err, errKeyNotFound) {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			if _, err := s.devices.Create(ctx, uk, []byte(d.DeviceCode)); isExists(err) {
 				continue
 			} else if err != nil {
@@ -117,7 +119,7 @@ func (s *Store) DeviceRequestByUserCode(ctx context.Context, userCode string) (D
 		return DeviceRequest{}, ErrNotFound
 	}
 	entry, err := s.devices.Get(ctx, userKey(userCode))
-	if errors.Is(err, errKeyNotFound) {
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return DeviceRequest{}, ErrNotFound
 	}
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/opengeni/opengeni-agent/control"
 )
@@ -87,11 +89,19 @@ func (s *Store) UpsertEnrollment(ctx context.Context, in FinalizeInput) (Enrollm
 	pk := pubkeyKey(in.WorkspaceID, in.Pubkey)
 	for range casRetries {
 		entry, err := s.enrollments.Get(ctx, pk)
-		var id string
+		var (
+			id  string
+			cur Enrollment
+			rev uint64 // 0: create the record
+		)
 		switch {
 		case err == nil:
 			id = string(entry.Value())
-		case errors.Is(err, errKeyNotFound):
+			cur, rev, err = getJSON[Enrollment](ctx, s.enrollments, enrollmentKey(in.WorkspaceID, id))
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return Enrollment{}, err
+			}
+		case errors.Is(err, jetstream.ErrKeyNotFound):
 			id = uuid.NewString()
 			if _, err := s.enrollments.Create(ctx, pk, []byte(id)); err != nil {
 				if isExists(err) {
@@ -99,15 +109,13 @@ func (s *Store) UpsertEnrollment(ctx context.Context, in FinalizeInput) (Enrollm
 				}
 				return Enrollment{}, fmt.Errorf("store: create pubkey index: %w", err)
 			}
+			// A fresh id has no record yet: nothing to read.
 		default:
 			return Enrollment{}, fmt.Errorf("store: get pubkey index: %w", err)
 		}
 		key := enrollmentKey(in.WorkspaceID, id)
-		cur, rev, err := getJSON[Enrollment](ctx, s.enrollments, key)
-		if errors.Is(err, ErrNotFound) {
+		if rev == 0 {
 			cur = Enrollment{ID: id, WorkspaceID: in.WorkspaceID, CreatedAt: now, SandboxID: uuid.NewString()}
-		} else if err != nil {
-			return Enrollment{}, err
 		}
 		cur.Pubkey = in.Pubkey
 		cur.Exposure = control.ExposureWholeMachine
@@ -248,7 +256,7 @@ func (s *Store) enrollmentExists(ctx context.Context, ws, id string) (bool, erro
 		return false, nil
 	}
 	_, err := s.enrollments.Get(ctx, enrollmentKey(ws, id))
-	if errors.Is(err, errKeyNotFound) {
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return false, nil
 	}
 	if err != nil {
@@ -275,11 +283,11 @@ func (s *Store) WatchEnrollments(ctx context.Context, f func(Enrollment)) error 
 				if !ok {
 					return
 				}
-				if entry == nil || entry.Operation() != kvPut {
+				if entry == nil || entry.Operation() != jetstream.KeyValuePut {
 					continue
 				}
 				var e Enrollment
-				if err := jsonUnmarshal(entry.Value(), &e); err != nil {
+				if err := json.Unmarshal(entry.Value(), &e); err != nil {
 					s.log.Warn("undecodable enrollment", "key", entry.Key(), "err", err)
 					continue
 				}

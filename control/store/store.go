@@ -187,7 +187,7 @@ func putJSON(ctx context.Context, kv jetstream.KeyValue, key string, v any, rev 
 	} else {
 		rev, err = kv.Update(ctx, key, b, rev)
 	}
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+	if isExists(err) {
 		return 0, errCAS
 	}
 	if err != nil {
@@ -224,13 +224,7 @@ func mutate[T any](ctx context.Context, kv jetstream.KeyValue, key string, f fun
 	return zero, false, ErrConflict
 }
 
-var (
-	errKeyNotFound = jetstream.ErrKeyNotFound
-	jsonUnmarshal  = json.Unmarshal
-)
-
-const kvPut = jetstream.KeyValuePut
-
+// isExists reports a lost create or compare-and-set.
 func isExists(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
 }
