@@ -4,12 +4,39 @@ import (
 	"os"
 )
 
-// consentEntry caches one connection file's consent bits with the stat that
-// produced them.
-type consentEntry struct {
-	info          os.FileInfo
-	wholeMachine  bool
-	screenControl bool
+// cachedFile is one connection file as last parsed, with the stat that
+// produced it.
+type cachedFile struct {
+	info  os.FileInfo
+	creds *Credentials
+}
+
+// loadCached reads connection file id like loadFile, but parses it again only
+// when its stat changed since the last read (another file replaced it, or its
+// size or mtime moved). A failed read leaves the previous entry in place. The
+// returned entry is shared: callers copy before handing it out.
+func (s *Store) loadCached(id string) (*cachedFile, error) {
+	path := s.Path(id)
+	info, err := os.Stat(path)
+	if err != nil {
+		_, err = loadFile(path) // the error loadFile reports for this path
+		return nil, err
+	}
+	s.mu.Lock()
+	e := s.files[id]
+	s.mu.Unlock()
+	if e != nil && sameStat(e.info, info) {
+		return e, nil
+	}
+	c, err := loadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	e = &cachedFile{info: info, creds: c}
+	s.mu.Lock()
+	s.files[id] = e
+	s.mu.Unlock()
+	return e, nil
 }
 
 // Consent reports the machine owner's consent for connection id, read live:
@@ -21,30 +48,15 @@ type consentEntry struct {
 // screenControl is false (wholeMachine keeps its last known value, since
 // the connection is then being removed and its runner stopped).
 func (s *Store) Consent(id string) (wholeMachine, screenControl bool) {
-	path := s.Path(id)
-	info, statErr := os.Stat(path)
-
+	if e, err := s.loadCached(id); err == nil {
+		return e.creds.ConsentedWholeMachine, e.creds.ConsentedScreenControl
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	prev := s.consent[id]
-	if statErr != nil {
-		if prev != nil {
-			return prev.wholeMachine, false
-		}
-		return false, false
+	if prev := s.files[id]; prev != nil {
+		return prev.creds.ConsentedWholeMachine, false
 	}
-	if prev != nil && sameStat(prev.info, info) {
-		return prev.wholeMachine, prev.screenControl
-	}
-	c, err := loadFile(path)
-	if err != nil {
-		if prev != nil {
-			return prev.wholeMachine, false
-		}
-		return false, false
-	}
-	s.consent[id] = &consentEntry{info: info, wholeMachine: c.ConsentedWholeMachine, screenControl: c.ConsentedScreenControl}
-	return c.ConsentedWholeMachine, c.ConsentedScreenControl
+	return false, false
 }
 
 func sameStat(a, b os.FileInfo) bool {
@@ -69,7 +81,7 @@ func (s *Store) SetScreenControl(id string, on bool) error {
 		if err != nil {
 			return err
 		}
-		return writeFileAtomic(s.Path(id), data)
+		return WriteFileAtomic(s.Path(id), data)
 	}
 	_, err = s.Save(c)
 	return err

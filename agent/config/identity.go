@@ -62,7 +62,7 @@ func (s *Store) Identity() (*Identity, error) {
 	if err := ensurePrivateDir(s.dir); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})); err != nil {
+	if err := WriteFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})); err != nil {
 		return nil, fmt.Errorf("persist install identity: %w", err)
 	}
 	return id, nil

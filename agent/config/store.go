@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -52,13 +53,13 @@ type Connection struct {
 type Store struct {
 	dir string
 
-	mu      sync.Mutex
-	consent map[string]*consentEntry
+	mu    sync.Mutex
+	files map[string]*cachedFile // connection id → last parse (List, Consent)
 }
 
 // NewStore opens the config directory dir (it need not exist yet).
 func NewStore(dir string) *Store {
-	return &Store{dir: dir, consent: map[string]*consentEntry{}}
+	return &Store{dir: dir, files: map[string]*cachedFile{}}
 }
 
 // OpenDefault opens the directory Dir resolves.
@@ -111,7 +112,7 @@ func (s *Store) Save(c *Credentials) (string, error) {
 	if err := ensurePrivateDir(s.ConnectionsDir()); err != nil {
 		return "", err
 	}
-	if err := writeFileAtomic(path, data); err != nil {
+	if err := WriteFileAtomic(path, data); err != nil {
 		return "", err
 	}
 	return path, nil
@@ -140,7 +141,9 @@ func loadFile(path string) (*Credentials, error) {
 }
 
 // List returns every stored connection sorted by id, including unreadable
-// ones (with Err set). A missing directory is an empty list.
+// ones (with Err set). A missing directory is an empty list. A file is only
+// parsed again when its stat changed since the last List or Consent, so
+// the `run` supervisor's periodic reload costs a stat per connection.
 func (s *Store) List() ([]Connection, error) {
 	ents, err := os.ReadDir(s.ConnectionsDir())
 	if errors.Is(err, fs.ErrNotExist) {
@@ -160,7 +163,13 @@ func (s *Store) List() ([]Connection, error) {
 			continue
 		}
 		c := Connection{ID: id, Path: s.Path(id)}
-		c.Creds, c.Err = loadFile(c.Path)
+		if e, err := s.loadCached(id); err != nil {
+			c.Err = err
+		} else {
+			cp := *e.creds
+			cp.NATSURLs = slices.Clone(cp.NATSURLs)
+			c.Creds = &cp
+		}
 		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -250,7 +259,7 @@ func (s *Store) Remove(id string) error {
 		return ErrNotEnrolled
 	}
 	s.mu.Lock()
-	delete(s.consent, id)
+	delete(s.files, id)
 	s.mu.Unlock()
 	return err
 }
@@ -312,10 +321,11 @@ func ensurePrivateDir(dir string) error {
 	return os.Chmod(dir, 0o700)
 }
 
-// writeFileAtomic replaces path with data: a 0600 temp file in the same
+// WriteFileAtomic replaces path with data: a 0600 temp file in the same
 // directory, fsync, rename. Readers see the old or the new file, never a
-// torn one; the secret is never world-readable, not even briefly.
-func writeFileAtomic(path string, data []byte) (err error) {
+// torn one; the secret is never world-readable, not even briefly. The
+// rename replaces a symlink at path rather than following it.
+func WriteFileAtomic(path string, data []byte) (err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err

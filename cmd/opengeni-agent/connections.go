@@ -71,8 +71,7 @@ func writeConnections(w io.Writer, store *config.Store, conns []config.Connectio
 			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\tunreadable: %v\n", c.ID, c.Err)
 			continue
 		}
-		_, screen := store.Consent(c.ID)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.Creds.WorkspaceID, c.Creds.AgentID, c.Creds.APIURL, onOff(screen), runState(store, c.ID))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.Creds.WorkspaceID, c.Creds.AgentID, c.Creds.APIURL, onOff(c.Creds.ConsentedScreenControl), runState(store, c.ID))
 	}
 	_ = tw.Flush()
 }

@@ -6,7 +6,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -102,10 +101,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	display := fs.String("display", "", "X11 display for desktop ops (default $DISPLAY)")
 	logFile := fs.String("log-file", "", "append logs to this file instead of stderr (the Windows service and task use it)")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+		return flagExit(err)
 	}
 	if *token == "" {
 		*token = os.Getenv("OPENGENI_NATS_TOKEN")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -41,10 +40,7 @@ func lifecycle(action string, args []string, stdout, stderr io.Writer, name stri
 		return 2
 	}
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+		return flagExit(err)
 	}
 	o := service.Options{Scope: service.ScopeFromFlag(*system), Out: stdout,
 		Warn: func(s string) { fmt.Fprintln(stderr, "warning:", s) }}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,10 +21,7 @@ func cmdUninstall(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	purge := fs.Bool("purge", false, "also delete the credentials and config dir")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+		return flagExit(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

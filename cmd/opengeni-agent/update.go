@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -27,10 +26,7 @@ func cmdUpdate(args []string, stdout, stderr io.Writer) int {
 	channel := fs.String("channel", envOr("OPENGENI_UPDATE_CHANNEL", "stable"), "update channel")
 	force := fs.Bool("force", false, "ignore the staged-rollout gate (never the signature or version gates)")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+		return flagExit(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

@@ -237,7 +237,7 @@ func StartPlatform(ctx context.Context, opts PlatformOptions) (_ *Platform, err 
 	if opts.WorkspaceID != "" {
 		p.ws = opts.WorkspaceID
 	}
-	if err := platWriteFile(filepath.Join(p.dataDir, AdminTokenFile), []byte(p.state.AdminToken+"\n")); err != nil {
+	if err := config.WriteFileAtomic(filepath.Join(p.dataDir, AdminTokenFile), []byte(p.state.AdminToken+"\n")); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -693,7 +693,7 @@ func (p *Platform) writeCtl(agentID string) error {
 	if err != nil {
 		return err
 	}
-	return platWriteFile(p.ctlFn, append(b, '\n'))
+	return config.WriteFileAtomic(p.ctlFn, append(b, '\n'))
 }
 
 // platLoadState reads platform.json, creating it (every secret fresh) on
@@ -765,7 +765,7 @@ func platLoadState(path string) (platformState, error) {
 	if err != nil {
 		return st, err
 	}
-	return st, platWriteFile(path, append(b, '\n'))
+	return st, config.WriteFileAtomic(path, append(b, '\n'))
 }
 
 // platPrivateDir creates dir 0700 and refuses one others can read.
@@ -786,28 +786,6 @@ func platPrivateDir(dir string) error {
 		}
 	}
 	return nil
-}
-
-// platWriteFile replaces path atomically with a 0600 file (never following
-// a symlink at path).
-func platWriteFile(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 func platPortFree(host string, port int, what, flag string) error {
