@@ -169,10 +169,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
 
-	var closedUnexpectedly chan struct{}
 	retry := backoff.Backoff{Policy: backoff.Standard()}
 	for {
-		closedUnexpectedly = make(chan struct{})
+		closedUnexpectedly := make(chan struct{})
 		nc, err := a.connect(opsCtx, closedUnexpectedly)
 		if err != nil {
 			// Only bad options fail here (the dial itself retries in the background).

@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/opengeni/opengeni-agent/internal/natstest"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
@@ -21,6 +20,10 @@ const (
 	testWS    = "11111111-1111-1111-1111-111111111111"
 	testAgent = "agent-test"
 )
+
+// testSubject is the test agent's subject with suffix, as Agent.Subject
+// builds it.
+func testSubject(suffix string) string { return "agent." + testWS + "." + testAgent + "." + suffix }
 
 type runningAgent struct {
 	*Agent
@@ -93,23 +96,18 @@ func next[T proto.Message](t *testing.T, ch chan *nats.Msg, into T) T {
 
 func request(t *testing.T, nc *nats.Conn, req *agentpb.ControlRequest) *agentpb.ControlResponse {
 	t.Helper()
-	b, _ := proto.Marshal(req)
-	msg, err := nc.Request("agent."+testWS+"."+testAgent+".rpc", b, 10*time.Second)
+	msg, err := nc.Request(testSubject("rpc"), mustMarshal(t, req), 10*time.Second)
 	if err != nil {
 		t.Fatalf("request: %v", err)
 	}
-	resp := &agentpb.ControlResponse{}
-	if err := proto.Unmarshal(msg.Data, resp); err != nil {
-		t.Fatal(err)
-	}
-	return resp
+	return decodeReply(t, msg.Data)
 }
 
 func TestHelloHeartbeatsPingAndMetrics(t *testing.T) {
 	s := natstest.Start(t)
 	nc := natstest.Connect(t, s)
-	hellos := subscribe(t, nc, "agent."+testWS+"."+testAgent+".hello")
-	events := subscribe(t, nc, "agent."+testWS+"."+testAgent+".events")
+	hellos := subscribe(t, nc, testSubject("hello"))
+	events := subscribe(t, nc, testSubject("events"))
 
 	ra := startAgent(t, s.ClientURL(), func(o *Options) { o.MachineName = "buildbox" })
 
@@ -167,11 +165,11 @@ func TestRidesOutNATSOutage(t *testing.T) {
 
 	watch := func(s *server.Server) (*nats.Conn, chan *nats.Msg) {
 		nc := natstest.Connect(t, s)
-		return nc, subscribe(t, nc, "agent."+testWS+"."+testAgent+".hello")
+		return nc, subscribe(t, nc, testSubject("hello"))
 	}
 	nc1, _ := watch(s1)
 	natstest.Eventually(t, 10*time.Second, func() error {
-		_, err := nc1.Request("agent."+testWS+"."+testAgent+".rpc", mustMarshal(t, pingReq("p1")), time.Second)
+		_, err := nc1.Request(testSubject("rpc"), mustMarshal(t, ping("p1", 0)), time.Second)
 		return err
 	})
 	nc1.Close()
@@ -182,13 +180,9 @@ func TestRidesOutNATSOutage(t *testing.T) {
 	s2 := natstest.Start(t, natstest.Port(port))
 	nc2, hellos := watch(s2)
 	next(t, hellos, &agentpb.Hello{})
-	if r := request(t, nc2, pingReq("p2")); r.GetPing() == nil {
+	if r := request(t, nc2, ping("p2", 0)); r.GetPing() == nil {
 		t.Fatalf("after reconnect: %v", r)
 	}
-}
-
-func pingReq(id string) *agentpb.ControlRequest {
-	return &agentpb.ControlRequest{RequestId: id, Op: &agentpb.ControlRequest_Ping{Ping: &agentpb.PingRequest{Nonce: 7}}}
 }
 
 func mustMarshal(t *testing.T, m proto.Message) []byte {
@@ -212,16 +206,19 @@ func TestStopAnnouncesGoingOfflineAndDrains(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := natstest.Start(t)
 			nc := natstest.Connect(t, s)
-			events := subscribe(t, nc, "agent."+testWS+"."+testAgent+".events")
-			hellos := subscribe(t, nc, "agent."+testWS+"."+testAgent+".hello")
+			events := subscribe(t, nc, testSubject("events"))
+			hellos := subscribe(t, nc, testSubject("hello"))
 			release := make(chan struct{})
 			entered := make(chan struct{})
 			ra := startAgent(t, s.ClientURL(), func(o *Options) { o.HeartbeatInterval = time.Hour }, func(a *Agent) {
-				a.dispatch.handlers["fs_stat"] = handler{class: Heavy, call: func(context.Context, protoreflect.Message) (protoreflect.Message, error) {
+				// Replace the real fs_stat with a slow one, registered the usual way.
+				slowStat := NewDispatcher(nil, 1)
+				Handle(slowStat, "fs_stat", Heavy, func(context.Context, *agentpb.FsStatRequest) (*agentpb.FsStatResponse, error) {
 					close(entered)
 					<-release
-					return (&agentpb.FsStatResponse{Exists: true}).ProtoReflect(), nil
-				}}
+					return &agentpb.FsStatResponse{Exists: true}, nil
+				})
+				a.dispatch.handlers["fs_stat"] = slowStat.handlers["fs_stat"]
 			})
 			next(t, hellos, &agentpb.Hello{})
 
@@ -244,7 +241,7 @@ func TestStopAnnouncesGoingOfflineAndDrains(t *testing.T) {
 				t.Fatalf("going offline reason %v, want %v", off.GetReason(), tc.want)
 			}
 			// While draining, new work is refused and retryable.
-			if r := request(t, nc, pingReq("late")); r.GetError().GetCode() != agentpb.ErrorCode_ERROR_CODE_DRAINING || !r.GetError().GetRetryable() {
+			if r := request(t, nc, ping("late", 0)); r.GetError().GetCode() != agentpb.ErrorCode_ERROR_CODE_DRAINING || !r.GetError().GetRetryable() {
 				t.Fatalf("op during drain: %v", r)
 			}
 			close(release)
@@ -262,7 +259,7 @@ func TestStopAnnouncesGoingOfflineAndDrains(t *testing.T) {
 				t.Fatal("Run did not return after drain")
 			}
 			// The subscription is gone: the machine is offline.
-			_, err := nc.Request(ra.Subject("rpc"), mustMarshal(t, pingReq("gone")), 2*time.Second)
+			_, err := nc.Request(ra.Subject("rpc"), mustMarshal(t, ping("gone", 0)), 2*time.Second)
 			if !errors.Is(err, nats.ErrNoResponders) {
 				t.Fatalf("after stop: %v", err)
 			}

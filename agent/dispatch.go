@@ -31,9 +31,12 @@ const (
 	Inline
 )
 
+// handler is a registered op, with its result field resolved at
+// registration so serving needs no descriptor lookups.
 type handler struct {
-	class Class
-	call  func(ctx context.Context, req protoreflect.Message) (protoreflect.Message, error)
+	class  Class
+	result protoreflect.FieldDescriptor // the op's ControlResponse result field
+	call   func(ctx context.Context, req protoreflect.Message) (protoreflect.Message, error)
 }
 
 var (
@@ -54,7 +57,7 @@ var agentInitiated = map[protoreflect.Name]bool{"hello": true, "resume": true, "
 // nothing of these.
 type Dispatcher struct {
 	logger   *slog.Logger
-	handlers map[protoreflect.Name]handler
+	handlers map[protoreflect.Name]*handler
 
 	heldEpoch atomic.Uint32
 	draining  atomic.Bool
@@ -77,7 +80,7 @@ func NewDispatcher(logger *slog.Logger, maxHeavy int) *Dispatcher {
 	}
 	return &Dispatcher{
 		logger:    logger,
-		handlers:  map[protoreflect.Name]handler{},
+		handlers:  map[protoreflect.Name]*handler{},
 		slots:     make(chan struct{}, maxHeavy),
 		orderKeys: map[protoreflect.Name]func(protoreflect.Message) string{},
 		tails:     map[string]chan struct{}{},
@@ -104,7 +107,7 @@ func Handle[Req, Resp proto.Message](d *Dispatcher, op string, class Class, h fu
 	if _, dup := d.handlers[name]; dup {
 		panic(fmt.Sprintf("agent: op %q registered twice", op))
 	}
-	d.handlers[name] = handler{class: class, call: func(ctx context.Context, m protoreflect.Message) (protoreflect.Message, error) {
+	d.handlers[name] = &handler{class: class, result: respField, call: func(ctx context.Context, m protoreflect.Message) (protoreflect.Message, error) {
 		resp, err := h(ctx, m.Interface().(Req))
 		if err != nil {
 			return nil, err
@@ -165,7 +168,7 @@ type Request struct {
 	req       *agentpb.ControlRequest // nil when undecodable
 	decodeErr error
 	field     protoreflect.FieldDescriptor
-	inline    bool
+	h         *handler        // nil when the op is not served
 	prev      <-chan struct{} // the previous request with the same order key
 	done      chan struct{}
 	key       string
@@ -173,7 +176,7 @@ type Request struct {
 
 // Inline reports whether the request is for an Inline op, to be served on
 // the delivery goroutine.
-func (r *Request) Inline() bool { return r.inline }
+func (r *Request) Inline() bool { return r.h != nil && r.h.class == Inline }
 
 // Accept decodes a request and takes its place in the order of its key.
 // Call it on the transport's delivery goroutine, in arrival order, and
@@ -190,9 +193,7 @@ func (d *Dispatcher) Accept(data []byte) *Request {
 	if r.field == nil {
 		return r
 	}
-	if h, ok := d.handlers[r.field.Name()]; ok && h.class == Inline {
-		r.inline = true
-	}
+	r.h = d.handlers[r.field.Name()]
 	if keyOf, ok := d.orderKeys[r.field.Name()]; ok {
 		r.key = keyOf(r.req.ProtoReflect().Get(r.field).Message())
 		r.done = make(chan struct{})
@@ -289,8 +290,8 @@ func (d *Dispatcher) serve(ctx context.Context, r *Request, maxPayload int) (*ag
 		return errorResponse(id, &agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_PROTOCOL,
 			Message: "ControlRequest carried no op"}), label
 	}
-	h, ok := d.handlers[field.Name()]
-	if !ok {
+	h := r.h
+	if h == nil {
 		if agentInitiated[field.Name()] {
 			return errorResponse(id, &agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_PROTOCOL,
 				Message: "hello/resume/update_may_proceed are agent-initiated, not inbound ops"}), label
@@ -320,13 +321,13 @@ func (d *Dispatcher) serve(ctx context.Context, r *Request, maxPayload int) (*ag
 		return errorResponse(id, agenterr.ToProto(err)), label
 	}
 	resp := &agentpb.ControlResponse{RequestId: id}
-	resp.ProtoReflect().Set(resultOneof.Fields().ByName(field.Name()), protoreflect.ValueOfMessage(result))
+	resp.ProtoReflect().Set(h.result, protoreflect.ValueOfMessage(result))
 	return resp, label
 }
 
 // call runs a handler, turning a panic into an OS error so one bad op never
 // takes the agent (and the user's other sessions) down.
-func (d *Dispatcher) call(ctx context.Context, h handler, req protoreflect.Message, label string) (res protoreflect.Message, err error) {
+func (d *Dispatcher) call(ctx context.Context, h *handler, req protoreflect.Message, label string) (res protoreflect.Message, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			d.logger.Error("op handler panicked", "op", label, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
@@ -360,12 +361,4 @@ func unknownOp(req *agentpb.ControlRequest) (protowire.Number, bool) {
 
 func errorResponse(id string, e *agentpb.AgentError) *agentpb.ControlResponse {
 	return &agentpb.ControlResponse{RequestId: id, Error: e}
-}
-
-// OpLabel names a request's op as logs and errors do ("none" when absent).
-func OpLabel(req *agentpb.ControlRequest) string {
-	if f := req.ProtoReflect().WhichOneof(opOneof); f != nil {
-		return string(f.Name())
-	}
-	return "none"
 }

@@ -38,11 +38,7 @@ func newTestDispatcher(maxHeavy int) *Dispatcher {
 
 func roundTrip(t *testing.T, d *Dispatcher, req *agentpb.ControlRequest, maxPayload int) *agentpb.ControlResponse {
 	t.Helper()
-	b, err := proto.Marshal(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return decodeReply(t, d.Dispatch(context.Background(), b, maxPayload))
+	return decodeReply(t, d.Dispatch(context.Background(), mustMarshal(t, req), maxPayload))
 }
 
 func decodeReply(t *testing.T, b []byte) *agentpb.ControlResponse {

@@ -11,7 +11,8 @@ import (
 )
 
 // register wires every capability this build serves into the dispatcher.
-// Hello's capabilities are derived from what is registered here.
+// Hello's capabilities are derived from what is registered here. exec, git,
+// pty and stream tag their logs with their own component; desktop does not.
 func (a *Agent) register() {
 	d := a.dispatch
 	Handle(d, "ping", Inline, a.ping)
@@ -21,7 +22,7 @@ func (a *Agent) register() {
 		Root:           a.root,
 		DefaultTimeout: a.opts.ExecDefaultTimeout,
 		MaxTimeout:     a.opts.ExecMaxTimeout,
-		Logger:         a.logger.With("component", "exec"),
+		Logger:         a.logger,
 	})
 	Handle(d, "exec", Heavy, ex.Exec)
 
@@ -36,14 +37,16 @@ func (a *Agent) register() {
 	Handle(d, "fs_stat", Heavy, files.Stat)
 	Handle(d, "fs_remove", Heavy, files.Remove)
 
-	g := git.New(git.Options{Root: a.root, Logger: a.logger.With("component", "git")})
+	g := git.New(git.Options{Root: a.root, Logger: a.logger})
 	Handle(d, "git", Heavy, g.Git)
 
-	// Terminals stream through the relay; without one they are not served
-	// (and Hello reports pty=false).
+	// Terminals and the desktop stream through the relay; without one the
+	// terminals are not served (and Hello reports pty=false).
+	var streams *stream.Dialer
 	if a.opts.RelayURL != "" {
+		streams = a.streamDialer()
 		a.ptys = pty.New(pty.Options{
-			Streams: a.streamDialer(),
+			Streams: streams,
 			Root:    a.root,
 			Logger:  a.logger,
 		})
@@ -61,8 +64,8 @@ func (a *Agent) register() {
 		AllowVirtualDisplay: a.opts.VirtualDesktop,
 		Logger:              a.logger.With("component", "desktop"),
 	}
-	if a.opts.RelayURL != "" {
-		dopts.Registrar = desktop.StreamRegistrar(a.streamDialer())
+	if streams != nil {
+		dopts.Registrar = desktop.StreamRegistrar(streams)
 	}
 	a.desktop = desktop.New(dopts)
 	Handle(d, "desktop_screenshot", Heavy, a.desktop.Screenshot)
@@ -77,6 +80,6 @@ func (a *Agent) streamDialer() *stream.Dialer {
 		Token:       a.opts.RelayToken,
 		WorkspaceID: a.opts.WorkspaceID,
 		AgentID:     a.opts.AgentID,
-		Logger:      a.logger.With("component", "stream"),
+		Logger:      a.logger,
 	}
 }

@@ -19,11 +19,9 @@ import (
 // maps them to their wire code.
 var (
 	ErrUnsupported     = errors.New("unsupported operation")
-	ErrNotFound        = errors.New("not found")
 	ErrConsentRequired = errors.New("consent required")
 	ErrTimeout         = errors.New("timed out")
 	ErrPayloadTooLarge = errors.New("payload too large")
-	ErrProtocol        = errors.New("protocol error")
 )
 
 // Error is an error with an explicit wire code. Use it when the code cannot
@@ -53,11 +51,6 @@ func New(code agentpb.ErrorCode, format string, args ...any) *Error {
 // Unsupported reports an op this build or host cannot serve.
 func Unsupported(format string, args ...any) *Error {
 	return New(agentpb.ErrorCode_ERROR_CODE_UNSUPPORTED, "unsupported operation: "+format, args...)
-}
-
-// NotFound reports a missing path, process, pty, ...
-func NotFound(format string, args ...any) *Error {
-	return New(agentpb.ErrorCode_ERROR_CODE_NOT_FOUND, "not found: "+format, args...)
 }
 
 // Invalid reports a request the agent understood but cannot act on (an
@@ -122,9 +115,7 @@ func ToProto(err error) *agentpb.AgentError {
 		return &agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_TIMEOUT, Message: "timed out: " + err.Error(), Retryable: true}
 	case errors.Is(err, ErrPayloadTooLarge):
 		return &agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_PAYLOAD_TOO_LARGE, Message: err.Error()}
-	case errors.Is(err, ErrProtocol):
-		return &agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_PROTOCOL, Message: err.Error()}
-	case errors.Is(err, ErrNotFound), errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, fs.ErrNotExist):
 		return &agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_NOT_FOUND, Message: "not found: " + err.Error(), Detail: osDetail(ctxName, err)}
 	}
 	return &agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_OS, Message: "os error: " + err.Error(), Detail: osDetail(ctxName, err)}

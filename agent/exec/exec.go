@@ -33,10 +33,6 @@ const (
 	PipeGrace = 200 * time.Millisecond
 )
 
-// unknownBudget caps captured output when the transport limit is unknown: a
-// NATS server never accepts payloads above 64 MiB, so more can never be sent.
-const unknownBudget = 64 << 20
-
 // errTimedOut is the cause of the per-command deadline, to tell it apart from
 // the caller's context ending.
 var errTimedOut = errors.New("exec: command timed out")
@@ -107,10 +103,7 @@ func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.
 		return nil, err
 	}
 
-	budget := opctx.PayloadBudget(ctx)
-	if budget <= 0 {
-		budget = unknownBudget
-	}
+	budget := opctx.BoundedPayloadBudget(ctx)
 	timeout := s.timeout(req.GetTimeoutMs())
 	runCtx, cancel := context.WithTimeoutCause(ctx, timeout, errTimedOut)
 	defer cancel()

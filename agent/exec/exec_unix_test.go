@@ -22,6 +22,7 @@ import (
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	"github.com/opengeni/opengeni-agent/agent/opctx"
+	"github.com/opengeni/opengeni-agent/internal/natstest"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -165,7 +166,7 @@ func TestExecTimeoutKillsWholeTree(t *testing.T) {
 		t.Errorf("stdout = %q, want the output captured before the timeout", resp.Stdout)
 	}
 	pid := readPid(t, pidfile)
-	checkFor(t, 10*time.Second, func() error {
+	natstest.Eventually(t, 10*time.Second, func() error {
 		if alive(pid) {
 			return fmt.Errorf("grandchild %d still alive", pid)
 		}
@@ -237,7 +238,7 @@ func TestExecCallerCancelKillsAndErrors(t *testing.T) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 	pid := readPid(t, pidfile)
-	checkFor(t, 10*time.Second, func() error {
+	natstest.Eventually(t, 10*time.Second, func() error {
 		if alive(pid) {
 			return fmt.Errorf("child %d still alive after cancel", pid)
 		}
@@ -321,7 +322,7 @@ func writeScript(t *testing.T, path, body string) {
 func readPid(t *testing.T, path string) int {
 	t.Helper()
 	var pid int
-	checkFor(t, 10*time.Second, func() error {
+	natstest.Eventually(t, 10*time.Second, func() error {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return err
@@ -347,22 +348,6 @@ func alive(pid int) bool {
 	}
 	i := bytes.LastIndexByte(b, ')')
 	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
-}
-
-// checkFor polls f until it succeeds or the timeout passes.
-func checkFor(t *testing.T, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func tail(b []byte, n int) []byte {

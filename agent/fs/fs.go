@@ -13,11 +13,6 @@ import (
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
-// unknownBudget caps reply payloads when the transport limit is unknown: a
-// NATS server never accepts payloads above 64 MiB, so more can never be
-// sent, and buffering it would only cost memory.
-const unknownBudget = 64 << 20
-
 // fieldOverhead bounds what a response needs beyond its main byte payload
 // (tags, lengths, total_size).
 const fieldOverhead = 32
@@ -35,11 +30,7 @@ func New(root workspace.Root) *Service {
 
 // budget is how many payload bytes a reply may carry, never unbounded.
 func budget(ctx context.Context) int {
-	b := opctx.PayloadBudget(ctx)
-	if b <= 0 {
-		b = unknownBudget
-	}
-	return max(b-fieldOverhead, 0)
+	return max(opctx.BoundedPayloadBudget(ctx)-fieldOverhead, 0)
 }
 
 // entryFor describes an lstat result. mode is the raw unix st_mode with the

@@ -67,5 +67,3 @@ func skipIfRoot(t *testing.T) {
 }
 
 var bg = context.Background()
-
-func agentErrno(err error) string { return agenterr.ToProto(err).Detail["errno"] }

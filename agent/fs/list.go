@@ -86,14 +86,10 @@ func (l *lister) walk(dir, rel string, ents []os.DirEntry) error {
 func (l *lister) add(e *agentpb.FsEntry) error {
 	l.size += protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(e))
 	if l.size > l.limit {
-		maxPayload := opctx.MaxReply(l.ctx)
-		if maxPayload <= 0 {
-			maxPayload = unknownBudget
-		}
 		return agenterr.TooLarge(map[string]string{
 			"op":          "fs_list",
 			"entries":     strconv.Itoa(len(l.entries)),
-			"max_payload": strconv.Itoa(maxPayload),
+			"max_payload": strconv.Itoa(opctx.ReplyLimit(l.ctx)),
 		}, "fs_list %s: the listing exceeds what a reply on this connection can carry after %d entries; list subdirectories separately or without recursive",
 			l.root, len(l.entries))
 	}

@@ -42,6 +42,8 @@ func (s *Service) Move(_ context.Context, req *agentpb.FsMoveRequest) (*agentpb.
 	return &agentpb.FsMoveResponse{}, nil
 }
 
+func isCrossDevice(err error) bool { return errors.Is(err, errCrossDevice) }
+
 func rename(from, to string, overwrite bool) error {
 	if overwrite {
 		return renameReplace(from, to)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -134,5 +135,5 @@ func TestMoveCrossDevice(t *testing.T) {
 func wantOSErr(t *testing.T, err error) string {
 	t.Helper()
 	wantCode(t, err, agentpb.ErrorCode_ERROR_CODE_OS, "")
-	return agentErrno(err)
+	return agenterr.ToProto(err).Detail["errno"]
 }

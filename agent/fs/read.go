@@ -102,15 +102,11 @@ func readStream(ctx context.Context, f *os.File, p string, req *agentpb.FsReadRe
 }
 
 func tooLargeRead(ctx context.Context, p, total string, requested uint64, limit int) error {
-	maxPayload := opctx.MaxReply(ctx)
-	if maxPayload <= 0 {
-		maxPayload = unknownBudget
-	}
 	return agenterr.TooLarge(map[string]string{
 		"op":              "fs_read",
 		"total_size":      total,
 		"requested_bytes": strconv.FormatUint(requested, 10),
-		"max_payload":     strconv.Itoa(maxPayload),
+		"max_payload":     strconv.Itoa(opctx.ReplyLimit(ctx)),
 		"max_range_bytes": strconv.Itoa(limit),
 	}, "fs_read %s: the requested range is %d bytes, more than a reply on this connection can carry; read it in ranges (offset/length) of at most %d bytes",
 		p, requested, limit)

@@ -3,7 +3,6 @@
 package fs
 
 import (
-	"errors"
 	iofs "io/fs"
 	"os"
 	"syscall"
@@ -49,8 +48,6 @@ func checkWritable(p string) error {
 	}
 	return nil
 }
-
-func isCrossDevice(err error) bool { return errors.Is(err, syscall.EXDEV) }
 
 // renameReplace is rename(2): unlike os.Rename it may replace an empty
 // directory, as POSIX allows.

@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"errors"
 	iofs "io/fs"
 	"os"
 
@@ -22,8 +21,6 @@ func syncDir(string) {}
 
 // checkWritable has nothing to do: replacing a read-only file fails on its own.
 func checkWritable(string) error { return nil }
-
-func isCrossDevice(err error) bool { return errors.Is(err, windows.ERROR_NOT_SAME_DEVICE) }
 
 func renameReplace(from, to string) error { return os.Rename(from, to) }
 

@@ -50,7 +50,7 @@ func (s *Service) Write(_ context.Context, req *agentpb.FsWriteRequest) (*agentp
 	}
 	content := req.GetContent()
 	if req.GetAppend() {
-		err = appendFile(p, content, perm)
+		err = writeOpen(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE, perm, content)
 	} else {
 		err = replace(p, content, perm, req.GetMode() != 0)
 	}
@@ -58,18 +58,6 @@ func (s *Service) Write(_ context.Context, req *agentpb.FsWriteRequest) (*agentp
 		return nil, err
 	}
 	return &agentpb.FsWriteResponse{BytesWritten: uint64(len(content))}, nil
-}
-
-func appendFile(p string, content []byte, perm iofs.FileMode) error {
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE, perm)
-	if err != nil {
-		return agenterr.FromIO("open "+p, err)
-	}
-	if _, err := f.Write(content); err != nil {
-		f.Close()
-		return agenterr.FromIO("write "+p, err)
-	}
-	return agenterr.FromIO("flush "+p, f.Close())
 }
 
 func replace(p string, content []byte, perm iofs.FileMode, modeSet bool) error {
@@ -170,8 +158,16 @@ func tempName(dir, base string) string {
 	return filepath.Join(dir, "."+base+".opengeni-"+strconv.FormatUint(rand.Uint64(), 36)+".tmp")
 }
 
+// writeInPlace truncates and rewrites p, keeping its inode (a device, or a
+// file whose directory is not writable).
 func writeInPlace(p string, content []byte) error {
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+	return writeOpen(p, os.O_WRONLY|os.O_TRUNC, 0, content)
+}
+
+// writeOpen opens p with flag (perm applies if it creates the file) and
+// writes content: an append, or an in-place rewrite.
+func writeOpen(p string, flag int, perm iofs.FileMode, content []byte) error {
+	f, err := os.OpenFile(p, flag, perm)
 	if err != nil {
 		return agenterr.FromIO("open "+p, err)
 	}
