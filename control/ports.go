@@ -89,12 +89,9 @@ type ExposedPortEndpoint struct {
 func (s *Session) ResolveExposedPort(ctx context.Context, port int) (*ExposedPortEndpoint, error) {
 	var ch *agentpb.StreamChannel
 	if port == DesktopStreamPort {
-		r, err := invoke(ctx, s, "resolveExposedPort", func(r *agentpb.ControlRequest) {
+		r, err := invokeCase[*agentpb.ControlResponse_DesktopEnsure](ctx, s, "resolveExposedPort", func(r *agentpb.ControlRequest) {
 			r.Op = &agentpb.ControlRequest_DesktopEnsure{DesktopEnsure: &agentpb.DesktopEnsureRequest{}}
-		}, func(resp *agentpb.ControlResponse) (*agentpb.DesktopEnsureResponse, bool) {
-			_, ok := resp.GetResult().(*agentpb.ControlResponse_DesktopEnsure)
-			return resp.GetDesktopEnsure(), ok
-		})
+		}, (*agentpb.ControlResponse).GetDesktopEnsure)
 		if err != nil {
 			return nil, err
 		}

@@ -42,45 +42,32 @@ func (s *Session) ptyOpen(ctx context.Context, method string, o PtyOptions) (*ag
 	if cmd == nil {
 		cmd = []string{}
 	}
-	return invoke(ctx, s, method, func(r *agentpb.ControlRequest) {
+	return invokeCase[*agentpb.ControlResponse_PtyOpen](ctx, s, method, func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_PtyOpen{PtyOpen: &agentpb.PtyOpenRequest{
 			Command: cmd, Cwd: cwd, Env: env, Cols: o.Cols, Rows: o.Rows, Term: term,
 		}}
-	}, func(resp *agentpb.ControlResponse) (*agentpb.PtyOpenResponse, bool) {
-		_, ok := resp.GetResult().(*agentpb.ControlResponse_PtyOpen)
-		return resp.GetPtyOpen(), ok
-	})
+	}, (*agentpb.ControlResponse).GetPtyOpen)
 }
 
 // PtyWrite writes programmatic input to a terminal and returns the bytes
 // written. Interactive input normally rides the relay instead.
 func (s *Session) PtyWrite(ctx context.Context, ptyID string, data []byte) (uint64, error) {
-	return invoke(ctx, s, "ptyWrite", func(r *agentpb.ControlRequest) {
+	return invokeCase[*agentpb.ControlResponse_PtyWrite](ctx, s, "ptyWrite", func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_PtyWrite{PtyWrite: &agentpb.PtyWriteRequest{PtyId: ptyID, Data: data}}
-	}, func(resp *agentpb.ControlResponse) (uint64, bool) {
-		_, ok := resp.GetResult().(*agentpb.ControlResponse_PtyWrite)
-		return resp.GetPtyWrite().GetBytesWritten(), ok
-	})
+	}, func(resp *agentpb.ControlResponse) uint64 { return resp.GetPtyWrite().GetBytesWritten() })
 }
 
 // PtyResize sets a terminal's size (the agent clamps to 1..65535).
 func (s *Session) PtyResize(ctx context.Context, ptyID string, cols, rows uint32) error {
-	_, err := invoke(ctx, s, "ptyResize", func(r *agentpb.ControlRequest) {
+	return invokeAck[*agentpb.ControlResponse_PtyResize](ctx, s, "ptyResize", func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_PtyResize{PtyResize: &agentpb.PtyResizeRequest{PtyId: ptyID, Cols: cols, Rows: rows}}
-	}, func(resp *agentpb.ControlResponse) (struct{}, bool) {
-		_, ok := resp.GetResult().(*agentpb.ControlResponse_PtyResize)
-		return struct{}{}, ok
 	})
-	return err
 }
 
 // PtyClose ends a terminal (hang-up, then kill) and returns the process's
 // exit code, or -1 when it could not be reaped in time.
 func (s *Session) PtyClose(ctx context.Context, ptyID string) (int32, error) {
-	return invoke(ctx, s, "ptyClose", func(r *agentpb.ControlRequest) {
+	return invokeCase[*agentpb.ControlResponse_PtyClose](ctx, s, "ptyClose", func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_PtyClose{PtyClose: &agentpb.PtyCloseRequest{PtyId: ptyID}}
-	}, func(resp *agentpb.ControlResponse) (int32, bool) {
-		_, ok := resp.GetResult().(*agentpb.ControlResponse_PtyClose)
-		return resp.GetPtyClose().GetExitCode(), ok
-	})
+	}, func(resp *agentpb.ControlResponse) int32 { return resp.GetPtyClose().GetExitCode() })
 }

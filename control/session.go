@@ -186,21 +186,6 @@ func invokeAck[C any](ctx context.Context, s *Session, method string, op func(*a
 	return err
 }
 
-// invoke is the older form of invokeCase, kept for pty.go and ports.go: get
-// checks the case itself (ok false: another case).
-func invoke[T any](ctx context.Context, s *Session, method string, op func(*agentpb.ControlRequest), get func(*agentpb.ControlResponse) (T, bool)) (T, error) {
-	var zero T
-	resp, err := s.call(ctx, op, 0)
-	if err != nil {
-		return zero, err
-	}
-	v, ok := get(resp)
-	if !ok {
-		return zero, unexpected(method, resp)
-	}
-	return v, nil
-}
-
 // resultAs returns get(resp) when resp's result case is C, else the plain
 // "unexpected result" error.
 func resultAs[C, T any](method string, resp *agentpb.ControlResponse, get func(*agentpb.ControlResponse) T) (T, error) {
