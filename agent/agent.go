@@ -23,6 +23,7 @@ import (
 	"github.com/opengeni/opengeni-agent/agent/metrics"
 	"github.com/opengeni/opengeni-agent/agent/pty"
 	"github.com/opengeni/opengeni-agent/internal/backoff"
+	"github.com/opengeni/opengeni-agent/internal/subject"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -211,6 +212,8 @@ func (a *Agent) connect(opsCtx context.Context, closedUnexpectedly chan struct{}
 	}
 	opts := []nats.Option{
 		nats.Name("opengeni-agent/" + a.opts.AgentID),
+		// The only inbox an agent may read is its own (docs/security.md).
+		nats.CustomInboxPrefix(subject.AgentInboxPrefix(a.opts.WorkspaceID, a.opts.AgentID)),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.IgnoreAuthErrorAbort(), // a laptop keeps trying; the bearer may be re-issued

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/opengeni/opengeni-agent/internal/subject"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -41,13 +42,14 @@ func StaticConn(nc *nats.Conn) ConnFactory {
 }
 
 // InboxPrefix is where control connections made by DialNATS receive
-// replies. Agents are granted `sub _INBOX.>` by the wire contract (§6.4), so
-// replies on _INBOX would be readable by every agent in the account; a
-// private prefix keeps one machine's replies away from the others. Agents
-// reply to it through the allow-responses permission of their user JWT.
+// replies. Our auth callout lets no agent read any inbox but its own, but a
+// platform whose server still grants the reference's `sub _INBOX.>`
+// (control.md §6.4) would expose replies on _INBOX to every agent in the
+// account; the private prefix keeps them away from agents under either
+// grant. Agents reply to it through the allow-responses permission.
 // Platforms that bring their own connection (StaticConn) should set
 // nats.CustomInboxPrefix(InboxPrefix) too.
-const InboxPrefix = "_OGCTL"
+const InboxPrefix = subject.ControlInbox
 
 // DialNATS is a [ConnFactory] that dials urls (comma separated) with opts.
 // Each call after the first is a re-dial: it closes the connection it made

@@ -1,9 +1,10 @@
 // Package authcallout is the platform's NATS auth-callout responder
 // (control.md §6.4). nats-server sends every agent connection — CONNECT
 // auth_token = the "oge_" enrollment bearer — to $SYS.REQ.USER.AUTH; the
-// responder answers with a signed authorization response: a user JWT allowed
-// to publish and subscribe only on "agent.<ws>.>" and "_INBOX.>", expiring
-// with the bearer, or a signed denial.
+// responder answers with a signed authorization response: a user JWT whose
+// permissions name exactly one machine ([Grant]; a deliberate deviation from
+// the reference's "agent.<ws>.>" and "_INBOX.>", see docs/security.md),
+// expiring with the bearer, or a signed denial.
 //
 // Server configuration (account APP holds the responder's and the control
 // plane's users, which bypass the callout; SYS is the system account):
@@ -35,16 +36,18 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
 	"github.com/opengeni/opengeni-agent/control/enroll"
 	"github.com/opengeni/opengeni-agent/control/store"
+	"github.com/opengeni/opengeni-agent/internal/subject"
 )
 
 // Subject is the callout request subject.
-const Subject = "$SYS.REQ.USER.AUTH"
+const Subject = subject.CalloutRequest
 
 // DefaultAccountName is the account agents are placed in.
 const DefaultAccountName = "APP"
@@ -56,6 +59,9 @@ const (
 	ErrMsgInvalidBearer = "invalid or expired enrollment bearer"
 	ErrMsgNotActive     = "enrollment is not active"
 	ErrMsgMismatch      = "enrollment identity mismatch"
+	// ErrMsgBadConnection: the CONNECT name claims a connection instance
+	// ("opengeni-agent/connection/<uuid>") that is not a UUID.
+	ErrMsgBadConnection = "invalid connection instance"
 )
 
 // ErrUndecodable: the request JWT cannot be decoded; no reply is sent and
@@ -175,9 +181,17 @@ func New(cfg Config) (*Responder, error) {
 // IssuerPublicKey is the auth_callout issuer to configure on the server.
 func (r *Responder) IssuerPublicKey() string { return r.issuerPub }
 
-// AllowedSubjects are an agent's publish and subscribe allow list.
-func AllowedSubjects(workspaceID string) []string {
-	return []string{"agent." + workspaceID + ".>", "_INBOX.>"}
+// ReplyWindow is how long an agent may answer a request delivered to it
+// (the allow-responses TTL). nats-server's default is 2 minutes, which would
+// drop the reply of any exec longer than that; an exec runs at most an hour
+// (agent.md), and the control plane waits 5 s beyond its deadline.
+const ReplyWindow = time.Hour + 5*time.Minute
+
+// Grant is the permission set of one agent connection: see
+// [subject.AgentGrant] for the rules and docs/security.md for why they
+// deviate from control.md §6.4 ("agent.<ws>.>" and "_INBOX.>").
+func Grant(workspaceID, agentID, instanceID string) subject.Grant {
+	return subject.AgentGrant(workspaceID, agentID, instanceID)
 }
 
 // DecodeRequest reads an authorization request JWT without checking its
@@ -239,12 +253,17 @@ func (r *Responder) Authorize(ctx context.Context, requestJWT string) (Decision,
 	if err != nil {
 		return Decision{}, fmt.Errorf("authcallout: read enrollment: %w", err) // fail closed: no reply
 	}
-	if e.ID != claims.EnrollmentID || e.WorkspaceID != claims.WorkspaceID || claims.AgentID != claims.EnrollmentID {
+	if e.ID != claims.EnrollmentID || e.WorkspaceID != claims.WorkspaceID || claims.AgentID != claims.EnrollmentID ||
+		!subject.ValidToken(claims.WorkspaceID) || !subject.ValidToken(claims.AgentID) {
 		return deny(ErrMsgMismatch)
 	}
+	inst := subject.InstanceFromName(req.ConnectOptions.Name)
+	if strings.HasPrefix(req.ConnectOptions.Name, subject.ConnectionNamePrefix) && (len(inst) != 36 || uuid.Validate(inst) != nil) {
+		return deny(ErrMsgBadConnection)
+	}
 
-	userJWT, err := encodeUser(r.cfg.Issuer, r.issuerPub, r.cfg.AccountName, claims.AgentID, userNkey, claims.WorkspaceID,
-		r.cfg.Now().Unix(), claims.Exp)
+	userJWT, err := encodeUser(r.cfg.Issuer, r.issuerPub, r.cfg.AccountName, claims.AgentID, userNkey,
+		Grant(claims.WorkspaceID, claims.AgentID, inst), r.cfg.Now().Unix(), claims.Exp)
 	if err != nil {
 		return Decision{}, err
 	}

@@ -25,6 +25,8 @@ import (
 	"github.com/opengeni/opengeni-agent/control/enroll"
 	"github.com/opengeni/opengeni-agent/control/store"
 	"github.com/opengeni/opengeni-agent/internal/natstest"
+	"github.com/opengeni/opengeni-agent/internal/subject"
+	"github.com/opengeni/opengeni-agent/internal/subject/subjecttest"
 	"github.com/opengeni/opengeni-agent/relay/token"
 )
 
@@ -68,6 +70,12 @@ func newUnit(t testing.TB, mod ...func(*Config)) *unit {
 		Enrollments: enrollments{
 			wsA + ".agent-a": {ID: "agent-a", WorkspaceID: wsA, Status: "active"},
 			wsA + ".revoked": {ID: "revoked", WorkspaceID: wsA, Status: "revoked"},
+			wsA + ".agent-a2": {ID: "agent-a2", WorkspaceID: wsA, Status: "active"},
+			wsB + ".agent-b":  {ID: "agent-b", WorkspaceID: wsB, Status: "active"},
+			// Identities no grant may carry: one would name many machines.
+			wsA + ".>":   {ID: ">", WorkspaceID: wsA, Status: "active"},
+			wsA + ".*":   {ID: "*", WorkspaceID: wsA, Status: "active"},
+			wsA + ".x.y": {ID: "x.y", WorkspaceID: wsA, Status: "active"},
 		}}
 	for _, m := range mod {
 		m(&cfg)
@@ -80,8 +88,9 @@ func newUnit(t testing.TB, mod ...func(*Config)) *unit {
 	return u
 }
 
-// request builds a server-signed authorization request carrying tok.
-func (u *unit) request(t testing.TB, tok string) (string, string) {
+// request builds a server-signed authorization request carrying tok and,
+// if given, a CONNECT name.
+func (u *unit) request(t testing.TB, tok string, name ...string) (string, string) {
 	t.Helper()
 	user, _ := nkeys.CreateUser()
 	userPub, _ := user.PublicKey()
@@ -91,6 +100,9 @@ func (u *unit) request(t testing.TB, tok string) (string, string) {
 	rc.Server = jwt.ServerID{Name: "srv", ID: u.srvPub}
 	rc.ClientInformation = jwt.ClientInformation{ID: 7, Host: "127.0.0.1"}
 	rc.ConnectOptions = jwt.ConnectOptions{Token: tok}
+	if len(name) > 0 {
+		rc.ConnectOptions.Name = name[0]
+	}
 	s, err := rc.Encode(u.server)
 	if err != nil {
 		t.Fatal(err)
@@ -136,8 +148,9 @@ func TestAuthorizeGrant(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	allow := []string{"agent." + wsA + ".>", "_INBOX.>"}
-	if !slices.Equal(uc.Pub.Allow, allow) || !slices.Equal(uc.Sub.Allow, allow) || len(uc.Pub.Deny) != 0 || len(uc.Sub.Deny) != 0 {
+	// One machine, not the reference's agent.<ws>.> and _INBOX.> (docs/security.md).
+	g := subject.AgentGrant(wsA, "agent-a", "")
+	if !slices.Equal(uc.Pub.Allow, g.Publish) || !slices.Equal(uc.Sub.Allow, g.Subscribe) || len(uc.Pub.Deny) != 0 || len(uc.Sub.Deny) != 0 {
 		t.Fatalf("permissions pub %v sub %v", uc.Pub, uc.Sub)
 	}
 	bc, _ := enroll.VerifyBearer(secret, b, uNow)
@@ -145,9 +158,10 @@ func TestAuthorizeGrant(t *testing.T) {
 		uc.IssuedAt != uNow.Unix() || uc.Type != jwt.UserClaim || uc.Version != 2 || uc.Subs != -1 || uc.Data != -1 || uc.Limits.NatsLimits.Payload != -1 {
 		t.Fatalf("user claims %+v", uc)
 	}
-	// Beyond the reference: allow-responses, so agents can answer a control
-	// plane that receives replies on a private inbox (see control.InboxPrefix).
-	if uc.Resp == nil || uc.Resp.MaxMsgs != 1 {
+	// Beyond the reference: allow-responses is how an agent answers (it may
+	// publish to no inbox), one reply per request, for as long as the
+	// longest exec may run (nats-server's default would be 2 minutes).
+	if uc.Resp == nil || uc.Resp.MaxMsgs != 1 || uc.Resp.Expires < time.Hour+5*time.Second {
 		t.Fatalf("resp permission = %+v", uc.Resp)
 	}
 	// Header and jti.
@@ -162,8 +176,9 @@ func TestAuthorizeGrant(t *testing.T) {
 	// Key order and unescaped '>' as the reference writes them.
 	payload, _ := jwtSegment(parts[1])
 	wantPrefix := `{"jti":"` + uc.ID + `","iat":1782129600,"iss":"` + u.accPub + `","name":"agent-a","sub":"` + userPub +
-		`","aud":"APP","nats":{"type":"user","version":2,"pub":{"allow":["agent.` + wsA + `.>","_INBOX.>"]},"sub":{"allow":["agent.` + wsA +
-		`.>","_INBOX.>"]},"resp":{"max":1,"ttl":0},"subs":-1,"data":-1,"payload":-1},"exp":`
+		`","aud":"APP","nats":{"type":"user","version":2,"pub":{"allow":["agent.` + wsA + `.agent-a.events","agent.` + wsA +
+		`.agent-a.hello"]},"sub":{"allow":["agent.` + wsA + `.agent-a.rpc","_INBOX_AGENT.` + wsA +
+		`.agent-a.>"]},"resp":{"max":1,"ttl":3900000000000},"subs":-1,"data":-1,"payload":-1},"exp":`
 	if !strings.HasPrefix(payload, wantPrefix) {
 		t.Fatalf("payload %s\nwant    %s", payload, wantPrefix)
 	}
@@ -171,6 +186,65 @@ func TestAuthorizeGrant(t *testing.T) {
 	if !strings.HasPrefix(rp, `{"jti":"`) || !strings.Contains(rp, `","iat":1782129600,"iss":"`+u.accPub+`","aud":"`+u.srvPub+`","sub":"`+userPub+`","nats":{"type":"authorization_response","version":2,"jwt":"`) {
 		t.Fatalf("response payload %s", rp)
 	}
+}
+
+// Every JWT the responder issues, for v1 and next-revision connections,
+// keeps each machine to itself (the invariants of subjecttest.Violations);
+// identities and connection names that would widen a grant are denied.
+func TestIssuedGrantsKeepMachinesApart(t *testing.T) {
+	u := newUnit(t)
+	var holders []subjecttest.Holder
+	for _, id := range []struct{ ws, agent, name, inst string }{
+		{wsA, "agent-a", "", ""},
+		{wsA, "agent-a", "opengeni-agent/agent-a", ""},
+		{wsA, "agent-a2", "", ""},
+		{wsB, "agent-b", "", ""},
+		{wsA, "agent-a", "opengeni-agent/connection/11111111-1111-4111-8111-111111111111", "11111111-1111-4111-8111-111111111111"},
+		{wsA, "agent-a2", "opengeni-agent/connection/33333333-3333-4333-8333-333333333333", "33333333-3333-4333-8333-333333333333"},
+		{wsB, "agent-b", "opengeni-agent/connection/22222222-2222-4222-8222-222222222222", "22222222-2222-4222-8222-222222222222"},
+	} {
+		req, _ := u.request(t, bearer(t, id.ws, id.agent, uNow), id.name)
+		d, err := u.r.Authorize(context.Background(), req)
+		if err != nil || d.Error != "" {
+			t.Fatalf("%s/%s %q: %+v %v", id.ws, id.agent, id.name, d, err)
+		}
+		uc, err := jwt.DecodeUserClaims(d.UserJWT)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := subject.Grant{Publish: uc.Pub.Allow, Subscribe: uc.Sub.Allow, RespondOnce: uc.Resp != nil && uc.Resp.MaxMsgs == 1}
+		if len(uc.Pub.Deny) != 0 || len(uc.Sub.Deny) != 0 {
+			t.Fatalf("deny lists are not part of the model: %+v", uc.Permissions)
+		}
+		if id.inst != "" && !slices.Contains(g.Subscribe, subject.Connection(id.ws, id.agent, id.inst)+".rpc") {
+			t.Fatalf("connection %s: no rpc subscription in %v", id.inst, g.Subscribe)
+		}
+		holders = append(holders, subjecttest.Holder{Workspace: id.ws, Agent: id.agent, Instance: id.inst, Grant: g})
+	}
+	for _, v := range subjecttest.Violations(holders) {
+		t.Error(v)
+	}
+
+	denied := []struct{ agent, name, want string }{
+		{">", "", ErrMsgMismatch},
+		{"*", "", ErrMsgMismatch},
+		{"x.y", "", ErrMsgMismatch},
+		{"agent-a", "opengeni-agent/connection/*", ErrMsgBadConnection},
+		{"agent-a", "opengeni-agent/connection/>", ErrMsgBadConnection},
+		{"agent-a", "opengeni-agent/connection/11111111-1111-4111-8111-111111111111.rpc", ErrMsgBadConnection},
+		{"agent-a", "opengeni-agent/connection/", ErrMsgBadConnection},
+	}
+	refused := 0
+	for _, c := range denied {
+		req, _ := u.request(t, bearer(t, wsA, c.agent, uNow), c.name)
+		d, err := u.r.Authorize(context.Background(), req)
+		if err != nil || d.Error != c.want || d.UserJWT != "" {
+			t.Errorf("agent %q name %q: got %+v %v, want denial %q", c.agent, c.name, d, err, c.want)
+			continue
+		}
+		refused++
+	}
+	t.Logf("ATTACK class=grant-widening-identity attempts=%d refused=%d", len(denied), refused)
 }
 
 // checkJTI: jti = base32(SHA-512/256(the claims JSON with jti "")).
@@ -389,7 +463,7 @@ func TestCalloutIntegration(t *testing.T) {
 	}
 	defer agentB.Close()
 	var bGot sync.Map
-	if _, err := agentB.Subscribe("agent."+wsB+".>", func(m *nats.Msg) { bGot.Store(m.Subject, true); _ = m.Respond([]byte("pong-from-agent-B")) }); err != nil {
+	if _, err := agentB.Subscribe("agent."+wsB+"."+eb.ID+".rpc", func(m *nats.Msg) { bGot.Store(m.Subject, true); _ = m.Respond([]byte("pong-from-agent-B")) }); err != nil {
 		t.Fatal(err)
 	}
 	_ = agentB.Flush()
@@ -484,9 +558,9 @@ func TestCalloutIntegration(t *testing.T) {
 	}
 }
 
-// Agents are granted `sub _INBOX.>` by the contract; a control connection
-// on the private inbox prefix keeps machine A's replies away from machine B,
-// and A can still answer through the allow-responses permission.
+// No agent may subscribe to an inbox but its own: neither the reference's
+// _INBOX.> nor the Go control plane's private prefix; A still answers
+// through the allow-responses permission.
 func TestRepliesAreNotReadableByOtherAgents(t *testing.T) {
 	w := newWorld(t, "")
 	ea, ba := w.enroll(t, wsA, "pk-a")
@@ -524,7 +598,7 @@ func TestRepliesAreNotReadableByOtherAgents(t *testing.T) {
 		}
 	}
 	natstest.Eventually(t, 5*time.Second, func() error {
-		if violations.Load() < 2 { // the _OGCTL.> and > subscriptions are refused
+		if violations.Load() < 3 { // the _INBOX.>, _OGCTL.> and > subscriptions are refused
 			return fmt.Errorf("%d violations", violations.Load())
 		}
 		return nil

@@ -9,6 +9,8 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nkeys"
+
+	"github.com/opengeni/opengeni-agent/internal/subject"
 )
 
 // The JWTs are encoded here rather than with nats-io/jwt's Encode so they are
@@ -108,11 +110,13 @@ func signJWT(kp nkeys.KeyPair, claims any, setJTI func(string)) (string, error) 
 	return toSign + "." + b64.EncodeToString(sig), nil
 }
 
-// encodeUser signs an agent's user JWT.
-func encodeUser(kp nkeys.KeyPair, issuer, account, agentID, userNkey, workspaceID string, iat, exp int64) (string, error) {
-	allow := AllowedSubjects(workspaceID)
+// encodeUser signs an agent's user JWT carrying grant.
+func encodeUser(kp nkeys.KeyPair, issuer, account, agentID, userNkey string, grant subject.Grant, iat, exp int64) (string, error) {
 	c := &userClaims{IAT: iat, ISS: issuer, Name: agentID, Sub: userNkey, Aud: account, Exp: exp,
-		Nats: userNats{Type: "user", Version: 2, Pub: permission{allow}, Sub: permission{allow}, Resp: &respPermission{Max: 1}, Subs: -1, Data: -1, Payload: -1}}
+		Nats: userNats{Type: "user", Version: 2, Pub: permission{grant.Publish}, Sub: permission{grant.Subscribe}, Subs: -1, Data: -1, Payload: -1}}
+	if grant.RespondOnce {
+		c.Nats.Resp = &respPermission{Max: 1, TTL: int64(ReplyWindow)}
+	}
 	return signJWT(kp, c, func(j string) { c.JTI = j })
 }
 

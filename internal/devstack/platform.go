@@ -7,17 +7,18 @@ package devstack
 //
 // NATS layout (one server, no operator):
 //
-//	accounts { APP { jetstream: enabled, users: [ {user: control, password: …} ] }, SYS {} }
+//	accounts { APP { jetstream: enabled, users: [ control (least privilege), auth (callout only) ] }, SYS {} }
 //	system_account: SYS
-//	authorization { auth_callout { issuer: <callout account key>, auth_users: [control], account: APP } }
+//	authorization { auth_callout { issuer: <callout account key>, auth_users: [control, auth], account: APP } }
 //
 // The control user bypasses the callout and carries the store (JetStream KV
-// in APP), ingestion and the callout responder; agents connect with their
-// oge_ bearer, the callout places them in APP with publish/subscribe limited
-// to agent.<ws>.> and _INBOX.> (so they cannot reach $JS.API). Accounts
-// defined in configuration get JetStream only when the account itself says
-// "jetstream: enabled", so the server is configured from a config string
-// rather than from server.Options.Accounts.
+// in APP) and ingestion; the auth user only answers the callout. Agents
+// connect with their oge_ bearer and the callout grants each one machine
+// (internal/subject.AgentGrant: its own rpc, events, hello and inbox; no
+// $JS.API, no shared inbox). Accounts defined in configuration get
+// JetStream only when the account itself says "jetstream: enabled", so the
+// server is configured from a config string rather than from
+// server.Options.Accounts.
 //
 // State under the data directory (0700; every file 0600):
 //
@@ -60,6 +61,7 @@ import (
 	"github.com/opengeni/opengeni-agent/control/authcallout"
 	"github.com/opengeni/opengeni-agent/control/enroll"
 	"github.com/opengeni/opengeni-agent/control/store"
+	"github.com/opengeni/opengeni-agent/internal/subject"
 	"github.com/opengeni/opengeni-agent/relay/token"
 )
 
@@ -71,6 +73,9 @@ const (
 	EnvDevData = "OPENGENI_DEV_DATA"
 	// ControlUser is the control plane's NATS user (it bypasses the callout).
 	ControlUser = "control"
+	// CalloutUser is the auth-callout responder's NATS user (it bypasses the
+	// callout and may only answer it).
+	CalloutUser = "auth"
 
 	PlatformStateFile = "platform.json"
 	AdminTokenFile    = "admin.token"
@@ -111,6 +116,7 @@ type platformState struct {
 	StreamTokenSecret string    `json:"streamTokenSecret"` // ogs_ viewer stream tokens
 	CalloutSeed       string    `json:"calloutSeed"`       // SA… account seed: the callout issuer
 	ControlPassword   string    `json:"controlPassword"`
+	CalloutPassword   string    `json:"calloutPassword"`
 	AdminToken        string    `json:"adminToken"`
 	CreatedAt         time.Time `json:"createdAt"`
 }
@@ -275,7 +281,11 @@ func StartPlatform(ctx context.Context, opts PlatformOptions) (_ *Platform, err 
 	return p, nil
 }
 
-// natsConfig is the server's account and callout configuration.
+// natsConfig is the server's account and callout configuration. Every user
+// gets least privilege (docs/security.md): the control user only what the
+// control plane does (subject.ControlPublish/ControlSubscribe), the callout
+// user only the callout subject and its replies; agents get one machine
+// each from the callout.
 func (p *Platform) natsConfig() (string, error) {
 	kp, err := nkeys.FromSeed([]byte(p.state.CalloutSeed))
 	if err != nil {
@@ -285,20 +295,35 @@ func (p *Platform) natsConfig() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	list := func(subjects []string) string {
+		q := make([]string, len(subjects))
+		for i, s := range subjects {
+			q[i] = strconv.Quote(s)
+		}
+		return "[" + strings.Join(q, ", ") + "]"
+	}
 	return fmt.Sprintf(`
 accounts {
-  APP { jetstream: enabled, users: [ {user: %q, password: %q} ] }
+  APP {
+    jetstream: enabled
+    users: [
+      {user: %q, password: %q, permissions: { publish: { allow: %s }, subscribe: { allow: %s } }}
+      {user: %q, password: %q, permissions: { publish: { deny: [">"] }, subscribe: { allow: [%q] }, allow_responses: true }}
+    ]
+  }
   SYS {}
 }
 system_account: SYS
 authorization {
   auth_callout {
     issuer: %q
-    auth_users: [ %q ]
+    auth_users: [ %q, %q ]
     account: APP
   }
 }
-`, ControlUser, p.state.ControlPassword, pub, ControlUser), nil
+`, ControlUser, p.state.ControlPassword, list(subject.ControlPublish), list(subject.ControlSubscribe),
+		CalloutUser, p.state.CalloutPassword, subject.CalloutRequest,
+		pub, ControlUser, CalloutUser), nil
 }
 
 func (p *Platform) startNATS() error {
@@ -389,7 +414,8 @@ func (p *Platform) startControlPlane(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if p.calloutNC, err = p.ControlConn(nats.Name("opengeni-dev-authcallout"), nats.MaxReconnects(-1)); err != nil {
+	if p.calloutNC, err = nats.Connect(p.NATSURL(), nats.Name("opengeni-dev-authcallout"), nats.MaxReconnects(-1),
+		nats.UserInfo(CalloutUser, p.state.CalloutPassword)); err != nil {
 		return fmt.Errorf("devstack: callout connection: %w", err)
 	}
 	return p.responder.Start(p.calloutNC, p.store)
@@ -749,6 +775,7 @@ func platLoadState(path string) (platformState, error) {
 		{&st.StreamTokenSecret, hexSecret(32)},
 		{&st.CalloutSeed, seed},
 		{&st.ControlPassword, hexSecret(24)},
+		{&st.CalloutPassword, hexSecret(24)},
 		{&st.AdminToken, func() (string, error) { s, err := hexSecret(24)(); return "ogadm_" + s, err }},
 	} {
 		if err := fill(f.v, f.gen); err != nil {
