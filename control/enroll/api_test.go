@@ -189,6 +189,51 @@ func checkCredentials(t testing.TB, c map[string]any, ws, agentID string, screen
 	}
 }
 
+// Attack: a device code read from a log or a store dump, polled alongside
+// (or after) the real machine. Exactly one poll ever gets credentials.
+func TestDeviceCodeSingleUse(t *testing.T) {
+	f := newFixture(t)
+	s := f.start(t, wsA, "pk-race", nil)
+	want(t, s, 201)
+	uc, dc := str(s.body, "userCode"), str(s.body, "deviceCode")
+	want(t, f.approve(t, wsA, "manager-a", uc, false), 201)
+	const polls = 16
+	states := make(chan string, polls)
+	var wg sync.WaitGroup
+	for i := 0; i < polls; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := f.poll(t, dc)
+			state := str(p.body, "state")
+			if state != "authorized" && p.body["credentials"] != nil {
+				t.Errorf("credentials with state %q", state)
+			}
+			states <- state
+		}()
+	}
+	wg.Wait()
+	close(states)
+	authorized := 0
+	for st := range states {
+		if st == "authorized" {
+			authorized++
+		} else if st != "expired" {
+			t.Errorf("state %q", st)
+		}
+	}
+	replays := 0
+	for i := 0; i < 8; i++ {
+		if p := f.poll(t, dc); str(p.body, "state") == "expired" && p.body["credentials"] == nil {
+			replays++
+		}
+	}
+	if authorized != 1 || replays != 8 {
+		t.Fatalf("authorized %d of %d concurrent polls (want 1); %d of 8 replays refused", authorized, polls, replays)
+	}
+	t.Logf("ATTACK class=consumed-device-code attempts=%d refused=%d", polls-1+8, polls-authorized+replays)
+}
+
 func TestDeviceFlow(t *testing.T) {
 	f := newFixture(t)
 	s := f.start(t, wsA, "pk-1", nil)
@@ -219,10 +264,12 @@ func TestDeviceFlow(t *testing.T) {
 		t.Fatalf("poll %s", p.raw)
 	}
 	checkCredentials(t, creds(t, p), wsA, enrID, true)
-	// Consumed still returns (fresh) credentials.
-	p2 := f.poll(t, dc)
-	if str(p2.body, "state") != "authorized" || str(creds(t, p2), "agentId") != enrID {
-		t.Fatalf("second poll %s", p2.raw)
+	// Single-use (docs/security.md; the reference answers authorized again):
+	// a consumed code never returns credentials.
+	for i := 0; i < 3; i++ {
+		if p2 := f.poll(t, dc); str(p2.body, "state") != "expired" || p2.body["credentials"] != nil {
+			t.Fatalf("poll of a consumed code %s", p2.raw)
+		}
 	}
 	d, _ := f.store.GetDeviceRequest(context.Background(), dc)
 	if d.Status != store.DeviceConsumed || d.ApprovedBySubjectID != "manager-a" || d.ApprovedByLabel != "manager-a@example.com" {

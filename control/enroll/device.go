@@ -101,7 +101,13 @@ func (a *API) handlePoll(_ http.ResponseWriter, r *http.Request, body []byte) (i
 	return http.StatusOK, PollResponse{State: state, Credentials: creds}, nil
 }
 
-// pollState is the poll state machine of control.md §6.3 (first match wins).
+// pollState is the poll state machine of control.md §6.3 (first match wins),
+// with one deliberate deviation: a device code is single-use. The reference
+// returns fresh credentials on every poll of a consumed code, so a code read
+// from a log, a proxy or the store mints bearers for the machine for as long
+// as the row lives; here the poll that flips approved → consumed is the
+// only one that gets credentials, and every later poll reads "expired"
+// (docs/security.md). A machine that lost that one answer pairs again.
 func (a *API) pollState(r *http.Request, deviceCode string) (string, *Credentials, error) {
 	ctx := r.Context()
 	d, err := a.cfg.Store.GetDeviceRequest(ctx, deviceCode)
@@ -116,8 +122,8 @@ func (a *API) pollState(r *http.Request, deviceCode string) (string, *Credential
 		return StateExpired, nil, nil
 	case d.Status == store.DevicePending:
 		return StatePending, nil, nil
-	case d.EnrollmentID == "":
-		return StateExpired, nil, nil
+	case d.Status != store.DeviceApproved || d.EnrollmentID == "":
+		return StateExpired, nil, nil // consumed: single-use
 	case a.cfg.SigningSecret == "":
 		return StateDisabled, nil, nil
 	}
@@ -128,20 +134,23 @@ func (a *API) pollState(r *http.Request, deviceCode string) (string, *Credential
 	if err != nil {
 		return "", nil, err
 	}
-	creds, err := a.credentials(e)
+	// Consume first (compare-and-set): of concurrent polls exactly one wins.
+	_, consumed, err := a.cfg.Store.UpdateDeviceRequest(ctx, d.CodeHash, func(d *store.DeviceRequest) (bool, error) {
+		if d.Status != store.DeviceApproved {
+			return false, nil
+		}
+		d.Status = store.DeviceConsumed
+		return true, nil
+	})
 	if err != nil {
 		return "", nil, err
 	}
-	if d.Status == store.DeviceApproved {
-		if _, _, err := a.cfg.Store.UpdateDeviceRequest(ctx, deviceCode, func(d *store.DeviceRequest) (bool, error) {
-			if d.Status != store.DeviceApproved {
-				return false, nil
-			}
-			d.Status = store.DeviceConsumed
-			return true, nil
-		}); err != nil {
-			return "", nil, err
-		}
+	if !consumed {
+		return StateExpired, nil, nil
+	}
+	creds, err := a.credentials(e)
+	if err != nil {
+		return "", nil, err
 	}
 	return StateAuthorized, creds, nil
 }
@@ -243,7 +252,7 @@ func (a *API) handleApprove(_ http.ResponseWriter, r *http.Request, p *Principal
 		return 0, nil, err
 	}
 	var enr store.Enrollment
-	_, approved, err := a.cfg.Store.UpdateDeviceRequest(r.Context(), d.DeviceCode, func(d *store.DeviceRequest) (bool, error) {
+	_, approved, err := a.cfg.Store.UpdateDeviceRequest(r.Context(), d.CodeHash, func(d *store.DeviceRequest) (bool, error) {
 		if d.Status != store.DevicePending || d.Expired(a.now()) || d.WorkspaceID != ws {
 			return false, nil
 		}
@@ -284,7 +293,7 @@ func (a *API) handleDeny(_ http.ResponseWriter, r *http.Request, _ *Principal, b
 	if err != nil {
 		return 0, nil, err
 	}
-	_, denied, err := a.cfg.Store.UpdateDeviceRequest(r.Context(), d.DeviceCode, func(d *store.DeviceRequest) (bool, error) {
+	_, denied, err := a.cfg.Store.UpdateDeviceRequest(r.Context(), d.CodeHash, func(d *store.DeviceRequest) (bool, error) {
 		if d.Status != store.DevicePending || d.WorkspaceID != ws {
 			return false, nil
 		}

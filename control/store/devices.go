@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -20,8 +22,13 @@ const (
 // DeviceRequest is one device-flow enrollment request (the reference's
 // device_enrollment_requests row).
 type DeviceRequest struct {
-	ID                    string     `json:"id"`
-	DeviceCode            string     `json:"deviceCode"`
+	ID string `json:"id"`
+	// DeviceCode is the secret the machine polls with. It is never stored:
+	// the row is keyed by CodeHash, so a read of the bucket yields nothing
+	// that can be polled for credentials. Set only on the value passed to
+	// CreateDeviceRequest.
+	DeviceCode            string     `json:"-"`
+	CodeHash              string     `json:"codeHash"`
 	UserCode              string     `json:"userCode"`
 	AccountID             string     `json:"accountId,omitempty"`
 	WorkspaceID           string     `json:"workspaceId"`
@@ -49,7 +56,14 @@ func (d DeviceRequest) Expired(now time.Time) bool {
 	return d.Status == DevicePending && !d.ExpiresAt.After(now)
 }
 
-func deviceKey(code string) string { return "d." + code }
+// DeviceCodeHash is the key a device code is stored under: hex SHA-256.
+// Device codes are 32 CSPRNG bytes, so an unsalted hash is enough.
+func DeviceCodeHash(code string) string {
+	h := sha256.Sum256([]byte(code))
+	return hex.EncodeToString(h[:])
+}
+
+func deviceKey(hash string) string { return "d." + hash }
 func userKey(code string) string   { return "u." + code }
 
 // CreateDeviceRequest stores a new pending request. ErrExists means the
@@ -62,6 +76,7 @@ func (s *Store) CreateDeviceRequest(ctx context.Context, d DeviceRequest) error 
 	}
 	now := s.Now().UTC()
 	d.CreatedAt, d.UpdatedAt = now, now
+	d.CodeHash = DeviceCodeHash(d.DeviceCode)
 	// Claim the user code first: free, or pointing at a request that is no
 	// longer pending.
 	uk := userKey(d.UserCode)
@@ -71,7 +86,7 @@ func (s *Store) CreateDeviceRequest(ctx context.Context, d DeviceRequest) error 
 		}
 		entry, err := s.devices.Get(ctx, uk)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			if _, err := s.devices.Create(ctx, uk, []byte(d.DeviceCode)); isExists(err) {
+			if _, err := s.devices.Create(ctx, uk, []byte(d.CodeHash)); isExists(err) {
 				continue
 			} else if err != nil {
 				return fmt.Errorf("store: claim user code: %w", err)
@@ -88,14 +103,14 @@ func (s *Store) CreateDeviceRequest(ctx context.Context, d DeviceRequest) error 
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
-		if _, err := s.devices.Update(ctx, uk, []byte(d.DeviceCode), entry.Revision()); isExists(err) {
+		if _, err := s.devices.Update(ctx, uk, []byte(d.CodeHash), entry.Revision()); isExists(err) {
 			continue
 		} else if err != nil {
 			return fmt.Errorf("store: claim user code: %w", err)
 		}
 		break
 	}
-	if _, err := putJSON(ctx, s.devices, deviceKey(d.DeviceCode), &d, 0); errors.Is(err, errCAS) {
+	if _, err := putJSON(ctx, s.devices, deviceKey(d.CodeHash), &d, 0); errors.Is(err, errCAS) {
 		return ErrExists
 	} else if err != nil {
 		return err
@@ -108,7 +123,11 @@ func (s *Store) GetDeviceRequest(ctx context.Context, deviceCode string) (Device
 	if !validID(deviceCode) {
 		return DeviceRequest{}, ErrNotFound
 	}
-	d, _, err := getJSON[DeviceRequest](ctx, s.devices, deviceKey(deviceCode))
+	return s.deviceByHash(ctx, DeviceCodeHash(deviceCode))
+}
+
+func (s *Store) deviceByHash(ctx context.Context, hash string) (DeviceRequest, error) {
+	d, _, err := getJSON[DeviceRequest](ctx, s.devices, deviceKey(hash))
 	return d, err
 }
 
@@ -125,17 +144,18 @@ func (s *Store) DeviceRequestByUserCode(ctx context.Context, userCode string) (D
 	if err != nil {
 		return DeviceRequest{}, fmt.Errorf("store: get user code: %w", err)
 	}
-	return s.GetDeviceRequest(ctx, string(entry.Value()))
+	return s.deviceByHash(ctx, string(entry.Value()))
 }
 
-// UpdateDeviceRequest applies f to the request with compare-and-set (the
-// reference's row lock): f sees the current row and returns false to leave it
-// unchanged. It returns the row as stored afterwards.
-func (s *Store) UpdateDeviceRequest(ctx context.Context, deviceCode string, f func(*DeviceRequest) (bool, error)) (DeviceRequest, bool, error) {
-	if !validID(deviceCode) {
+// UpdateDeviceRequest applies f to the request stored under codeHash
+// ([DeviceRequest.CodeHash]) with compare-and-set (the reference's row
+// lock): f sees the current row and returns false to leave it unchanged. It
+// returns the row as stored afterwards.
+func (s *Store) UpdateDeviceRequest(ctx context.Context, codeHash string, f func(*DeviceRequest) (bool, error)) (DeviceRequest, bool, error) {
+	if !validID(codeHash) {
 		return DeviceRequest{}, false, ErrNotFound
 	}
-	return mutate(ctx, s.devices, deviceKey(deviceCode), func(d *DeviceRequest) (bool, error) {
+	return mutate(ctx, s.devices, deviceKey(codeHash), func(d *DeviceRequest) (bool, error) {
 		changed, err := f(d)
 		if changed {
 			d.UpdatedAt = s.Now().UTC()

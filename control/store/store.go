@@ -7,8 +7,8 @@
 //
 //	<prefix>_enrollments  e.<ws>.<id>        Enrollment (JSON)
 //	                      p.<ws>.<sha256(pubkey)>  the enrollment id (the (ws, pubkey) upsert key)
-//	<prefix>_devices      d.<deviceCode>     DeviceRequest (JSON); entries age out after DeviceMaxAge
-//	                      u.<userCode>       the device code of the newest request with that user code
+//	<prefix>_devices      d.<sha256(code)>   DeviceRequest (JSON, never the code itself); entries age out after DeviceMaxAge
+//	                      u.<userCode>       the code hash of the newest request with that user code
 //	<prefix>_machines     m.<ws>.<id>        Machine (JSON): Hello facts, last seen, latest metrics
 //	                      s.<ws>.<id>        the downsampled metrics series (JSON array)
 //

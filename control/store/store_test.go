@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -172,13 +173,13 @@ func TestDeviceRequests(t *testing.T) {
 		t.Fatalf("user code of a pending request reused: %v", err)
 	}
 	got, err := e.store.DeviceRequestByUserCode(ctx, "ABCD-EFGH")
-	if err != nil || got.DeviceCode != "dev-1" || got.CreatedAt.IsZero() {
+	if err != nil || got.CodeHash != DeviceCodeHash("dev-1") || got.DeviceCode != "" || got.CreatedAt.IsZero() {
 		t.Fatalf("by user code: %+v %v", got, err)
 	}
 	if got.Expired(e.clock.Now().Add(599*time.Second)) || !got.Expired(e.clock.Now().Add(600*time.Second)) {
 		t.Fatal("expiry is expires_at <= now")
 	}
-	_, changed, err := e.store.UpdateDeviceRequest(ctx, "dev-1", func(d *DeviceRequest) (bool, error) {
+	_, changed, err := e.store.UpdateDeviceRequest(ctx, DeviceCodeHash("dev-1"), func(d *DeviceRequest) (bool, error) {
 		d.Status = DeviceDenied
 		return true, nil
 	})
@@ -189,8 +190,28 @@ func TestDeviceRequests(t *testing.T) {
 	if err := e.store.CreateDeviceRequest(ctx, DeviceRequest{DeviceCode: "dev-3", UserCode: "ABCD-EFGH", Status: DevicePending}); err != nil {
 		t.Fatalf("user code of a denied request: %v", err)
 	}
-	if got, _ := e.store.DeviceRequestByUserCode(ctx, "ABCD-EFGH"); got.DeviceCode != "dev-3" {
-		t.Fatalf("newest holder %q", got.DeviceCode)
+	if got, _ := e.store.DeviceRequestByUserCode(ctx, "ABCD-EFGH"); got.CodeHash != DeviceCodeHash("dev-3") {
+		t.Fatalf("newest holder %q", got.CodeHash)
+	}
+	// No device code is stored: a dump of the bucket yields nothing to poll with.
+	kv, err := e.js.KeyValue(ctx, "opengeni_devices")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range keys.Keys() {
+		entry, err := kv.Get(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, code := range []string{"dev-1", "dev-2", "dev-3"} {
+			if strings.Contains(k, code) || strings.Contains(string(entry.Value()), `"`+code+`"`) {
+				t.Fatalf("device code %q stored in %s = %s", code, k, entry.Value())
+			}
+		}
 	}
 	if _, err := e.store.GetDeviceRequest(ctx, "missing"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing: %v", err)
