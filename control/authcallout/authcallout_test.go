@@ -68,8 +68,8 @@ func newUnit(t testing.TB, mod ...func(*Config)) *unit {
 	u.srvPub, _ = srv.PublicKey()
 	cfg := Config{Issuer: acc, SigningSecret: secret, Now: func() time.Time { return uNow },
 		Enrollments: enrollments{
-			wsA + ".agent-a": {ID: "agent-a", WorkspaceID: wsA, Status: "active"},
-			wsA + ".revoked": {ID: "revoked", WorkspaceID: wsA, Status: "revoked"},
+			wsA + ".agent-a":  {ID: "agent-a", WorkspaceID: wsA, Status: "active"},
+			wsA + ".revoked":  {ID: "revoked", WorkspaceID: wsA, Status: "revoked"},
 			wsA + ".agent-a2": {ID: "agent-a2", WorkspaceID: wsA, Status: "active"},
 			wsB + ".agent-b":  {ID: "agent-b", WorkspaceID: wsB, Status: "active"},
 			// Identities no grant may carry: one would name many machines.
