@@ -121,14 +121,15 @@ func InstanceFromName(name string) string {
 // example server configuration in docs/security.md uses them too). It sends
 // requests and op acks to machines, reads their events, hellos and op
 // frames, keeps the registry in JetStream KV, and takes replies on a
-// private inbox prefix ([ControlInbox]).
+// private inbox prefix ([ControlInbox]) or, for the reference TypeScript
+// control plane, on "_INBOX" (which no agent can read).
 var (
 	ControlPublish = []string{
 		"agent.*.*." + RPC, "agent.*.*.connection.*." + RPC, "agent.*.*.connection.*." + Ack,
 		"$JS.API.>", "$KV.>", "$JS.ACK.>", "$JS.FC.>",
 	}
 	ControlSubscribe = []string{
-		ControlInbox + ".>",
+		ControlInbox + ".>", "_INBOX.>",
 		"agent.*.*." + Events, "agent.*.*." + Hello,
 		"agent.*.*.connection.*." + Events, "agent.*.*.connection.*." + Hello, "agent.*.*.connection.*." + Op + ".>",
 	}
