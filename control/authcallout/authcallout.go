@@ -59,6 +59,9 @@ const (
 	ErrMsgInvalidBearer = "invalid or expired enrollment bearer"
 	ErrMsgNotActive     = "enrollment is not active"
 	ErrMsgMismatch      = "enrollment identity mismatch"
+	// ErrMsgStaleGeneration: the bearer was issued before the enrollment
+	// was revoked and re-activated (control.md §9 credentialGeneration).
+	ErrMsgStaleGeneration = "stale enrollment credential generation"
 	// ErrMsgBadConnection: the CONNECT name claims a connection instance
 	// ("opengeni-agent/connection/<uuid>") that is not a UUID.
 	ErrMsgBadConnection = "invalid connection instance"
@@ -254,8 +257,12 @@ func (r *Responder) Authorize(ctx context.Context, requestJWT string) (Decision,
 		return Decision{}, fmt.Errorf("authcallout: read enrollment: %w", err) // fail closed: no reply
 	}
 	if e.ID != claims.EnrollmentID || e.WorkspaceID != claims.WorkspaceID || claims.AgentID != claims.EnrollmentID ||
-		!subject.ValidToken(claims.WorkspaceID) || !subject.ValidToken(claims.AgentID) {
+		!subject.ValidToken(claims.WorkspaceID) || !subject.ValidToken(claims.AgentID) ||
+		claims.SubjectPrefix != subject.Machine(claims.WorkspaceID, claims.AgentID) {
 		return deny(ErrMsgMismatch)
+	}
+	if claims.Generation() != e.Generation() {
+		return deny(ErrMsgStaleGeneration)
 	}
 	inst := subject.InstanceFromName(req.ConnectOptions.Name)
 	if strings.HasPrefix(req.ConnectOptions.Name, subject.ConnectionNamePrefix) && (len(inst) != 36 || uuid.Validate(inst) != nil) {

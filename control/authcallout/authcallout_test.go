@@ -627,13 +627,24 @@ func TestRevokeKicksEmbedded(t *testing.T) {
 		}
 		return nil
 	})
-	// Re-enrolling the same pubkey re-activates it: the bearer works again.
-	if _, err := w.store.UpsertEnrollment(context.Background(), store.FinalizeInput{WorkspaceID: wsA, Pubkey: "pk", OS: "linux"}); err != nil {
+	// Re-enrolling the same pubkey re-activates the same id with a new
+	// credential generation: the bearer from before the revocation (which
+	// may be the stolen one) stays dead; a new one works.
+	re, err := w.store.UpsertEnrollment(context.Background(), store.FinalizeInput{WorkspaceID: wsA, Pubkey: "pk", OS: "linux"})
+	if err != nil || re.ID != e.ID || re.Generation() != 2 {
+		t.Fatalf("re-activated %+v %v", re, err)
+	}
+	if nc, err := w.agentConn(b); err == nil {
+		nc.Close()
+		t.Fatal("a bearer from before the revocation connected")
+	}
+	fresh, _, err := enroll.MintBearerGeneration(secret, wsA, e.ID, re.Generation(), time.Now())
+	if err != nil {
 		t.Fatal(err)
 	}
-	nc2, err := w.agentConn(b)
+	nc2, err := w.agentConn(fresh)
 	if err != nil {
-		t.Fatalf("re-activated: %v", err)
+		t.Fatalf("new generation: %v", err)
 	}
 	nc2.Close()
 }

@@ -335,7 +335,7 @@ type Credentials struct {
 // credentials mints a fresh credential set for an enrollment.
 func (a *API) credentials(e store.Enrollment) (*Credentials, error) {
 	now := a.now()
-	bearer, claims, err := MintBearer(a.cfg.SigningSecret, e.WorkspaceID, e.ID, now)
+	bearer, claims, err := MintBearerGeneration(a.cfg.SigningSecret, e.WorkspaceID, e.ID, e.Generation(), now)
 	if err != nil {
 		return nil, err
 	}

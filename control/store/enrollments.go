@@ -36,7 +36,14 @@ type Enrollment struct {
 	CreatedAt          time.Time  `json:"createdAt"`
 	UpdatedAt          time.Time  `json:"updatedAt"`
 	RevokedAt          *time.Time `json:"revokedAt"`
+	// CredentialGeneration (control.md §9; absent = 1) is bumped when a
+	// revoked enrollment is re-activated, so bearers issued before the
+	// revocation never work again, even though the id is reused.
+	CredentialGeneration int `json:"credentialGeneration,omitempty"`
 }
+
+// Generation is the credential generation (absent = 1).
+func (e Enrollment) Generation() int { return max(e.CredentialGeneration, 1) }
 
 // Active reports status == "active".
 func (e Enrollment) Active() bool { return e.Status == control.EnrollmentActive }
@@ -122,6 +129,9 @@ func (s *Store) UpsertEnrollment(ctx context.Context, in FinalizeInput) (Enrollm
 		cur.HasDisplay = in.HasDisplay
 		cur.AllowScreenControl = in.AllowScreenControl
 		cur.OS, cur.Arch = in.OS, in.Arch
+		if rev != 0 && !cur.Active() {
+			cur.CredentialGeneration = cur.Generation() + 1
+		}
 		cur.Status = control.EnrollmentActive
 		cur.RevokedAt = nil
 		cur.UpdatedAt = now

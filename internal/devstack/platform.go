@@ -661,7 +661,7 @@ func (p *Platform) reuse(ctx context.Context, cs *config.Store) (*config.Credent
 			continue
 		}
 		e, err := p.store.GetEnrollment(ctx, p.ws, c.AgentID)
-		if errors.Is(err, store.ErrNotFound) || (err == nil && !e.Active()) {
+		if errors.Is(err, store.ErrNotFound) || (err == nil && (!e.Active() || e.Generation() != claims.Generation())) {
 			continue
 		}
 		if err != nil {
