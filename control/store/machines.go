@@ -18,6 +18,9 @@ type Machine struct {
 	OS            string        `json:"os,omitempty"`   // linux | macos | windows | unknown
 	Arch          string        `json:"arch,omitempty"` // x86_64 | aarch64 | unknown
 	AgentVersion  string        `json:"agentVersion,omitempty"`
+	// Instance is the connection instance of the latest next-revision
+	// Hello (agent.<ws>.<id>.connection.<instance>.hello); "" for v1 agents.
+	Instance string `json:"instance,omitempty"`
 	MachineName   string        `json:"machineName,omitempty"`
 	WorkspaceRoot string        `json:"workspaceRoot,omitempty"`
 	UpdateChannel string        `json:"updateChannel,omitempty"`
@@ -297,11 +300,16 @@ func (s *Store) ApplyGoingOffline(ctx context.Context, ws, id string, g *agentpb
 	})
 }
 
-// parseAgentSubject splits "agent.<ws>.<id>.<tail>" (exactly 4 tokens).
-func parseAgentSubject(subject, tail string) (ws, id string, err error) {
+// parseAgentSubject splits "agent.<ws>.<id>.<tail>" (v1, exactly 4 tokens)
+// or "agent.<ws>.<id>.connection.<inst>.<tail>" (next revision, exactly 6;
+// inst is "" for v1).
+func parseAgentSubject(subject, tail string) (ws, id, inst string, err error) {
 	t := strings.Split(subject, ".")
-	if len(t) != 4 || t[0] != "agent" || t[3] != tail || t[1] == "" || t[2] == "" {
-		return "", "", fmt.Errorf("store: not an agent %s subject: %q", tail, subject)
+	switch {
+	case len(t) == 4 && t[0] == "agent" && t[3] == tail && t[1] != "" && t[2] != "":
+		return t[1], t[2], "", nil
+	case len(t) == 6 && t[0] == "agent" && t[3] == "connection" && t[5] == tail && t[1] != "" && t[2] != "" && t[4] != "":
+		return t[1], t[2], t[4], nil
 	}
-	return t[1], t[2], nil
+	return "", "", "", fmt.Errorf("store: not an agent %s subject: %q", tail, subject)
 }

@@ -11,6 +11,7 @@
 //	                      u.<userCode>       the code hash of the newest request with that user code
 //	<prefix>_machines     m.<ws>.<id>        Machine (JSON): Hello facts, last seen, latest metrics
 //	                      s.<ws>.<id>        the downsampled metrics series (JSON array)
+//	                      l.<ws>.<id>        ConnectionLease: the live connection instance (next revision)
 //
 // Read-modify-write goes through KV revisions (compare-and-set), so several
 // control-plane replicas may share the buckets. Last-seen lives on the machine

@@ -263,6 +263,52 @@ func waitHandled(t testing.TB, in *Ingestor, n uint64) {
 	})
 }
 
+// Next-revision connection subjects: hello and heartbeats renew the
+// instance's lease and name it the live instance; another instance is held
+// off while the lease lives and admitted once it lapses; GoingOffline
+// releases the lease at once.
+func TestIngestConnectionLease(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	en, err := e.store.UpsertEnrollment(ctx, FinalizeInput{WorkspaceID: testWS, Pubkey: "pk", OS: "linux"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := e.ingest(t)
+	n := uint64(0)
+	step := func(subject string, m proto.Message) {
+		t.Helper()
+		publish(t, e.nc, subject, m)
+		n++
+		waitHandled(t, in, n)
+	}
+	inst1, inst2 := "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
+	conn := func(inst string) string { return "agent." + testWS + "." + en.ID + ".connection." + inst }
+	if err := e.store.ClaimConnection(ctx, testWS, en.ID, inst1); err != nil {
+		t.Fatal(err)
+	}
+	step(conn(inst1)+".hello", hello(testWS, en.ID, false, nil))
+	if m, _ := e.store.GetMachine(ctx, testWS, en.ID); m.Instance != inst1 {
+		t.Fatalf("live instance %q", m.Instance)
+	}
+	// Heartbeats keep the lease alive past its TTL.
+	for i := 0; i < 3; i++ {
+		e.clock.Advance(ConnectionLeaseTTL / 2)
+		step(conn(inst1)+".events", &agentpb.AgentEvent{Event: &agentpb.AgentEvent_Heartbeat{Heartbeat: &agentpb.Heartbeat{Seq: uint64(i), Metrics: &agentpb.MetricsSample{}}}})
+		if err := e.store.ClaimConnection(ctx, testWS, en.ID, inst2); !errors.Is(err, ErrLeaseHeld) {
+			t.Fatalf("second instance while the lease lives: %v", err)
+		}
+	}
+	step(conn(inst1)+".events", &agentpb.AgentEvent{Event: &agentpb.AgentEvent_GoingOffline{GoingOffline: &agentpb.GoingOffline{}}})
+	if err := e.store.ClaimConnection(ctx, testWS, en.ID, inst2); err != nil {
+		t.Fatalf("after GoingOffline: %v", err)
+	}
+	e.clock.Advance(ConnectionLeaseTTL + time.Second)
+	if err := e.store.ClaimConnection(ctx, testWS, en.ID, inst1); err != nil {
+		t.Fatalf("after the lease lapsed: %v", err)
+	}
+}
+
 func TestIngestHelloHeartbeatGoingOffline(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t)
@@ -386,7 +432,8 @@ func TestIngestHelloHeartbeatGoingOffline(t *testing.T) {
 	if in.Failed() == 0 {
 		t.Fatal("garbage payload did not count as failed")
 	}
-	for _, subj := range []string{"agent.x.events", "agent.a.b.c.events", "agent.a.b.rpc", "agents.a.b.events"} {
+	for _, subj := range []string{"agent.x.events", "agent.a.b.c.events", "agent.a.b.rpc", "agents.a.b.events",
+		"agent.a.b.connection.events", "agent.a.b.connection..events", "agent.a.b.conn.i.events", "agent.a.b.connection.i.rpc"} {
 		if err := e.store.HandleMessage(ctx, subj, nil); err == nil {
 			t.Errorf("%q accepted", subj)
 		}

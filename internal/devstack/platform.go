@@ -408,7 +408,7 @@ func (p *Platform) startControlPlane(ctx context.Context) error {
 	}
 	ns := p.ns
 	p.responder, err = authcallout.New(authcallout.Config{
-		Issuer: kp, SigningSecret: p.state.SigningSecret, Enrollments: p.store, Logger: p.opts.Logger,
+		Issuer: kp, SigningSecret: p.state.SigningSecret, Enrollments: p.store, Leases: p.store, Logger: p.opts.Logger,
 		Kicker: authcallout.KickFunc(func(_ context.Context, _ string, cid uint64) error { return ns.DisconnectClientByID(cid) }),
 	})
 	if err != nil {
