@@ -13,14 +13,14 @@ import (
 // Machine is what the platform knows about a connected machine from its
 // Hello and events.
 type Machine struct {
-	WorkspaceID   string        `json:"workspaceId"`
-	AgentID       string        `json:"agentId"`
-	OS            string        `json:"os,omitempty"`   // linux | macos | windows | unknown
-	Arch          string        `json:"arch,omitempty"` // x86_64 | aarch64 | unknown
-	AgentVersion  string        `json:"agentVersion,omitempty"`
+	WorkspaceID  string `json:"workspaceId"`
+	AgentID      string `json:"agentId"`
+	OS           string `json:"os,omitempty"`   // linux | macos | windows | unknown
+	Arch         string `json:"arch,omitempty"` // x86_64 | aarch64 | unknown
+	AgentVersion string `json:"agentVersion,omitempty"`
 	// Instance is the connection instance of the latest next-revision
 	// Hello (agent.<ws>.<id>.connection.<instance>.hello); "" for v1 agents.
-	Instance string `json:"instance,omitempty"`
+	Instance      string        `json:"instance,omitempty"`
 	MachineName   string        `json:"machineName,omitempty"`
 	WorkspaceRoot string        `json:"workspaceRoot,omitempty"`
 	UpdateChannel string        `json:"updateChannel,omitempty"`

@@ -330,8 +330,18 @@ func TestPlatformEndToEnd(t *testing.T) {
 	if !userCodeLine.MatchString(out2.String()) || creds3.AgentID != creds.AgentID {
 		t.Fatalf("re-pair: %+v %q", creds3, out2.String())
 	}
-	// The still-running agent's reconnect loop gets back in (same bearer,
-	// enrollment active again).
+	// The bearer from before the revocation stays dead (a new credential
+	// generation); the still-running agent keeps being refused, and an
+	// agent on the new credentials is served.
+	if creds3.NATSBearer == creds.NATSBearer {
+		t.Fatal("re-pairing returned the revoked bearer")
+	}
+	if nc, err := nats.Connect(p2.NATSURL(), nats.Token(creds.NATSBearer), nats.NoReconnect(), nats.Timeout(3*time.Second)); err == nil {
+		nc.Close()
+		t.Fatal("the bearer from before the revocation connected after re-activation")
+	}
+	ag2.stop()
+	ag3 := runAgent(t, creds3)
 	natstest.Eventually(t, 30*time.Second, func() error {
 		if !sess2.Ping(ctx) || agentConns(t, p2, creds.AgentID) != 1 {
 			return errors.New("re-activated agent not back")
@@ -339,7 +349,7 @@ func TestPlatformEndToEnd(t *testing.T) {
 		return nil
 	})
 	t.Logf("%v: re-activated agent back", time.Since(t0))
-	ag2.stop()
+	ag3.stop()
 }
 
 // The store runs on the platform's own server: JetStream is on for the APP
