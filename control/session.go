@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/opengeni/opengeni-agent/internal/subject"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -38,6 +39,25 @@ type SessionConfig struct {
 	Environment map[string]string
 	// WorkingDir is the base of every path and cwd (see MachinePath).
 	WorkingDir string
+	// Instances, when set, resolves the machine's live connection instance
+	// before each op (control.md §9): requests go to
+	// agent.<ws>.<id>.connection.<inst>.rpc, or to the v1 subject while it
+	// reports none. A store.Store implements it.
+	Instances InstanceResolver
+}
+
+// InstanceResolver reports the live connection instance of a machine, ""
+// when it has none (a v1 agent, or offline).
+type InstanceResolver interface {
+	LiveInstance(ctx context.Context, ws, agent string) (string, error)
+}
+
+// InstanceResolverFunc adapts a function to [InstanceResolver].
+type InstanceResolverFunc func(ctx context.Context, ws, agent string) (string, error)
+
+// LiveInstance calls f.
+func (f InstanceResolverFunc) LiveInstance(ctx context.Context, ws, agent string) (string, error) {
+	return f(ctx, ws, agent)
 }
 
 // Session drives one connected machine. It is safe for concurrent use.
@@ -50,6 +70,7 @@ type Session struct {
 	timeout    time.Duration
 	env        map[string]string
 	workingDir string
+	instances  InstanceResolver
 }
 
 // NewSession validates cfg and returns a session. It does not contact the
@@ -81,11 +102,57 @@ func NewSession(cfg SessionConfig) (*Session, error) {
 		timeout:    timeout,
 		env:        env,
 		workingDir: cfg.WorkingDir,
+		instances:  cfg.Instances,
 	}, nil
 }
 
-// Subject is the agent's request subject.
+// Subject is the agent's v1 request subject.
 func (s *Session) Subject() string { return s.subject }
+
+// route is where the next op goes: the live instance's rpc subject, or the
+// v1 subject when no resolver is set or it knows no instance.
+func (s *Session) route(ctx context.Context) (subj, inst string, err error) {
+	if s.instances == nil {
+		return s.subject, "", nil
+	}
+	inst, err = s.instances.LiveInstance(ctx, s.ws, s.agent)
+	if err != nil {
+		return "", "", FromAgentError(&agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_AGENT_OFFLINE,
+			Message: "cannot resolve the machine's connection: " + err.Error()})
+	}
+	if inst == "" {
+		return s.subject, "", nil
+	}
+	return subject.Connection(s.ws, s.agent, inst) + "." + subject.RPC, inst, nil
+}
+
+// rerouted turns a transport failure of an op sent to instance inst into
+// FENCED when the machine's live instance changed meanwhile (control.md §9:
+// a route change mid-flight is FENCED, so the caller re-resolves rather
+// than reading "offline" or "timeout").
+func (s *Session) rerouted(ctx context.Context, inst string, err error) error {
+	var ce *Error
+	if inst == "" || !errors.As(err, &ce) ||
+		(ce.Code != agentpb.ErrorCode_ERROR_CODE_TIMEOUT && ce.Code != agentpb.ErrorCode_ERROR_CODE_AGENT_OFFLINE) {
+		return err
+	}
+	now, rerr := s.instances.LiveInstance(ctx, s.ws, s.agent)
+	if rerr != nil || now == inst {
+		return err
+	}
+	fe := FromAgentError(&agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_FENCED, Retryable: true,
+		Message: fmt.Sprintf("the machine's connection changed while the op was in flight (instance %s → %s); re-resolve and retry", inst, orNone(now)),
+		Detail:  map[string]string{"sent_instance": inst, "live_instance": now}})
+	fe.RequestID = ce.RequestID
+	return fe
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
 
 // AgentID is the machine's agent (enrollment) id; it is also the instance id.
 func (s *Session) AgentID() string { return s.agent }
@@ -133,11 +200,19 @@ func (s *Session) call(ctx context.Context, op func(*agentpb.ControlRequest), ti
 	if timeout <= 0 {
 		timeout = s.timeout
 	}
-	resp, err := s.rpc.Request(ctx, s.subject, req, timeout)
+	subj, inst, err := s.route(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return checkResponse(req, resp)
+	resp, err := s.rpc.Request(ctx, subj, req, timeout)
+	if err != nil {
+		return nil, s.rerouted(ctx, inst, err)
+	}
+	resp, err = checkResponse(req, resp)
+	if err != nil {
+		return nil, s.rerouted(ctx, inst, err)
+	}
+	return resp, nil
 }
 
 // newRequest builds a request with a fresh id and the session epoch.

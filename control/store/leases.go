@@ -83,3 +83,27 @@ func (s *Store) leaseUpdate(ctx context.Context, ws, id, instance string) error 
 	}
 	return ErrConflict
 }
+
+// LiveInstance is the machine's live connection instance: the holder of an
+// unexpired lease once its Hello was seen (the agent says hello only after
+// it subscribed, so the instance subject has a responder), else "" (a v1
+// agent, none connected, or a new instance not yet announced: the v1
+// subject, which every connection serves, reaches it). It implements
+// control.InstanceResolver.
+func (s *Store) LiveInstance(ctx context.Context, ws, id string) (string, error) {
+	if !validID(ws) || !validID(id) {
+		return "", ErrInvalidKey
+	}
+	l, _, err := getJSON[ConnectionLease](ctx, s.machines, leaseKey(ws, id))
+	if errors.Is(err, ErrNotFound) || (err == nil && !l.ExpiresAt.After(s.Now())) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	m, err := s.GetMachine(ctx, ws, id)
+	if errors.Is(err, ErrNotFound) || (err == nil && m.Instance != l.Instance) {
+		return "", nil
+	}
+	return l.Instance, err
+}

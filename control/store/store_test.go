@@ -291,6 +291,9 @@ func TestIngestConnectionLease(t *testing.T) {
 	if m, _ := e.store.GetMachine(ctx, testWS, en.ID); m.Instance != inst1 {
 		t.Fatalf("live instance %q", m.Instance)
 	}
+	if got, err := e.store.LiveInstance(ctx, testWS, en.ID); got != inst1 || err != nil {
+		t.Fatalf("LiveInstance = %q %v", got, err)
+	}
 	// Heartbeats keep the lease alive past its TTL.
 	for i := 0; i < 3; i++ {
 		e.clock.Advance(ConnectionLeaseTTL / 2)
@@ -300,8 +303,15 @@ func TestIngestConnectionLease(t *testing.T) {
 		}
 	}
 	step(conn(inst1)+".events", &agentpb.AgentEvent{Event: &agentpb.AgentEvent_GoingOffline{GoingOffline: &agentpb.GoingOffline{}}})
+	if got, _ := e.store.LiveInstance(ctx, testWS, en.ID); got != "" {
+		t.Fatalf("LiveInstance after GoingOffline = %q", got)
+	}
 	if err := e.store.ClaimConnection(ctx, testWS, en.ID, inst2); err != nil {
 		t.Fatalf("after GoingOffline: %v", err)
+	}
+	// Claimed but not announced yet: still routed to the v1 subject.
+	if got, _ := e.store.LiveInstance(ctx, testWS, en.ID); got != "" {
+		t.Fatalf("LiveInstance before the new instance's hello = %q", got)
 	}
 	e.clock.Advance(ConnectionLeaseTTL + time.Second)
 	if err := e.store.ClaimConnection(ctx, testWS, en.ID, inst1); err != nil {
