@@ -252,7 +252,9 @@ func (r *NATSRPC) Request(ctx context.Context, subject string, req *agentpb.Cont
 		if canceled(ctx) {
 			return nil, fmt.Errorf("control: request %s: %w", subject, ctx.Err())
 		}
-		return OfflineResponse(id), nil
+		resp := OfflineResponse(id)
+		resp.Error.Detail[DetailNeverSent] = "1" // no connection: nothing left this process
+		return resp, nil
 	}
 	msg, err := nc.RequestWithContext(rctx, subject, data)
 	if err != nil {

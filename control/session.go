@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/opengeni/opengeni-agent/internal/subject"
@@ -44,6 +45,12 @@ type SessionConfig struct {
 	// agent.<ws>.<id>.connection.<inst>.rpc, or to the v1 subject while it
 	// reports none. A store.Store implements it.
 	Instances InstanceResolver
+	// Retry turns on the next revision's retry policy (control.md §9, see
+	// retry.go); v1 control planes do not retry.
+	Retry bool
+	// Observer receives one Observation per op (the next revision's op
+	// observer); it must not block, and a panic in it is swallowed.
+	Observer func(Observation)
 }
 
 // InstanceResolver reports the live connection instance of a machine, ""
@@ -71,6 +78,10 @@ type Session struct {
 	env        map[string]string
 	workingDir string
 	instances  InstanceResolver
+	retry      bool
+	observer   func(Observation)
+	jitterFn   func() float64                             // tests
+	sleep      func(context.Context, time.Duration) error // tests
 }
 
 // NewSession validates cfg and returns a session. It does not contact the
@@ -103,6 +114,9 @@ func NewSession(cfg SessionConfig) (*Session, error) {
 		env:        env,
 		workingDir: cfg.WorkingDir,
 		instances:  cfg.Instances,
+		retry:      cfg.Retry,
+		observer:   cfg.Observer,
+		sleep:      sleepCtx,
 	}, nil
 }
 
@@ -194,12 +208,38 @@ func (s *Session) path(p string) string { return MachinePath(p, s.workingDir) }
 
 // call is the common envelope (control.md §1.3): a fresh request id and the
 // session epoch, an AgentError becomes *Error, and a reply without error or
-// result is a PROTOCOL error.
+// result is a PROTOCOL error. With Retry set it applies the retry policy
+// (each retry a new request), and it reports the outcome to the observer.
 func (s *Session) call(ctx context.Context, op func(*agentpb.ControlRequest), timeout time.Duration) (*agentpb.ControlResponse, error) {
-	req := s.newRequest(op)
 	if timeout <= 0 {
 		timeout = s.timeout
 	}
+	start := time.Now()
+	spent := map[string]int{}
+	retries := 0
+	for {
+		req := s.newRequest(op)
+		resp, err := s.send(ctx, req, timeout)
+		if err == nil || !s.retry {
+			s.report(opLabel(req), start, retries, resp, err)
+			return resp, err
+		}
+		class, budget := retryClass(opLabel(req), err)
+		if class == "" || spent[class] >= budget {
+			s.report(opLabel(req), start, retries, resp, err)
+			return resp, err
+		}
+		if serr := s.sleep(ctx, RetryBackoff(retries, s.jitter())); serr != nil {
+			s.report(opLabel(req), start, retries, resp, err)
+			return nil, err // the caller gave up: the last real answer stands
+		}
+		spent[class]++
+		retries++
+	}
+}
+
+// send is one request on the op's route.
+func (s *Session) send(ctx context.Context, req *agentpb.ControlRequest, timeout time.Duration) (*agentpb.ControlResponse, error) {
 	subj, inst, err := s.route(ctx)
 	if err != nil {
 		return nil, err
@@ -213,6 +253,25 @@ func (s *Session) call(ctx context.Context, op func(*agentpb.ControlRequest), ti
 		return nil, s.rerouted(ctx, inst, err)
 	}
 	return resp, nil
+}
+
+// report tells the observer how one op ended.
+func (s *Session) report(op string, start time.Time, retries int, resp *agentpb.ControlResponse, err error) {
+	if s.observer == nil {
+		return
+	}
+	o := Observation{Op: op, OK: err == nil, Healed: err == nil && retries > 0, Retries: retries,
+		Duration: time.Since(start), MachineID: s.agent}
+	if err == nil {
+		o.ReplyBytes = proto.Size(resp)
+	} else {
+		o.FaultClass = ClassifyFault(err)
+		var ce *Error
+		if errors.As(err, &ce) {
+			o.Code, o.Reason, o.NeverSent = ce.Code, ce.Reason, ce.NeverSent
+		}
+	}
+	s.observe(o)
 }
 
 // newRequest builds a request with a fresh id and the session epoch.
