@@ -84,7 +84,12 @@ func retrySession(t *testing.T, f ConnFactory, obs *[]Observation, timeout time.
 	t.Cleanup(rpc.Close)
 	var mu sync.Mutex
 	s, err := NewSession(SessionConfig{WorkspaceID: "w", AgentID: "a", RPC: rpc, Retry: true, Timeout: timeout,
-		Observer: func(o Observation) { mu.Lock(); *obs = append(*obs, o); mu.Unlock(); panic("observers must not break ops") }})
+		Observer: func(o Observation) {
+			mu.Lock()
+			*obs = append(*obs, o)
+			mu.Unlock()
+			panic("observers must not break ops")
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
