@@ -61,6 +61,44 @@ type HeartbeatInfo struct {
 	UptimeMs       uint64 `json:"uptimeMs"`
 	ActiveSessions uint32 `json:"activeSessions"`
 	Draining       bool   `json:"draining"`
+	// Capacity and Admission are the next revision's heartbeat telemetry
+	// (nil from v1 agents).
+	Capacity  *HostCapacity `json:"capacity,omitempty"`
+	Admission *Admission    `json:"admission,omitempty"`
+}
+
+// HostCapacity is a heartbeat's HostCapacitySample.
+type HostCapacity struct {
+	MemAvailableBytes uint64 `json:"memAvailableBytes"`
+	DiskFreeBytes     uint64 `json:"diskFreeBytes"`
+	FdHeadroom        uint64 `json:"fdHeadroom"`
+	PidHeadroom       uint64 `json:"pidHeadroom"`
+	Nproc             uint64 `json:"nproc"`
+}
+
+// Admission is a heartbeat's AdmissionTelemetry.
+type Admission struct {
+	LightRunning         uint64 `json:"lightRunning"`
+	LightQueued          uint64 `json:"lightQueued"`
+	HeavyRunning         uint64 `json:"heavyRunning"`
+	HeavyQueued          uint64 `json:"heavyQueued"`
+	LiveOps              uint64 `json:"liveOps"`
+	OpFramesDroppedTotal uint64 `json:"opFramesDroppedTotal"`
+	EvictedUnackedTotal  uint64 `json:"evictedUnackedTotal"`
+}
+
+func heartbeatInfo(hb *agentpb.Heartbeat) *HeartbeatInfo {
+	h := &HeartbeatInfo{Seq: hb.GetSeq(), UptimeMs: hb.GetUptimeMs(), ActiveSessions: hb.GetActiveSessions(), Draining: hb.GetDraining()}
+	if c := hb.GetCapacity(); c != nil {
+		h.Capacity = &HostCapacity{MemAvailableBytes: c.GetMemAvailableBytes(), DiskFreeBytes: c.GetDiskFreeBytes(),
+			FdHeadroom: c.GetFdHeadroom(), PidHeadroom: c.GetPidHeadroom(), Nproc: c.GetNproc()}
+	}
+	if a := hb.GetAdmission(); a != nil {
+		h.Admission = &Admission{LightRunning: a.GetLightRunning(), LightQueued: a.GetLightQueued(), HeavyRunning: a.GetHeavyRunning(),
+			HeavyQueued: a.GetHeavyQueued(), LiveOps: a.GetLiveOps(), OpFramesDroppedTotal: a.GetOpFramesDroppedTotal(),
+			EvictedUnackedTotal: a.GetEvictedUnackedTotal()}
+	}
+	return h
 }
 
 // MetricsPoint is one metrics sample as the platform keeps it (the
@@ -278,7 +316,7 @@ func (s *Store) ApplyHeartbeat(ctx context.Context, ws, id string, hb *agentpb.H
 	p := PointFromSample(hb.GetMetrics(), now)
 	if err := s.updateMachine(ctx, ws, id, func(m *Machine) {
 		m.LastSeenAt, m.LatestMetrics = &now, &p
-		m.Heartbeat = &HeartbeatInfo{Seq: hb.GetSeq(), UptimeMs: hb.GetUptimeMs(), ActiveSessions: hb.GetActiveSessions(), Draining: hb.GetDraining()}
+		m.Heartbeat = heartbeatInfo(hb)
 		m.WentOfflineAt, m.WentOfflineReason = nil, ""
 	}); err != nil {
 		return err

@@ -294,10 +294,16 @@ func TestIngestConnectionLease(t *testing.T) {
 	if got, err := e.store.LiveInstance(ctx, testWS, en.ID); got != inst1 || err != nil {
 		t.Fatalf("LiveInstance = %q %v", got, err)
 	}
-	// Heartbeats keep the lease alive past its TTL.
+	// Heartbeats keep the lease alive past its TTL, and their telemetry is kept.
 	for i := 0; i < 3; i++ {
 		e.clock.Advance(ConnectionLeaseTTL / 2)
-		step(conn(inst1)+".events", &agentpb.AgentEvent{Event: &agentpb.AgentEvent_Heartbeat{Heartbeat: &agentpb.Heartbeat{Seq: uint64(i), Metrics: &agentpb.MetricsSample{}}}})
+		step(conn(inst1)+".events", &agentpb.AgentEvent{Event: &agentpb.AgentEvent_Heartbeat{Heartbeat: &agentpb.Heartbeat{Seq: uint64(i), Metrics: &agentpb.MetricsSample{},
+			Capacity:  &agentpb.HostCapacitySample{MemAvailableBytes: 1 << 30, FdHeadroom: 1000, Nproc: 2},
+			Admission: &agentpb.AdmissionTelemetry{HeavyRunning: uint64(i), HeavyQueued: 3}}}})
+		if m, _ := e.store.GetMachine(ctx, testWS, en.ID); m.Heartbeat == nil || m.Heartbeat.Capacity == nil || m.Heartbeat.Capacity.FdHeadroom != 1000 ||
+			m.Heartbeat.Admission == nil || m.Heartbeat.Admission.HeavyRunning != uint64(i) || m.Heartbeat.Admission.HeavyQueued != 3 {
+			t.Fatalf("telemetry not kept: %+v", m.Heartbeat)
+		}
 		if err := e.store.ClaimConnection(ctx, testWS, en.ID, inst2); !errors.Is(err, ErrLeaseHeld) {
 			t.Fatalf("second instance while the lease lives: %v", err)
 		}
