@@ -157,7 +157,6 @@ func TestWriteCannotReplaceAtomically(t *testing.T) {
 	})
 }
 
-
 // TestListFIFOIsNotADirectory: listing a FIFO is ENOTDIR like any file.
 // (os.ReadDir opens with O_DIRECTORY; this guards it.)
 func TestListFIFOIsNotADirectory(t *testing.T) {
