@@ -107,7 +107,7 @@ func TestExecBackgroundWriterBoundedByTimeout(t *testing.T) {
 // saturated host (a CPU hog per core, in this process and outside it) and
 // checks every stdout byte for byte. A 1 ms grace would have lost output in
 // most runs before the fix. OPENGENI_EXEC_STRESS sets the count (the issue's
-// full size: 10000).
+// full size: 10000), OPENGENI_EXEC_STRESS_GRACE the grace (default 1ms).
 func TestExecOutputIntegrityUnderLoad(t *testing.T) {
 	total, inflight := 1000, 64
 	if testing.Short() {
@@ -120,7 +120,15 @@ func TestExecOutputIntegrityUnderLoad(t *testing.T) {
 		}
 		total = n
 	}
-	s, _ := newTestService(t, Options{PipeGrace: time.Millisecond})
+	grace := time.Millisecond
+	if v := os.Getenv("OPENGENI_EXEC_STRESS_GRACE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			t.Fatalf("OPENGENI_EXEC_STRESS_GRACE=%q: want a positive duration", v)
+		}
+		grace = d
+	}
+	s, _ := newTestService(t, Options{PipeGrace: grace})
 	stopHogs := saturate(t)
 	defer stopHogs()
 
@@ -128,7 +136,7 @@ func TestExecOutputIntegrityUnderLoad(t *testing.T) {
 	var firstBad sync.Once
 	sem := make(chan struct{}, inflight)
 	var wg sync.WaitGroup
-	ctx := testCtx(t)
+	ctx := t.Context() // bounded by go test -timeout: the full count outlasts testCtx
 	for i := range total {
 		sem <- struct{}{}
 		wg.Go(func() {
@@ -147,7 +155,7 @@ func TestExecOutputIntegrityUnderLoad(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	t.Logf("%d execs, %d in flight: %d with wrong output, %d with a cut note", total, inflight, lost.Load(), cut.Load())
+	t.Logf("%d execs, %d in flight, grace %s: %d with wrong output, %d with a cut note", total, inflight, grace, lost.Load(), cut.Load())
 	if lost.Load() > 0 {
 		t.Errorf("%d of %d execs lost output", lost.Load(), total)
 	}
