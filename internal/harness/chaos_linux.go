@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -140,6 +141,21 @@ func (e *Env) resumption(ctx context.Context, d *Driver, agent, phase string, si
 	limit := Millis(e.p.reconnectMax)
 	wctx, cancel := context.WithTimeout(ctx, 2*e.p.reconnectMax)
 	defer cancel()
+	// Ping from the start, alongside the wait for the announcements.
+	pingBack := Check(phase+": ops answered again (first ping)", limit*2, AtMost, limit, "ms")
+	pinged := make(chan struct{})
+	go func() {
+		defer close(pinged)
+		probe := &Driver{Session: d.Session, RPC: d.RPC, Rec: &Recorder{}, Timeout: time.Second}
+		for wctx.Err() == nil {
+			if probe.Ping(wctx, "probe").Class == ClassOK {
+				pingBack.Value = Millis(time.Since(since))
+				pingBack.Pass = pingBack.Value <= limit
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
 	back := Check(phase+": agent announces itself again (hello/heartbeat)", limit*2, AtMost, limit, "ms")
 	beat := Check(phase+": heartbeats resume at cadence (next gap)", Millis(e.p.heartbeatGap)*2, AtMost, Millis(e.p.heartbeatGap), "ms")
 	if ev, err := e.Monitor.WaitFor(wctx, agent, since, EventHello, EventHeartbeat); err == nil {
@@ -155,16 +171,7 @@ func (e *Env) resumption(ctx context.Context, d *Driver, agent, phase string, si
 	} else {
 		back.Detail = err.Error()
 	}
-	pingBack := Check(phase+": ops answered again (first ping)", limit*2, AtMost, limit, "ms")
-	probe := &Driver{Session: d.Session, RPC: d.RPC, Rec: &Recorder{}, Timeout: time.Second}
-	for time.Since(since) < 2*e.p.reconnectMax && ctx.Err() == nil {
-		if probe.Ping(ctx, "probe").Class == ClassOK {
-			pingBack.Value = Millis(time.Since(since))
-			pingBack.Pass = pingBack.Value <= limit
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	<-pinged
 	return []Verdict{back, beat, pingBack}
 }
 
@@ -178,7 +185,7 @@ func runChaosAgent(ctx context.Context, e *Env, r *ScenarioResult) error {
 
 	// SIGKILL: the agent cannot clean up.
 	pidFile := filepath.Join(a.Root, "kill-child.pid")
-	kd := &Driver{Session: d.Session, RPC: d.RPC, Rec: rec, Timeout: 8 * time.Second}
+	kd := e.Driver(a, rec, 8*time.Second) // the dead agent cannot answer: keep the wait short
 	op := inflight(func() Outcome { return execTree(ctx, kd, "exec_across_sigkill", 600, pidFile, 0) })
 	childPid, err := readPID(pidFile, 10*time.Second)
 	if err != nil {
@@ -196,7 +203,7 @@ func runChaosAgent(ctx context.Context, e *Env, r *ScenarioResult) error {
 
 	// SIGTERM: the agent says GoingOffline, drains, and ends what it runs.
 	pidFile = filepath.Join(a.Root, "term-child.pid")
-	td := &Driver{Session: d.Session, RPC: d.RPC, Rec: rec, Timeout: 60 * time.Second}
+	td := e.Driver(a, rec, 60*time.Second) // the agent drains for up to 20s first
 	op = inflight(func() Outcome { return execTree(ctx, td, "exec_across_sigterm", 600, pidFile, 0) })
 	childPid, err = readPID(pidFile, 10*time.Second)
 	if err != nil {
@@ -239,8 +246,9 @@ func orphanVerdict(phase string, pid int, wait time.Duration) Verdict {
 	alive := waitGone([]int{pid}, wait)
 	v := Check(phase+": command's child processes alive after the agent died", float64(len(alive)), AtMost, 0, "procs")
 	if len(alive) > 0 {
-		v = v.With("pid %d (%s) still running %v after the agent died, parent now %s; exec puts commands in their own process group (Setpgid) with nothing that ends the group when the agent dies",
-			pid, procComm(pid), wait, parentOf(pid))
+		parent := parentOf(pid)
+		v = v.With("pid %d (%s) still running %v after the agent died, its parent %d (%s) too; exec puts commands in their own process group (Setpgid) and nothing ends that group when the agent dies",
+			pid, procComm(pid), wait, parent, procComm(parent))
 		killPIDs(alive)
 	}
 	return v
@@ -264,12 +272,13 @@ func procComm(pid int) string {
 	return strings.TrimSpace(readProcFile(pid, "comm"))
 }
 
-func parentOf(pid int) string {
+func parentOf(pid int) int {
 	stat := readProcFile(pid, "stat")
 	if i := strings.LastIndexByte(stat, ')'); i >= 0 {
 		if f := strings.Fields(stat[i+1:]); len(f) > 1 {
-			return "pid " + f[1]
+			ppid, _ := strconv.Atoi(f[1])
+			return ppid
 		}
 	}
-	return "unknown"
+	return 0
 }

@@ -82,7 +82,7 @@ func paramsFor(cfg Config) params {
 		p.pings, p.execs, p.fsOps = 200, 50, 40
 		p.floodConc, p.floodFor, p.fleet, p.fleetOps = 64, 8*time.Second, 8, 8
 		p.largeSizes = []int{256 << 10, 1 << 20, 8 << 20}
-		p.longSleep, p.longDeadline, p.shortSleep = 6*time.Second, 2*time.Second, 1*time.Second
+		p.longSleep, p.longDeadline, p.shortSleep = 9*time.Second, 6*time.Second, 1*time.Second
 		p.chaosDown, p.chaosFreeze, p.chaosExec = 1*time.Second, 3*time.Second, 3*time.Second
 		p.soak, p.soakWorkers = 20*time.Second, 4
 	}

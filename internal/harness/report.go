@@ -161,18 +161,22 @@ func (r *Report) WriteJSON(w io.Writer) error {
 }
 
 // WriteSummary writes the human tables: per scenario the latency table,
-// the metrics and every verdict, then the overall result.
+// the metrics and every verdict (with the detail of each failed one), then
+// the overall result.
 func (r *Report) WriteSummary(w io.Writer) error {
-	tw := tabwriter.NewWriter(w, 2, 0, 2, ' ', 0)
 	for _, s := range r.Scenarios {
-		fmt.Fprintf(tw, "\n== %s  %s  (%.1fs)\n", s.Name, passWord(s.Pass), s.DurationS)
+		fmt.Fprintf(w, "\n== %s  %s  (%.1fs)\n", s.Name, passWord(s.Pass), s.DurationS)
 		if s.Error != "" {
-			fmt.Fprintf(tw, "   error: %s\n", s.Error)
+			fmt.Fprintf(w, "   error: %s\n", s.Error)
 		}
 		if len(s.Latency) > 0 {
+			tw := tabwriter.NewWriter(w, 2, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "   op\tcount\terrors\tp50 ms\tp90 ms\tp99 ms\tmax ms\t")
 			for _, l := range s.Latency {
 				fmt.Fprintf(tw, "   %s\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t\n", l.Op, l.Count, l.Errors, l.P50Ms, l.P90Ms, l.P99Ms, l.MaxMs)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
 			}
 		}
 		if len(s.Metrics) > 0 {
@@ -185,18 +189,24 @@ func (r *Report) WriteSummary(w io.Writer) error {
 			for i, k := range keys {
 				parts[i] = fmt.Sprintf("%s=%s", k, formatValue(s.Metrics[k]))
 			}
-			fmt.Fprintf(tw, "   metrics: %s\n", strings.Join(parts, " "))
+			fmt.Fprintf(w, "   metrics: %s\n", strings.Join(parts, " "))
 		}
-		fmt.Fprintln(tw, "   verdict\tresult\tmeasured\tthreshold\t")
+		tw := tabwriter.NewWriter(w, 2, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "   verdict\tresult\tmeasured\tthreshold")
 		for _, v := range s.Verdicts {
-			fmt.Fprintf(tw, "   %s\t%s\t%s %s\t%s %s %s\t\n", v.Name, passWord(v.Pass), formatValue(v.Value), v.Unit, v.Compare, formatValue(v.Threshold), v.Unit)
-			if v.Detail != "" && !v.Pass {
-				fmt.Fprintf(tw, "     ↳ %s\t\t\t\t\n", v.Detail)
+			fmt.Fprintf(tw, "   %s\t%s\t%s %s\t%s %s %s\n", v.Name, passWord(v.Pass), formatValue(v.Value), v.Unit, v.Compare, formatValue(v.Threshold), v.Unit)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		for _, v := range s.Verdicts {
+			if !v.Pass && v.Detail != "" {
+				fmt.Fprintf(w, "   FAIL %s: %s\n", v.Name, v.Detail)
 			}
 		}
 	}
-	fmt.Fprintf(tw, "\nRESULT: %s (%d scenarios)\n", passWord(r.Pass), len(r.Scenarios))
-	return tw.Flush()
+	_, err := fmt.Fprintf(w, "\nRESULT: %s (%d scenarios)\n", passWord(r.Pass), len(r.Scenarios))
+	return err
 }
 
 func passWord(ok bool) string {
