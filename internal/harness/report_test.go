@@ -293,7 +293,7 @@ func TestDriftPercent(t *testing.T) {
 
 func TestInFlightJudgements(t *testing.T) {
 	tests := []struct {
-		o                 Outcome
+		o                Outcome
 		retryable, typed bool
 	}{
 		{Outcome{Class: ClassOK}, true, true},
