@@ -94,6 +94,8 @@ func runScenario(ctx context.Context, e *Env, name string) ScenarioResult {
 			r.Error = "nats-server: " + err.Error()
 		} else if err := run(ctx, e, &r); err != nil {
 			r.Error = err.Error()
+		} else if ctx.Err() != nil {
+			r.Error = "interrupted"
 		}
 	}
 	e.stopAgents(40 * time.Second)

@@ -3,7 +3,6 @@ package harness
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,7 +85,7 @@ func runFlood(ctx context.Context, e *Env, r *ScenarioResult) error {
 			}
 		}
 	}()
-	next := loadFor(ctx, e.p.floodFor, e.p.floodConc, 1, d.Mixed)
+	loadFor(ctx, e.p.floodFor, e.p.floodConc, 1, d.Mixed)
 	close(probeDone)
 	probes.Wait()
 	t1 := time.Now()
@@ -169,7 +168,6 @@ func runFlood(ctx context.Context, e *Env, r *ScenarioResult) error {
 		row.Op = "fleet_" + row.Op
 		r.Latency = append(r.Latency, row)
 	}
-	_ = next
 	return nil
 }
 
@@ -229,14 +227,4 @@ func absf(f float64) float64 {
 		return -f
 	}
 	return f
-}
-
-// sortedKeys is the keys of m in order (stable metric names).
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
