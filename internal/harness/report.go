@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -34,6 +35,25 @@ type Verdict struct {
 	Threshold float64    `json:"threshold"`
 	// Detail explains a failure (or notes how the value was measured).
 	Detail string `json:"detail,omitempty"`
+}
+
+// MarshalJSON writes an unmeasured (NaN) value as null: JSON has no NaN.
+func (v Verdict) MarshalJSON() ([]byte, error) {
+	type plain Verdict
+	out := struct {
+		plain
+		Value *float64 `json:"value"`
+	}{plain: plain(v)}
+	if !math.IsNaN(v.Value) {
+		out.Value = &v.Value
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // keep "<=" readable
+	if err := enc.Encode(out); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(b.Bytes(), "\n"), nil
 }
 
 // Check builds a verdict and decides it. A NaN value (nothing was measured)
@@ -156,6 +176,7 @@ func (r *Report) Decide() {
 // WriteJSON writes the report, indented.
 func (r *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	return enc.Encode(r)
 }

@@ -171,6 +171,19 @@ func TestReportJSONShape(t *testing.T) {
 	}
 }
 
+func TestUnmeasuredVerdictIsNullInJSON(t *testing.T) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf) // as WriteJSON: no HTML escaping
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(Check("nothing measured", math.NaN(), AtMost, 0, "ms")); err != nil {
+		t.Fatal(err)
+	}
+	b := bytes.TrimSpace(buf.Bytes())
+	if want := `{"name":"nothing measured","pass":false,"unit":"ms","compare":"<=","threshold":0,"value":null}`; string(b) != want {
+		t.Errorf("JSON = %s, want %s", b, want)
+	}
+}
+
 func TestWriteSummary(t *testing.T) {
 	rep := Report{Scenarios: []ScenarioResult{{
 		Name:     "long",
