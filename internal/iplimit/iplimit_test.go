@@ -3,6 +3,7 @@ package iplimit
 import (
 	"errors"
 	"net/http/httptest"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -108,5 +109,46 @@ func TestLimiter(t *testing.T) {
 	}
 	if got := (Bucket{Capacity: 1, Refill: 0.5}).RetryAfter(); got != 2 {
 		t.Fatalf("RetryAfter %d", got)
+	}
+}
+
+// Any headers and peer address give either the unparsable RemoteAddr back
+// or a valid address; never a panic, and never a header value from an
+// untrusted peer.
+func FuzzClientIP(f *testing.F) {
+	f.Add("127.0.0.1:1", "1.1.1.1, 10.0.0.1", "2.2.2.2")
+	f.Add("[::1]:1", "junk,,[2001:db8::1]:80", "")
+	f.Add("198.51.100.1:1", "1.1.1.1", "x")
+	trusted, _ := ParsePrefixes("127.0.0.0/8, ::1, 10.0.0.0/8")
+	r := NewResolver(trusted)
+	f.Fuzz(func(t *testing.T, remote, xff, realIP string) {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.RemoteAddr = remote
+		req.Header.Set("X-Forwarded-For", xff)
+		req.Header.Set("X-Real-IP", realIP)
+		got := r.ClientIP(req)
+		if got == remote {
+			return
+		}
+		a, err := netip.ParseAddr(got)
+		if err != nil {
+			t.Fatalf("ClientIP = %q: not an address", got)
+		}
+		peer, ok := peerAddr(req)
+		if ok && !r.isTrusted(peer) && a != peer {
+			t.Fatalf("untrusted peer %v keyed as %v", peer, a)
+		}
+	})
+}
+
+func BenchmarkClientIPAllow(b *testing.B) {
+	trusted, _ := ParsePrefixes("10.0.0.0/8")
+	r := NewResolver(trusted)
+	l := New(Bucket{Capacity: 1 << 30, Refill: 1 << 30}, nil)
+	req := httptest.NewRequest("GET", "/", nil)
+	req.RemoteAddr = "10.1.2.3:4000"
+	req.Header.Set("X-Forwarded-For", "203.0.113.7, 10.0.0.5")
+	for b.Loop() {
+		l.Allow(r.ClientIP(req))
 	}
 }
