@@ -47,7 +47,7 @@ func TestAttackHeaderSpoofedRateLimitUntrusted(t *testing.T) {
 					refused++
 				}
 			}
-			t.Logf("ATTACK class=ratelimit-header-spoof-untrusted attempts=%d refused=%d", attempts, refused)
+			t.Logf("ATTACK class=api-ratelimit-header-spoof-untrusted attempts=%d refused=%d", attempts, refused)
 			if refused != attempts {
 				t.Fatalf("%d of %d header-spoofed polls got past the exhausted bucket", attempts-refused, attempts)
 			}
@@ -74,7 +74,7 @@ func TestAttackHeaderSpoofedRateLimitTrustedProxy(t *testing.T) {
 			refused++
 		}
 	}
-	t.Logf("ATTACK class=ratelimit-header-spoof-trusted-proxy attempts=%d refused=%d", attempts, refused)
+	t.Logf("ATTACK class=api-ratelimit-header-spoof-trusted-proxy attempts=%d refused=%d", attempts, refused)
 	if refused != attempts {
 		t.Fatalf("%d of %d forged-hop polls got past the client's exhausted bucket", attempts-refused, attempts)
 	}
