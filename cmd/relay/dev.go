@@ -12,8 +12,12 @@ import (
 
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/internal/devstack"
+	"github.com/opengeni/opengeni-agent/internal/iplimit"
 	"github.com/opengeni/opengeni-agent/internal/logging"
 )
+
+// envDevTrustedProxies is -trusted-proxies' env var.
+const envDevTrustedProxies = "OPENGENI_DEV_TRUSTED_PROXIES"
 
 func cmdDev(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
@@ -24,6 +28,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	apiPort := fs.Int("api-port", devstack.DefaultAPIPort, "enrollment API port on 127.0.0.1 (-1: any free port)")
 	dataDir := fs.String("data-dir", "", "platform state directory (env "+devstack.EnvDevData+"; default <user cache dir>/opengeni-dev)")
 	virtualDesktop := fs.Bool("virtual-desktop", false, "let desktop_ensure start an Xvfb when this machine has no display")
+	trusted := fs.String("trusted-proxies", os.Getenv(envDevTrustedProxies), "comma-separated CIDRs of reverse proxies (a tunnel on loopback: 127.0.0.1) whose X-Forwarded-For names the client for the API's and relay's per-IP limits; default none (env "+envDevTrustedProxies+")")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (env OPENGENI_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -31,16 +36,24 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
+	proxies, err := iplimit.ParsePrefixes(*trusted)
+	if err != nil {
+		fmt.Fprintln(stderr, "relay dev: -trusted-proxies:", err)
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger := logging.New(stderr, *logLevel)
 	stack, err := devstack.Start(ctx, devstack.Options{NATSPort: *port, RelayPort: *relayPort, APIPort: *apiPort,
-		DataDir: *dataDir, WorkspaceRoot: *root, VirtualDesktop: *virtualDesktop, Out: stdout, Logger: logger})
+		DataDir: *dataDir, WorkspaceRoot: *root, VirtualDesktop: *virtualDesktop, TrustedProxies: proxies, Out: stdout, Logger: logger})
 	if err != nil {
 		fmt.Fprintln(stderr, "relay dev:", err)
 		return 1
 	}
 	secretNote := "viewer secret in " + stack.SecretFile() + " (read by `relay ctl shell`)"
+	if *dataDir != "" {
+		secretNote += "\n             relay ctl reads this data dir with: export " + devstack.EnvDevData + "=" + stack.Platform().DataDir()
+	}
 	if stack.SecretFile() == "" {
 		secretNote = "viewer secret: export " + control.EnvStreamSecret + "=" + string(stack.StreamSecret())
 	}

@@ -154,7 +154,7 @@ func viewerConfig(url, secretFile string) (string, []byte, error) {
 		url = os.Getenv(envRelayURL)
 	}
 	if url == "" || len(secret) == 0 {
-		devURL, devSecret, err := devstack.ReadDevFiles()
+		devURL, devSecret, err := devstack.ReadDevFiles("")
 		if err == nil {
 			if url == "" {
 				url = devURL

@@ -127,23 +127,23 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, err
 	s := &Store{opts: opts, log: opts.Logger.With("component", "store"),
 		machineC: map[string]*cachedMachine{}, seriesC: map[string]*cachedSeries{}}
 	var err error
-	mk := func(name, desc string, maxAge time.Duration) (jetstream.KeyValue, error) {
+	mk := func(bucket, desc string, maxAge time.Duration) (jetstream.KeyValue, error) {
 		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: opts.Prefix + "_" + name, Description: desc, History: 1,
+			Bucket: bucket, Description: desc, History: 1,
 			Replicas: opts.Replicas, Storage: opts.Storage, TTL: maxAge,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("store: bucket %s: %w", name, err)
+			return nil, fmt.Errorf("store: bucket %s: %w", bucket, err)
 		}
 		return kv, nil
 	}
-	if s.enrollments, err = mk("enrollments", "connected-machine enrollments", 0); err != nil {
+	if s.enrollments, err = mk(EnrollmentsBucket(opts.Prefix), "connected-machine enrollments", 0); err != nil {
 		return nil, err
 	}
-	if s.devices, err = mk("devices", "pending device-flow enrollments", opts.DeviceMaxAge); err != nil {
+	if s.devices, err = mk(opts.Prefix+"_devices", "pending device-flow enrollments", opts.DeviceMaxAge); err != nil {
 		return nil, err
 	}
-	if s.machines, err = mk("machines", "connected-machine state and metrics", 0); err != nil {
+	if s.machines, err = mk(opts.Prefix+"_machines", "connected-machine state and metrics", 0); err != nil {
 		return nil, err
 	}
 	return s, nil

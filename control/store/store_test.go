@@ -535,3 +535,46 @@ func TestWatchEnrollments(t *testing.T) {
 		t.Fatal("no revocation seen")
 	}
 }
+
+// The exported bucket and key helpers (for the relay's revocation watch)
+// name what the store writes.
+func TestEnrollmentsBucketAndKeys(t *testing.T) {
+	ns := natstest.Start(t, natstest.JetStream(t.TempDir()))
+	js, err := jetstream.New(natstest.Connect(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, prefix := range []string{"", "other"} {
+		s, err := New(context.Background(), js, Options{Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.Enrollments().Bucket(); got != EnrollmentsBucket(prefix) {
+			t.Fatalf("bucket %q, want %q", got, EnrollmentsBucket(prefix))
+		}
+		e, err := s.UpsertEnrollment(context.Background(), FinalizeInput{WorkspaceID: "ws-1", Pubkey: "pk"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lister, err := s.Enrollments().ListKeysFiltered(context.Background(), EnrollmentKeys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for k := range lister.Keys() {
+			ws, id, ok := ParseEnrollmentKey(k)
+			if !ok || ws != "ws-1" || id != e.ID {
+				t.Fatalf("key %q parsed as %q %q %v", k, ws, id, ok)
+			}
+			n++
+		}
+		if n != 1 {
+			t.Fatalf("%d enrollment keys", n)
+		}
+	}
+	for _, bad := range []string{"p.ws.x", "e.ws", "e..id", "e.ws.a.b", "e.ws.a b"} {
+		if _, _, ok := ParseEnrollmentKey(bad); ok {
+			t.Fatalf("%q parsed", bad)
+		}
+	}
+}

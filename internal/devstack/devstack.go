@@ -3,15 +3,19 @@
 // in-process agent that serves this machine (terminals included). `relay dev`
 // is a thin wrapper around it.
 //
-// The relay's secrets are generated per run. The viewer (stream-token)
-// secret and the relay URL are written to Dir() (mode 0600, removed on
-// stop) so `relay ctl shell` on the same account can attach without flags.
+// The relay's secrets are the platform's. The viewer (stream-token) secret
+// and the relay URL are written to the platform's data directory (mode
+// 0600, removed on stop) so `relay ctl shell` on the same account can attach
+// without flags. Every file of the stack lives in that directory. The relay
+// watches the enrollments bucket as the least-privileged relay NATS user, so
+// revoking the machine closes its relay channels too.
 package devstack
 
 import (
 	"context"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 
 	"github.com/opengeni/opengeni-agent/agent"
@@ -39,6 +43,9 @@ type Options struct {
 	// when this machine has no display.
 	VirtualDesktop bool
 	APIPort        int // enrollment API; default 8444; -1 picks a free port
+	// TrustedProxies may name the client in X-Forwarded-For (enrollment API
+	// and relay per-IP limits); default none: the socket address.
+	TrustedProxies []netip.Prefix
 	Out            io.Writer
 	Logger         *slog.Logger
 }
@@ -64,11 +71,11 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	}
 	// The platform outlives ctx: the agent says GoingOffline before NATS stops.
 	p, err := StartPlatform(context.WithoutCancel(ctx), PlatformOptions{DataDir: opts.DataDir, Host: opts.Host,
-		NATSPort: opts.NATSPort, HTTPPort: opts.APIPort, Out: opts.Out, Logger: opts.Logger})
+		NATSPort: opts.NATSPort, HTTPPort: opts.APIPort, TrustedProxies: opts.TrustedProxies, Out: opts.Out, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
 	}
-	rl, err := startRelay(opts, []byte(p.StreamTokenSecret()), []byte(p.RelayTokenSecret()))
+	rl, err := startRelay(ctx, opts, []byte(p.StreamTokenSecret()), []byte(p.RelayTokenSecret()), p.RelayRevocationConfig())
 	if err != nil {
 		p.Close()
 		return nil, err
@@ -96,7 +103,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		return nil, err
 	}
 	s := &Stack{opts: opts, platform: p, agent: a, relayURL: rl.url, secret: rl.streamSecret, done: make(chan error, 1)}
-	s.files, err = writeDevFiles(rl.url, rl.streamSecret)
+	s.files, err = writeDevFiles(p.DataDir(), rl.url, rl.streamSecret)
 	if err != nil {
 		opts.Logger.Warn("dev relay files not written; pass the viewer secret explicitly", "err", err)
 	}
