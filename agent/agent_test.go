@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/opengeni/opengeni-agent/internal/backoff"
 	"github.com/opengeni/opengeni-agent/internal/natstest"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -264,5 +265,28 @@ func TestStopAnnouncesGoingOfflineAndDrains(t *testing.T) {
 				t.Fatalf("after stop: %v", err)
 			}
 		})
+	}
+}
+
+// The re-dial backoff starts over after every good connection: a machine
+// whose connection closed three times in a day waits the first delay, not
+// the third.
+func TestRedialBackoffResetsAfterAGoodConnection(t *testing.T) {
+	s := natstest.Start(t)
+	nc := natstest.Connect(t, s)
+	hellos := subscribe(t, nc, testSubject("hello"))
+	ra := startAgent(t, s.ClientURL(), nil, func(a *Agent) {
+		a.redial.Policy = backoff.Exponential(time.Millisecond, 10*time.Millisecond)
+	})
+	next(t, hellos, &agentpb.Hello{})
+	for i := range 3 {
+		ra.mu.Lock()
+		conn := ra.nc
+		ra.mu.Unlock()
+		conn.Close() // the connection ends for good: Run re-dials after a backoff delay
+		next(t, hellos, &agentpb.Hello{})
+		if got := ra.redial.Attempt(); got != 0 {
+			t.Fatalf("after reconnect %d the backoff is at attempt %d, want 0", i+1, got)
+		}
 	}
 }
