@@ -181,6 +181,7 @@ func TestOpenReportsARefusedFirstFlush(t *testing.T) {
 		}
 		return "ogr_revoked"
 	}
+	d.CloseGrace = 100 * time.Millisecond // the refused channel's StreamClose cannot be delivered either
 	h.svc.opts.Streams = d
 	h.svc.opts.ReadyTimeout = time.Hour // a timeout would hang the test, never pass it
 	goFile := filepath.Join(h.dir, "go")

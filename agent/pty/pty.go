@@ -90,6 +90,7 @@ type Service struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	pumps    map[*session]struct{} // sessions whose pump has not finished, listed or not
 	closed   bool
 	live     int           // terminals reserved or running (counted against MaxLive)
 	reaping  bool          // the idle reaper runs
@@ -127,7 +128,7 @@ func New(opts Options) *Service {
 		opts.Now = time.Now
 	}
 	return &Service{opts: opts, log: opts.Logger.With("component", "pty"), sessions: map[string]*session{},
-		stopReap: make(chan struct{}), reapDone: make(chan struct{})}
+		pumps: map[*session]struct{}{}, stopReap: make(chan struct{}), reapDone: make(chan struct{})}
 }
 
 // reserve counts a terminal against MaxLive; the returned release gives
@@ -293,6 +294,7 @@ func (s *Service) Open(ctx context.Context, req *agentpb.PtyOpenRequest) (*agent
 		return nil, agenterr.New(agentpb.ErrorCode_ERROR_CODE_DRAINING, "pty service is shutting down")
 	}
 	s.sessions[sess.id] = sess
+	s.pumps[sess] = struct{}{}
 	s.startReaper()
 	s.mu.Unlock()
 	sess.start()
@@ -398,6 +400,10 @@ func (s *Service) Shutdown(ctx context.Context) {
 		all = append(all, ss)
 	}
 	clear(s.sessions)
+	pumps := make([]*session, 0, len(s.pumps))
+	for ss := range s.pumps {
+		pumps = append(pumps, ss)
+	}
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, ss := range all {
@@ -408,6 +414,22 @@ func (s *Service) Shutdown(ctx context.Context) {
 	if reaping {
 		<-s.reapDone
 	}
+	// Every pump, including those of terminals already closed, delivers
+	// its tail and StreamClose (bounded by the channel's CloseGrace) or ctx ends.
+	for _, ss := range pumps {
+		select {
+		case <-ss.finished:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// pumpFinished forgets a session whose pump has ended.
+func (s *Service) pumpFinished(sess *session) {
+	s.mu.Lock()
+	delete(s.pumps, sess)
+	s.mu.Unlock()
 }
 
 // Len is the number of terminals held (open or exited and not yet closed).

@@ -56,6 +56,7 @@ type session struct {
 	exited   chan struct{}
 	exitCode int
 	closed   chan struct{} // the channel has been closed
+	finished chan struct{} // finish has returned
 }
 
 func newSession(svc *Service, ch *stream.Channel, proc process, argv0 string, releaseLive func()) *session {
@@ -69,6 +70,7 @@ func newSession(svc *Service, ch *stream.Channel, proc process, argv0 string, re
 		outDone:     make(chan struct{}),
 		exited:      make(chan struct{}),
 		closed:      make(chan struct{}),
+		finished:    make(chan struct{}),
 	}
 	s.touch()
 	return s
@@ -217,6 +219,8 @@ func (s *session) finish() {
 	}
 	close(s.closed)
 	time.AfterFunc(s.svc.opts.ExitRetention, func() { s.svc.remove(s) })
+	s.svc.pumpFinished(s)
+	close(s.finished)
 }
 
 // terminate hangs the terminal up, escalates to SIGKILL, and returns the
