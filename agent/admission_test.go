@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/opengeni/opengeni-agent/internal/natstest"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -259,4 +261,68 @@ func (s *syncBuffer) lines(substr string) []string {
 		}
 	}
 	return out
+}
+
+// Over NATS, against the running agent: a flood of heavy ops beyond the
+// configured queue gets exactly the excess refused busy, ping is answered
+// while saturated, every admitted op succeeds, and the heartbeat log
+// reports the queue.
+func TestAgentRefusesFloodBeyondQueueOverNATS(t *testing.T) {
+	const slots, queue, flood = 2, 3, 40
+	s := natstest.Start(t)
+	nc := natstest.Connect(t, s)
+	hellos := subscribe(t, nc, testSubject("hello"))
+	var logs syncBuffer
+	release := make(chan struct{})
+	entered := make(chan struct{}, flood)
+	ra := startAgent(t, s.ClientURL(), func(o *Options) {
+		o.MaxConcurrentOps, o.MaxQueuedOps = slots, queue
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	}, func(a *Agent) {
+		blocking := NewDispatcher(nil, slots)
+		Handle(blocking, "fs_write", Heavy, func(_ context.Context, r *agentpb.FsWriteRequest) (*agentpb.FsWriteResponse, error) {
+			entered <- struct{}{}
+			<-release
+			return &agentpb.FsWriteResponse{BytesWritten: uint64(len(r.GetContent()))}, nil
+		})
+		a.dispatch.handlers["fs_write"] = blocking.handlers["fs_write"]
+	})
+	next(t, hellos, &agentpb.Hello{})
+
+	replies := make(chan *nats.Msg, flood)
+	if _, err := nc.ChanSubscribe("reply.flood", replies); err != nil {
+		t.Fatal(err)
+	}
+	payload := bytes.Repeat([]byte("x"), 64<<10)
+	for i := range flood {
+		req := &agentpb.ControlRequest{RequestId: fmt.Sprintf("w%d", i), Op: &agentpb.ControlRequest_FsWrite{
+			FsWrite: &agentpb.FsWriteRequest{Path: fmt.Sprintf("f%d", i), Content: payload}}}
+		if err := nc.PublishRequest(ra.Subject("rpc"), "reply.flood", mustMarshal(t, req)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range flood - slots - queue {
+		if r := next(t, replies, &agentpb.ControlResponse{}); !isBusy(r) {
+			t.Fatalf("reply while saturated is not busy: %v", r)
+		}
+	}
+	for range slots {
+		<-entered
+	}
+	if r := request(t, nc, ping("p", 0)); r.GetPing() == nil {
+		t.Fatalf("ping while saturated: %v", r)
+	}
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if l := logs.lines("op queue"); len(l) == 0 || !strings.Contains(l[len(l)-1], fmt.Sprintf("refused_busy_total=%d", flood-slots-queue)) ||
+			!strings.Contains(l[len(l)-1], fmt.Sprintf("queue_depth=%d", queue)) {
+			return fmt.Errorf("no heartbeat queue report yet: %q", l)
+		}
+		return nil
+	})
+	close(release)
+	for range slots + queue {
+		if r := next(t, replies, &agentpb.ControlResponse{}); r.GetError() != nil || r.GetFsWrite().GetBytesWritten() != uint64(len(payload)) {
+			t.Fatalf("admitted op: %v", r)
+		}
+	}
 }
