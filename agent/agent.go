@@ -295,6 +295,7 @@ func (a *Agent) onRequest(opsCtx context.Context, nc *nats.Conn, msg *nats.Msg) 
 	maxPayload := int(nc.MaxPayload())
 	// Accept on the delivery goroutine keeps arrival order for ordered ops.
 	req := a.dispatch.Accept(msg.Data)
+	msg.Data = nil // decoded (and copied); the raw bytes need not wait for a slot too
 	serve := func() {
 		out := a.dispatch.Serve(opsCtx, req, maxPayload)
 		if err := msg.Respond(out); err != nil {

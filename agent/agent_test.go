@@ -33,7 +33,7 @@ type runningAgent struct {
 }
 
 // startAgent runs an agent; setup runs before it connects (handler overrides).
-func startAgent(t *testing.T, url string, mutate func(*Options), setup ...func(*Agent)) *runningAgent {
+func startAgent(t testing.TB, url string, mutate func(*Options), setup ...func(*Agent)) *runningAgent {
 	t.Helper()
 	opts := Options{
 		Servers:           []string{url},
@@ -67,7 +67,7 @@ func startAgent(t *testing.T, url string, mutate func(*Options), setup ...func(*
 	return ra
 }
 
-func subscribe(t *testing.T, nc *nats.Conn, subject string) chan *nats.Msg {
+func subscribe(t testing.TB, nc *nats.Conn, subject string) chan *nats.Msg {
 	t.Helper()
 	ch := make(chan *nats.Msg, 256)
 	sub, err := nc.ChanSubscribe(subject, ch)
@@ -81,7 +81,7 @@ func subscribe(t *testing.T, nc *nats.Conn, subject string) chan *nats.Msg {
 	return ch
 }
 
-func next[T proto.Message](t *testing.T, ch chan *nats.Msg, into T) T {
+func next[T proto.Message](t testing.TB, ch chan *nats.Msg, into T) T {
 	t.Helper()
 	select {
 	case m := <-ch:
@@ -186,7 +186,7 @@ func TestRidesOutNATSOutage(t *testing.T) {
 	}
 }
 
-func mustMarshal(t *testing.T, m proto.Message) []byte {
+func mustMarshal(t testing.TB, m proto.Message) []byte {
 	t.Helper()
 	b, err := proto.Marshal(m)
 	if err != nil {
