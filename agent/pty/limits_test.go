@@ -209,3 +209,19 @@ func TestOpenReportsARefusedFirstFlush(t *testing.T) {
 	}
 	streamtest.Eventually(t, "the refused terminal is gone", func() bool { return h.svc.Len() == 0 && h.svc.Live() == 0 })
 }
+
+// A relay that refuses the registration itself: STREAM with its reason, at
+// once, and nothing left running.
+func TestOpenReportsARefusedRegistration(t *testing.T) {
+	h := newHarness(t)
+	d := h.relay.Dialer()
+	d.Token = "ogr_revoked"
+	h.svc.opts.Streams = d
+	h.svc.opts.ReadyTimeout = time.Hour // a timeout would hang the test, never pass it
+	_, err := h.svc.Open(context.Background(), &agentpb.PtyOpenRequest{Command: []string{"/bin/sh"}})
+	pe := agenterr.ToProto(err)
+	if pe.GetCode() != agentpb.ErrorCode_ERROR_CODE_STREAM || !strings.Contains(pe.GetMessage(), "rejected") || pe.GetRetryable() {
+		t.Fatalf("pty_open = %v, want the relay's refusal as STREAM", pe)
+	}
+	streamtest.Eventually(t, "nothing left running", func() bool { return h.svc.Len() == 0 && h.svc.Live() == 0 })
+}
