@@ -194,6 +194,14 @@ func TestOpenReportsARefusedFirstFlush(t *testing.T) {
 	}()
 	streamtest.Eventually(t, "the channel registered", func() bool { return h.svc.Len() == 1 })
 	h.relay.Restart() // drops the registration; re-registering presents the revoked token
+	var sess *session
+	h.svc.mu.Lock()
+	for _, ss := range h.svc.sessions {
+		sess = ss
+	}
+	h.svc.mu.Unlock()
+	// Once the loss is seen, the first output cannot ship before a re-registration.
+	streamtest.Eventually(t, "the channel saw its registration go", func() bool { return sess.ch.LastError() != nil })
 	if err := os.WriteFile(goFile, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
