@@ -385,30 +385,31 @@ func (d *Dispatcher) Serve(ctx context.Context, r *Request, maxPayload int) []by
 		})
 		out, _ = proto.Marshal(resp)
 	}
-	d.logReply(ctx, r, resp, label, time.Since(start))
+	d.logReply(ctx, resp, label, time.Since(start))
 	return out
 }
 
 // logReply logs an op at Debug, or at Info when it failed. Refusals come
 // in floods (a draining or busy agent), so they are rate-limited per kind:
 // one line per interval, counting the lines left out.
-func (d *Dispatcher) logReply(ctx context.Context, r *Request, resp *agentpb.ControlResponse, label string, took time.Duration) {
+func (d *Dispatcher) logReply(ctx context.Context, resp *agentpb.ControlResponse, label string, took time.Duration) {
+	e := resp.GetError()
 	level := slog.LevelDebug
-	if resp.GetError() != nil {
+	if e != nil {
 		level = slog.LevelInfo
 	}
 	if !d.logger.Enabled(ctx, level) {
 		return
 	}
-	attrs := []any{"op", label, "request_id", resp.GetRequestId(), "duration", took, "code", resp.GetError().GetCode().String()}
-	if r.refusal != nil && resp.GetError() == r.refusal {
-		kind := r.refusal.GetCode().String() + "/" + r.refusal.GetDetail()["reason"]
-		ok, suppressed := d.refusalLog.Allow(kind)
+	attrs := []any{"op", label, "request_id", resp.GetRequestId(), "duration", took, "code", e.GetCode().String()}
+	if e.GetCode() == agentpb.ErrorCode_ERROR_CODE_DRAINING { // draining, or busy (detail reason)
+		reason := e.GetDetail()["reason"]
+		ok, suppressed := d.refusalLog.Allow(reason)
 		if !ok {
 			return
 		}
 		attrs = append(attrs, "suppressed", suppressed)
-		if r.refusal.GetDetail()["reason"] == "busy" {
+		if reason == "busy" {
 			q := d.Queue()
 			attrs = append(attrs, "queue_depth", q.Queued, "queue_limit", q.Limit, "refused_busy_total", q.Refused)
 		}
