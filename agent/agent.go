@@ -68,6 +68,9 @@ type Options struct {
 
 	HeartbeatInterval  time.Duration // default 5s
 	MaxConcurrentOps   int           // heavy ops served at once; default 32
+	MaxQueuedOps       int           // heavy ops that may wait for a slot before new ones are refused busy; default 4 × MaxConcurrentOps
+	PtyIdleTimeout     time.Duration // a terminal with no input this long is closed; default 30m, negative disables
+	MaxPtys            int           // live terminals at once; default 32
 	DrainTimeout       time.Duration // how long in-flight ops may finish on stop; default 20s
 	ExecDefaultTimeout time.Duration // exec timeout when a request says 0; default 10m
 	ExecMaxTimeout     time.Duration // upper bound of any exec; default 1h
@@ -95,6 +98,11 @@ type Agent struct {
 	dispatch *Dispatcher
 	ptys     *pty.Service // nil without a relay
 	desktop  *desktop.Desktop
+
+	// redial paces re-dials after the NATS connection closed for good; it
+	// is reset by every successful connect, so a machine that was online
+	// for a day does not wait the capped delay after its next outage.
+	redial backoff.Backoff
 
 	mu      sync.Mutex
 	nc      *nats.Conn
@@ -144,8 +152,10 @@ func New(opts Options) (*Agent, error) {
 		sampler:  metrics.New(root.Dir, logger),
 		dispatch: NewDispatcher(logger, opts.MaxConcurrentOps),
 		hbKick:   make(chan struct{}, 1),
+		redial:   backoff.Backoff{Policy: backoff.Standard()},
 	}
 	a.dispatch.SetHeldEpoch(opts.HeldEpoch)
+	a.dispatch.SetQueueLimit(opts.MaxQueuedOps)
 	a.register()
 	return a, nil
 }
@@ -170,7 +180,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
 
-	retry := backoff.Backoff{Policy: backoff.Standard()}
 	for {
 		closedUnexpectedly := make(chan struct{})
 		nc, err := a.connect(opsCtx, closedUnexpectedly)
@@ -193,7 +202,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			stopHB()
 			hbDone.Wait()
 			a.logger.Error("NATS connection closed; dialing again")
-			if err := retry.Sleep(ctx); err != nil {
+			if err := a.redial.Sleep(ctx); err != nil {
 				a.shutdown(nil, context.Cause(ctx), cancelOps)
 				return nil
 			}
@@ -269,6 +278,7 @@ func (a *Agent) connect(opsCtx context.Context, closedUnexpectedly chan struct{}
 // onConnect announces the machine on every (re)connect and restarts the
 // heartbeat sequence for the new connection.
 func (a *Agent) onConnect(nc *nats.Conn, what string) {
+	a.redial.Reset()
 	a.hbSeq.Store(0)
 	if err := a.publishHello(nc); err != nil {
 		a.logger.Warn("hello failed", "err", err)
@@ -288,6 +298,7 @@ func (a *Agent) onRequest(opsCtx context.Context, nc *nats.Conn, msg *nats.Msg) 
 	maxPayload := int(nc.MaxPayload())
 	// Accept on the delivery goroutine keeps arrival order for ordered ops.
 	req := a.dispatch.Accept(msg.Data)
+	msg.Data = nil // decoded (and copied); the raw bytes need not wait for a slot too
 	serve := func() {
 		out := a.dispatch.Serve(opsCtx, req, maxPayload)
 		if err := msg.Respond(out); err != nil {
@@ -344,6 +355,7 @@ func (a *Agent) publishHello(nc *nats.Conn) error {
 func (a *Agent) heartbeats(ctx context.Context) {
 	t := time.NewTicker(a.opts.HeartbeatInterval)
 	defer t.Stop()
+	var lastRefused uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -367,7 +379,23 @@ func (a *Agent) heartbeats(ctx context.Context) {
 		if err := a.publishEvent(nc, ev); err != nil {
 			a.logger.Warn("heartbeat failed", "err", err)
 		}
+		lastRefused = a.logQueue(ctx, lastRefused)
 	}
+}
+
+// logQueue reports the heavy-op queue with each heartbeat: at Info while
+// ops wait or were refused busy since the last report, else at Debug. The
+// v1 Heartbeat and MetricsSample have no field for it, so the log is where
+// an operator sees a saturated machine. It returns the refused count.
+func (a *Agent) logQueue(ctx context.Context, lastRefused uint64) uint64 {
+	q := a.dispatch.Queue()
+	level := slog.LevelDebug
+	if q.Queued > 0 || q.Refused != lastRefused {
+		level = slog.LevelInfo
+	}
+	a.logger.Log(ctx, level, "op queue", "running", q.Running, "slots", q.Slots, "queue_depth", q.Queued,
+		"queue_limit", q.Limit, "refused_busy_total", q.Refused, "refused_busy_since_last", q.Refused-lastRefused)
+	return q.Refused
 }
 
 func (a *Agent) publishEvent(nc *nats.Conn, ev *agentpb.AgentEvent) error {

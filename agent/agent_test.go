@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/opengeni/opengeni-agent/internal/backoff"
 	"github.com/opengeni/opengeni-agent/internal/natstest"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -32,7 +33,7 @@ type runningAgent struct {
 }
 
 // startAgent runs an agent; setup runs before it connects (handler overrides).
-func startAgent(t *testing.T, url string, mutate func(*Options), setup ...func(*Agent)) *runningAgent {
+func startAgent(t testing.TB, url string, mutate func(*Options), setup ...func(*Agent)) *runningAgent {
 	t.Helper()
 	opts := Options{
 		Servers:           []string{url},
@@ -66,7 +67,7 @@ func startAgent(t *testing.T, url string, mutate func(*Options), setup ...func(*
 	return ra
 }
 
-func subscribe(t *testing.T, nc *nats.Conn, subject string) chan *nats.Msg {
+func subscribe(t testing.TB, nc *nats.Conn, subject string) chan *nats.Msg {
 	t.Helper()
 	ch := make(chan *nats.Msg, 256)
 	sub, err := nc.ChanSubscribe(subject, ch)
@@ -80,7 +81,7 @@ func subscribe(t *testing.T, nc *nats.Conn, subject string) chan *nats.Msg {
 	return ch
 }
 
-func next[T proto.Message](t *testing.T, ch chan *nats.Msg, into T) T {
+func next[T proto.Message](t testing.TB, ch chan *nats.Msg, into T) T {
 	t.Helper()
 	select {
 	case m := <-ch:
@@ -185,7 +186,7 @@ func TestRidesOutNATSOutage(t *testing.T) {
 	}
 }
 
-func mustMarshal(t *testing.T, m proto.Message) []byte {
+func mustMarshal(t testing.TB, m proto.Message) []byte {
 	t.Helper()
 	b, err := proto.Marshal(m)
 	if err != nil {
@@ -264,5 +265,28 @@ func TestStopAnnouncesGoingOfflineAndDrains(t *testing.T) {
 				t.Fatalf("after stop: %v", err)
 			}
 		})
+	}
+}
+
+// The re-dial backoff starts over after every good connection: a machine
+// whose connection closed three times in a day waits the first delay, not
+// the third.
+func TestRedialBackoffResetsAfterAGoodConnection(t *testing.T) {
+	s := natstest.Start(t)
+	nc := natstest.Connect(t, s)
+	hellos := subscribe(t, nc, testSubject("hello"))
+	ra := startAgent(t, s.ClientURL(), nil, func(a *Agent) {
+		a.redial.Policy = backoff.Exponential(time.Millisecond, 10*time.Millisecond)
+	})
+	next(t, hellos, &agentpb.Hello{})
+	for i := range 3 {
+		ra.mu.Lock()
+		conn := ra.nc
+		ra.mu.Unlock()
+		conn.Close() // the connection ends for good: Run re-dials after a backoff delay
+		next(t, hellos, &agentpb.Hello{})
+		if got := ra.redial.Attempt(); got != 0 {
+			t.Fatalf("after reconnect %d the backoff is at attempt %d, want 0", i+1, got)
+		}
 	}
 }

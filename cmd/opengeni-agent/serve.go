@@ -32,6 +32,7 @@ type storedRunOptions struct {
 	// VirtualDesktop and Display configure the desktop ops.
 	VirtualDesktop bool
 	Display        string
+	Limits         agentLimits
 }
 
 // serveFunc serves one connection until ctx ends (agent.Agent.Run).
@@ -115,6 +116,9 @@ func agentServe(store *config.Store, o storedRunOptions, logger *slog.Logger) se
 			RelayToken:     c.RelayToken,
 			VirtualDesktop: o.VirtualDesktop,
 			Display:        o.Display,
+			MaxQueuedOps:   o.Limits.MaxQueuedOps,
+			PtyIdleTimeout: o.Limits.PtyIdleTimeout,
+			MaxPtys:        o.Limits.MaxPtys,
 			Consent: func() agent.Consent {
 				w, sc := store.Consent(id)
 				return agent.Consent{WholeMachine: w, ScreenControl: sc}
