@@ -6,8 +6,11 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"runtime"
@@ -16,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
@@ -104,6 +108,13 @@ type Agent struct {
 	// for a day does not wait the capped delay after its next outage.
 	redial backoff.Backoff
 
+	// instance is this process's connection instance (control.md §9): the
+	// CONNECT name says it, and next-revision traffic rides
+	// agent.<ws>.<id>.connection.<instance>.… beside the v1 subjects, so a
+	// cloned credential running elsewhere cannot take this machine's work.
+	instance string
+	exeSHA   func() string
+
 	mu      sync.Mutex
 	nc      *nats.Conn
 	hbSeq   atomic.Uint64
@@ -153,6 +164,8 @@ func New(opts Options) (*Agent, error) {
 		dispatch: NewDispatcher(logger, opts.MaxConcurrentOps),
 		hbKick:   make(chan struct{}, 1),
 		redial:   backoff.Backoff{Policy: backoff.Standard()},
+		instance: uuid.NewString(),
+		exeSHA:   sync.OnceValue(executableSHA256),
 	}
 	a.dispatch.SetHeldEpoch(opts.HeldEpoch)
 	a.dispatch.SetQueueLimit(opts.MaxQueuedOps)
@@ -163,9 +176,27 @@ func New(opts Options) (*Agent, error) {
 // Dispatcher exposes the op registry (tests, extra capabilities).
 func (a *Agent) Dispatcher() *Dispatcher { return a.dispatch }
 
-// Subject returns the agent's subject with the given suffix ("rpc", "hello", "events").
+// Subject returns the agent's v1 subject with the given suffix ("rpc", "hello", "events").
 func (a *Agent) Subject(suffix string) string {
-	return "agent." + a.opts.WorkspaceID + "." + a.opts.AgentID + "." + suffix
+	return subject.Of(a.opts.WorkspaceID, a.opts.AgentID, suffix)
+}
+
+// ConnectionSubject returns the subject of this process's connection
+// instance with the given suffix (agent.<ws>.<id>.connection.<inst>.<suffix>).
+func (a *Agent) ConnectionSubject(suffix string) string {
+	return subject.Connection(a.opts.WorkspaceID, a.opts.AgentID, a.instance) + "." + suffix
+}
+
+// Instance is this process's connection instance id.
+func (a *Agent) Instance() string { return a.instance }
+
+// publishBoth publishes on the v1 subject (for v1 control planes) and on the
+// connection instance's (for next-revision ones).
+func (a *Agent) publishBoth(nc *nats.Conn, suffix string, b []byte) error {
+	if err := nc.Publish(a.Subject(suffix), b); err != nil {
+		return err
+	}
+	return nc.Publish(a.ConnectionSubject(suffix), b)
 }
 
 func (a *Agent) ping(_ context.Context, req *agentpb.PingRequest) (*agentpb.PingResponse, error) {
@@ -220,7 +251,7 @@ func (a *Agent) connect(opsCtx context.Context, closedUnexpectedly chan struct{}
 		a.onConnect(nc, what)
 	}
 	opts := []nats.Option{
-		nats.Name("opengeni-agent/" + a.opts.AgentID),
+		nats.Name(subject.ConnectionNamePrefix + a.instance),
 		// The only inbox an agent may read is its own (docs/security.md).
 		nats.CustomInboxPrefix(subject.AgentInboxPrefix(a.opts.WorkspaceID, a.opts.AgentID)),
 		nats.MaxReconnects(-1),
@@ -235,7 +266,15 @@ func (a *Agent) connect(opsCtx context.Context, closedUnexpectedly chan struct{}
 				a.logger.Warn("disconnected from NATS", "err", err)
 			}
 		}),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		nats.ErrorHandler(func(nc *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrAuthExpired) {
+				// The short-lived user JWT of a connection instance expired:
+				// that is a credential rotation, not an outage. Reconnect at
+				// once (the callout issues a fresh JWT), no backoff.
+				a.logger.Info("NATS user JWT expired; reconnecting at once for a fresh one")
+				_ = nc.ForceReconnect()
+				return
+			}
 			if isAuthDenial(err) {
 				a.logger.Error("NATS rejected the enrollment bearer; will keep retrying (re-enroll if this persists)", "err", err)
 				return
@@ -260,14 +299,18 @@ func (a *Agent) connect(opsCtx context.Context, closedUnexpectedly chan struct{}
 	if err != nil {
 		return nil, err
 	}
-	sub, err := nc.Subscribe(a.Subject("rpc"), func(msg *nats.Msg) { a.onRequest(opsCtx, nc, msg) })
-	if err != nil {
-		close(subscribed)
-		nc.Close()
-		return nil, err
+	// v1 control planes address the machine, next-revision ones this
+	// connection instance; both are served.
+	for _, subj := range []string{a.Subject(subject.RPC), a.ConnectionSubject(subject.RPC)} {
+		sub, err := nc.Subscribe(subj, func(msg *nats.Msg) { a.onRequest(opsCtx, nc, msg) })
+		if err != nil {
+			close(subscribed)
+			nc.Close()
+			return nil, err
+		}
+		// A burst of requests waits in the subscription, not in NATS' slow-consumer drop.
+		_ = sub.SetPendingLimits(64<<10, 512<<20)
 	}
-	// A burst of requests waits in the subscription, not in NATS' slow-consumer drop.
-	_ = sub.SetPendingLimits(64<<10, 512<<20)
 	a.mu.Lock()
 	a.nc = nc
 	a.mu.Unlock()
@@ -283,7 +326,8 @@ func (a *Agent) onConnect(nc *nats.Conn, what string) {
 	if err := a.publishHello(nc); err != nil {
 		a.logger.Warn("hello failed", "err", err)
 	}
-	a.logger.Info("agent "+what, "server", nc.ConnectedUrlRedacted(), "subject", a.Subject("rpc"), "max_payload", nc.MaxPayload())
+	a.logger.Info("agent "+what, "server", nc.ConnectedUrlRedacted(), "subject", a.Subject("rpc"), "instance", a.instance,
+		"max_payload", nc.MaxPayload())
 	select {
 	case a.hbKick <- struct{}{}:
 	default:
@@ -315,7 +359,7 @@ func (a *Agent) onRequest(opsCtx context.Context, nc *nats.Conn, msg *nats.Msg) 
 // Hello builds the announcement of this machine.
 func (a *Agent) Hello() *agentpb.Hello {
 	consent := a.opts.Consent()
-	hasDesktop, display, _ := a.desktop.Capability()
+	hasDesktop, display, desktopReason := a.desktop.Capability()
 	return &agentpb.Hello{
 		AgentId:       a.opts.AgentID,
 		WorkspaceId:   a.opts.WorkspaceID,
@@ -333,9 +377,12 @@ func (a *Agent) Hello() *agentpb.Hello {
 			ConsentedWholeMachine:  consent.WholeMachine,
 			ConsentedScreenControl: consent.ScreenControl,
 			Display:                display,
+			// Capability honesty (next revision): why there is no desktop.
+			DesktopUnavailableReason: desktopReason,
 		},
 		UpdateChannel: a.opts.UpdateChannel,
 		ResumeToken:   a.opts.ResumeToken,
+		BinarySha256:  a.exeSHA(),
 	}
 }
 
@@ -344,7 +391,7 @@ func (a *Agent) publishHello(nc *nats.Conn) error {
 	if err != nil {
 		return err
 	}
-	if err := nc.Publish(a.Subject("hello"), b); err != nil {
+	if err := a.publishBoth(nc, subject.Hello, b); err != nil {
 		return err
 	}
 	return nc.FlushTimeout(2 * time.Second)
@@ -375,6 +422,8 @@ func (a *Agent) heartbeats(ctx context.Context) {
 			ActiveSessions: uint32(a.dispatch.Active()),
 			Metrics:        a.sampler.Sample(ctx),
 			Draining:       a.dispatch.Draining(),
+			Capacity:       a.sampler.Capacity(ctx),
+			Admission:      a.admission(),
 		}}}
 		if err := a.publishEvent(nc, ev); err != nil {
 			a.logger.Warn("heartbeat failed", "err", err)
@@ -398,12 +447,42 @@ func (a *Agent) logQueue(ctx context.Context, lastRefused uint64) uint64 {
 	return q.Refused
 }
 
+// admission is the heartbeat's AdmissionTelemetry: heavy ops running and
+// queued, light ops (everything else in flight), live ops.
+func (a *Agent) admission() *agentpb.AdmissionTelemetry {
+	q := a.dispatch.Queue()
+	live := a.dispatch.Active()
+	return &agentpb.AdmissionTelemetry{
+		HeavyRunning: uint64(q.Running), HeavyQueued: uint64(q.Queued),
+		LightRunning: uint64(max(0, live-q.Running-q.Queued)), LiveOps: uint64(live),
+	}
+}
+
 func (a *Agent) publishEvent(nc *nats.Conn, ev *agentpb.AgentEvent) error {
 	b, err := proto.Marshal(ev)
 	if err != nil {
 		return err
 	}
-	return nc.Publish(a.Subject("events"), b)
+	return a.publishBoth(nc, subject.Events, b)
+}
+
+// executableSHA256 is the hex SHA-256 of the running binary (Hello
+// binary_sha256), "" when it cannot be read.
+func executableSHA256() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	f, err := os.Open(exe)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // shutdown: refuse new work, say GoingOffline, let in-flight ops finish (up

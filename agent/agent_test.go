@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"fmt"
+
 	"context"
 	"errors"
+	"github.com/google/uuid"
 	"net"
 	"strconv"
 	"testing"
@@ -288,5 +291,61 @@ func TestRedialBackoffResetsAfterAGoodConnection(t *testing.T) {
 		if got := ra.redial.Attempt(); got != 0 {
 			t.Fatalf("after reconnect %d the backoff is at attempt %d, want 0", i+1, got)
 		}
+	}
+}
+
+// Next-revision connection instances (control.md §9): the CONNECT name
+// carries a random instance id, hello and heartbeats (with capacity and
+// admission telemetry) go out on both the v1 and the instance subjects, and
+// requests are served on both rpc subjects.
+func TestConnectionInstance(t *testing.T) {
+	s := natstest.Start(t)
+	nc := natstest.Connect(t, s)
+	connHellos := subscribe(t, nc, "agent."+testWS+"."+testAgent+".connection.*.hello")
+	connEvents := subscribe(t, nc, "agent."+testWS+"."+testAgent+".connection.*.events")
+	v1Hellos := subscribe(t, nc, testSubject("hello"))
+	ra := startAgent(t, s.ClientURL(), nil)
+	other := startAgent(t, s.ClientURL(), nil) // a second process: its own instance
+	if ra.Instance() == other.Instance() || uuid.Validate(ra.Instance()) != nil {
+		t.Fatalf("instances %q %q", ra.Instance(), other.Instance())
+	}
+	h := next(t, connHellos, &agentpb.Hello{})
+	if h.GetAgentId() != testAgent || len(h.GetBinarySha256()) != 64 {
+		t.Fatalf("connection hello %v", h)
+	}
+	next(t, v1Hellos, &agentpb.Hello{})
+	for {
+		ev := next(t, connEvents, &agentpb.AgentEvent{})
+		if hb := ev.GetHeartbeat(); hb != nil {
+			if hb.GetCapacity().GetNproc() == 0 || hb.GetCapacity().GetMemAvailableBytes() == 0 || hb.GetAdmission() == nil {
+				t.Fatalf("heartbeat telemetry %v", hb)
+			}
+			break
+		}
+	}
+	names := map[string]bool{}
+	natstest.Eventually(t, 10*time.Second, func() error {
+		cz, err := s.Connz(nil)
+		if err != nil {
+			return err
+		}
+		for _, c := range cz.Conns {
+			names[c.Name] = true
+		}
+		if len(cz.Conns) < 3 {
+			return fmt.Errorf("%d connections", len(cz.Conns))
+		}
+		return nil
+	})
+	if !names["opengeni-agent/connection/"+ra.Instance()] || !names["opengeni-agent/connection/"+other.Instance()] {
+		t.Fatalf("CONNECT names %v", names)
+	}
+	msg, err := nc.Request(ra.ConnectionSubject("rpc"), mustMarshal(t, &agentpb.ControlRequest{RequestId: "req-inst",
+		Op: &agentpb.ControlRequest_Ping{Ping: &agentpb.PingRequest{Nonce: 7}}}), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp := decodeReply(t, msg.Data); resp.GetRequestId() != "req-inst" || resp.GetPing().GetNonce() != 7 {
+		t.Fatalf("instance rpc reply %v", resp)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +27,7 @@ import (
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/control/store"
 	"github.com/opengeni/opengeni-agent/internal/natstest"
+	"github.com/opengeni/opengeni-agent/internal/subject"
 	"github.com/opengeni/opengeni-agent/relay/token"
 )
 
@@ -128,16 +130,19 @@ func perm0600(t *testing.T, paths ...string) {
 	}
 }
 
-// agentConns counts the server's client connections of an agent.
+// agentConns counts the server's client connections serving an agent's
+// rpc subject (agents connect named by their connection instance).
 func agentConns(t *testing.T, p *Platform, agentID string) int {
 	t.Helper()
-	cz, err := p.Server().Connz(&server.ConnzOptions{})
+	cz, err := p.Server().Connz(&server.ConnzOptions{Subscriptions: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
 	for _, c := range cz.Conns {
-		if c.Name == "opengeni-agent/"+agentID {
+		if strings.HasPrefix(c.Name, subject.ConnectionNamePrefix) && slices.ContainsFunc(c.Subs, func(s string) bool {
+			return strings.HasSuffix(s, "."+agentID+".rpc")
+		}) {
 			n++
 		}
 	}
