@@ -281,11 +281,11 @@ func TestWindowsUnderWine(t *testing.T) {
 	t.Run("service definitions print", func(t *testing.T) {
 		exe := regexp.QuoteMeta(winPath(w.agent))
 		out := w.run(t, root, nil, 0, "service", "install", "--print")
-		if !regexp.MustCompile(`<Command>` + exe + `</Command>`).MatchString(out) || !strings.Contains(out, "<Arguments>run --log-file ") {
+		if !regexp.MustCompile(`<Command>`+exe+`</Command>`).MatchString(out) || !strings.Contains(out, "<Arguments>run --log-file ") {
 			t.Fatalf("user task definition:\n%s", out)
 		}
 		out = w.run(t, root, nil, 0, "service", "install", "--system", "--print")
-		if !regexp.MustCompile(`sc.exe create OpengeniAgent binPath= "(\\")?` + exe + `(\\")? run`).MatchString(out) || !strings.Contains(out, "restart/5000") {
+		if !regexp.MustCompile(`sc.exe create OpengeniAgent binPath= "(\\")?`+exe+`(\\")? run`).MatchString(out) || !strings.Contains(out, "restart/5000") {
 			t.Fatalf("system service definition:\n%s", out)
 		}
 	})
