@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
@@ -136,7 +137,8 @@ func TestWindowsExecRunsProgramInWorkingDirectory(t *testing.T) {
 	s := New(Options{Root: workspace.Root{Dir: root}})
 	ctx := context.Background()
 
-	for _, argv0 := range []string{"ogcwd", `.\ogcwd`, "ogcwd.exe", `.\ogcwd.exe`} {
+	rooted := strings.TrimPrefix(filepath.Join(root, "ogcwd"), filepath.VolumeName(root)) // \...\ogcwd on the current drive
+	for _, argv0 := range []string{"ogcwd", `.\ogcwd`, "ogcwd.exe", `.\ogcwd.exe`, rooted} {
 		resp, err := s.Exec(ctx, &agentpb.ExecRequest{Command: []string{argv0}, Env: map[string]string{"OG_EXEC_HELPER": "cwd"}})
 		if err != nil {
 			t.Fatalf("%s: %v", argv0, err)

@@ -42,18 +42,19 @@ func setCmdLine(cmd *osexec.Cmd, line string) {
 func envKeyEqual(a, b string) bool { return strings.EqualFold(a, b) }
 
 // lookPathIn finds a program the way Windows does, but with the command's
-// own environment and cwd rather than the agent's: a name with a separator
-// is taken against cwd; a bare name is searched in cwd (unless
+// own environment and cwd rather than the agent's: a relative name with a
+// separator is taken against cwd; a bare name is searched in cwd (unless
 // NoDefaultCurrentDirectoryInExePath is set) and then in the request's PATH,
 // relative entries against cwd; each candidate is tried as is when it has an
-// extension, then with every PATHEXT extension. The result is absolute, so
-// os/exec neither searches again nor refuses it as found relative to the
-// agent's current directory (ErrDot).
+// extension, then with every PATHEXT extension. The result is absolute
+// (or rooted), so os/exec neither searches again nor refuses it as found
+// relative to the agent's current directory (ErrDot).
 func lookPathIn(name, cwd string, env []string) (string, error) {
 	pathExt, _ := getenv(env, "PATHEXT")
 	exts := pathExts(pathExt)
 	if strings.ContainsAny(name, `:\/`) {
-		if !filepath.IsAbs(name) {
+		// A rooted (\x) or drive-relative (C:x) name is the OS's to resolve.
+		if filepath.VolumeName(name) == "" && !os.IsPathSeparator(name[0]) {
 			name = filepath.Join(cwd, name)
 		}
 		if p, err := findExecutable(name, exts); err == nil {
