@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -642,7 +641,9 @@ func tagged(tag string) []int {
 // killTagged kills the processes this test started with tag.
 func killTagged(tag string) {
 	for _, pid := range tagged(tag) {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+		if p, err := os.FindProcess(pid); err == nil {
+			_ = p.Kill()
+		}
 	}
 }
 
