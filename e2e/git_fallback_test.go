@@ -68,3 +68,37 @@ func TestGitServiceWithoutGitBinary(t *testing.T) {
 		t.Fatalf("log without git: %v, want UNSUPPORTED naming the missing git", err)
 	}
 }
+
+// TestDetectReposWithoutFind: repository discovery runs find; on a machine
+// without a Unix find (Windows' find.exe searches text) it walks the
+// directories through the fs ops and finds the same repositories.
+func TestDetectReposWithoutFind(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git is not installed on this machine")
+	}
+	if _, err := exec.LookPath("find"); err != nil {
+		t.Skip("find is not installed on this machine (needed for the reference answer)")
+	}
+	e := newEnv(t, nil, nil)
+	s := e.session(t, nil)
+	ctx := ctxT(t)
+	for _, dir := range []string{"", "a", "b/c", "d/e/f", "plain/x"} {
+		full := filepath.Join(e.root, dir)
+		os.MkdirAll(full, 0o755)
+		if dir != "plain/x" {
+			gitT(t, full, "init", "-q")
+		}
+	}
+	want := []string{"", "a", "b/c"} // d/e/f/.git is four levels down
+
+	svc := gitsvc.New(gitsvc.SessionRunner(s), gitsvc.Options{})
+	withFind, err := svc.DetectRepos(ctx)
+	if err != nil || !reflect.DeepEqual(withFind, want) {
+		t.Fatalf("with find: %q, %v; want %q", withFind, err, want)
+	}
+	t.Setenv("PATH", t.TempDir()) // the agent (this process) loses find
+	walked, err := svc.DetectRepos(ctx)
+	if err != nil || !reflect.DeepEqual(walked, want) {
+		t.Fatalf("without find: %q, %v; want %q", walked, err, want)
+	}
+}

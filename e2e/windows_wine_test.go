@@ -241,7 +241,7 @@ func TestWindowsUnderWine(t *testing.T) {
 		}
 	})
 
-	t.Run("git status from go-git equals git's", func(t *testing.T) {
+	t.Run("git status from go-git equals git's, repository discovery", func(t *testing.T) {
 		if _, err := exec.LookPath("git"); err != nil {
 			t.Skip("git is not installed here (needed for the reference answer)")
 		}
@@ -277,6 +277,11 @@ func TestWindowsUnderWine(t *testing.T) {
 		gotSt, err := gitsvc.New(gitsvc.SessionRunner(s), gitsvc.Options{}).Status(ctx, "repo")
 		if err != nil || !reflect.DeepEqual(gotSt, wantSt) {
 			t.Fatalf("gitsvc status on Windows = %+v, %v\nwant (git on Linux) %+v", gotSt, err, wantSt)
+		}
+		// Discovery: find.exe is not find; the service walks the directories.
+		repos, err := gitsvc.New(gitsvc.SessionRunner(s), gitsvc.Options{}).DetectRepos(ctx)
+		if err != nil || !reflect.DeepEqual(repos, []string{"repo"}) {
+			t.Fatalf("repositories on Windows: %q, %v; want [repo]", repos, err)
 		}
 	})
 

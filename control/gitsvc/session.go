@@ -34,6 +34,21 @@ func (r sessionRunner) Run(ctx context.Context, workdir string, argv []string) (
 	return resp.GetStdout(), resp.GetStderr(), int(resp.GetExitCode()), nil
 }
 
+// ListDirs lists dir's subdirectories with the fs ops.
+func (r sessionRunner) ListDirs(ctx context.Context, dir string) ([]string, error) {
+	ents, err := r.s.ListDir(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	var dirs []string
+	for _, e := range ents {
+		if e.Type == control.EntryDir {
+			dirs = append(dirs, e.Name)
+		}
+	}
+	return dirs, nil
+}
+
 // gitOp runs git args through the agent's git op.
 func (r sessionRunner) gitOp(ctx context.Context, workdir string, args []string) ([]byte, []byte, int, error) {
 	call := gitOpFor(args)
@@ -81,7 +96,8 @@ func gitOpFor(args []string) gitOpCall {
 }
 
 // isNotFound: the machine reported NOT_FOUND for the spawn (no such
-// program, or no such cwd, which the git op reports the same way).
+// program, or no such cwd, which the git op reports the same way). Other
+// runners never report it.
 func isNotFound(err error) bool {
 	var ce *control.Error
 	return errors.As(err, &ce) && ce.OSNotFound
