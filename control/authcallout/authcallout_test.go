@@ -758,5 +758,25 @@ func BenchmarkConnect(b *testing.B) {
 		b.ReportMetric(float64(len(lat))/b.Elapsed().Seconds(), "conns/s")
 	}
 	b.Run("callout", func(b *testing.B) { run(b, nats.Token(tok)) })
+	// A next-revision connection: the lease claim (a KV read and
+	// compare-and-set) and the short JWT on top.
+	lw := newWorld(b, "", func(_ *store.Options, c *Config) { c.Leases = struct{ Leases }{} })
+	_, ltok := lw.enroll(b, wsA, "pk")
+	inst := nats.Name(subject.ConnectionNamePrefix + uuid.NewString())
+	b.Run("callout-connection", func(b *testing.B) {
+		lat := make([]time.Duration, 0, b.N)
+		for b.Loop() {
+			t0 := time.Now()
+			nc, err := nats.Connect(lw.srv.ClientURL(), nats.Token(ltok), inst, nats.NoReconnect())
+			if err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(t0))
+			nc.Close()
+		}
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+		b.ReportMetric(float64(len(lat))/b.Elapsed().Seconds(), "conns/s")
+	})
 	b.Run("baseline", func(b *testing.B) { run(b, nats.UserInfo("control", pw)) })
 }
