@@ -96,6 +96,13 @@ type Service struct {
 	reaping  bool          // the idle reaper runs
 	stopReap chan struct{} // closed by Shutdown
 	reapDone chan struct{} // closed when the reaper returned
+
+	// scopes maps a pty_open scope_id to its terminal (next revision: the
+	// same non-empty scope reattaches instead of starting a new shell);
+	// scopeLocks serialises opens of one scope so two racing opens start
+	// one shell.
+	scopes     map[string]*session
+	scopeLocks map[string]*sync.Mutex
 }
 
 // New returns a Service with defaults applied to opts.
@@ -128,7 +135,37 @@ func New(opts Options) *Service {
 		opts.Now = time.Now
 	}
 	return &Service{opts: opts, log: opts.Logger.With("component", "pty"), sessions: map[string]*session{},
-		pumps: map[*session]struct{}{}, stopReap: make(chan struct{}), reapDone: make(chan struct{})}
+		pumps: map[*session]struct{}{}, stopReap: make(chan struct{}), reapDone: make(chan struct{}),
+		scopes: map[string]*session{}, scopeLocks: map[string]*sync.Mutex{}}
+}
+
+// lockScope serialises the opens of one scope.
+func (s *Service) lockScope(scope string) (unlock func()) {
+	s.mu.Lock()
+	m := s.scopeLocks[scope]
+	if m == nil {
+		m = &sync.Mutex{}
+		s.scopeLocks[scope] = m
+	}
+	s.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+// liveScope is the scope's terminal if it is still listed and its program
+// runs (not exited, not being reaped for idleness); else it forgets it.
+func (s *Service) liveScope(scope string) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sess := s.scopes[scope]
+	if sess == nil {
+		return nil
+	}
+	if s.sessions[sess.id] != sess || sess.hasExited() || sess.expiring.Load() {
+		delete(s.scopes, scope)
+		return nil
+	}
+	return sess
 }
 
 // reserve counts a terminal against MaxLive; the returned release gives
@@ -255,6 +292,21 @@ func (s *Service) Open(ctx context.Context, req *agentpb.PtyOpenRequest) (*agent
 	dir := s.cwd(req.GetCwd())
 	cols, rows := dim(req.GetCols(), DefaultCols), dim(req.GetRows(), DefaultRows)
 
+	scope := req.GetScopeId()
+	if scope != "" {
+		unlock := s.lockScope(scope)
+		defer unlock()
+		if sess := s.liveScope(scope); sess != nil {
+			// Reattach: the same terminal and channel, sized as asked.
+			sess.touch()
+			if req.GetCols() > 0 && req.GetRows() > 0 {
+				_ = sess.proc.Resize(clamp(req.GetCols()), clamp(req.GetRows()))
+			}
+			s.log.Info("pty reattached", "pty_id", sess.id, "scope_id", scope)
+			return &agentpb.PtyOpenResponse{PtyId: sess.id, Channel: sess.ch.Descriptor()}, nil
+		}
+	}
+
 	release, err := s.reserve()
 	if err != nil {
 		return nil, err
@@ -294,6 +346,9 @@ func (s *Service) Open(ctx context.Context, req *agentpb.PtyOpenRequest) (*agent
 		return nil, agenterr.New(agentpb.ErrorCode_ERROR_CODE_DRAINING, "pty service is shutting down")
 	}
 	s.sessions[sess.id] = sess
+	if scope != "" {
+		s.scopes[scope] = sess
+	}
 	s.pumps[sess] = struct{}{}
 	s.startReaper()
 	s.mu.Unlock()
