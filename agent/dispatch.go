@@ -463,6 +463,14 @@ func (d *Dispatcher) serve(ctx context.Context, r *Request, maxPayload int) (*ag
 		return errorResponse(id, &agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_UNSUPPORTED,
 			Message: fmt.Sprintf("unsupported operation: %s is not served by this agent", label)}), label
 	}
+	if p := req.GetResourcePolicy(); p != nil && (p.MemoryMaxBytes != nil || p.MemoryHighBytes != nil || p.CpuMaxMillicores != nil) {
+		// control.md §9: a policy the runner cannot enforce is UNSUPPORTED,
+		// never silently ignored (the platform would believe the op is
+		// contained). This build enforces none (Capabilities say so).
+		return errorResponse(id, &agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_UNSUPPORTED,
+			Message: fmt.Sprintf("unsupported operation: %s with a resource policy: this agent cannot enforce per-op memory or CPU limits", label),
+			Detail:  map[string]string{"reason": "resource_policy_unenforceable"}}), label
+	}
 
 	if r.prev != nil { // wait for the previous request with the same key, before taking a slot
 		select {
