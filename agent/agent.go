@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"runtime"
 	"strings"
@@ -27,6 +28,7 @@ import (
 	"github.com/opengeni/opengeni-agent/agent/metrics"
 	"github.com/opengeni/opengeni-agent/agent/pty"
 	"github.com/opengeni/opengeni-agent/internal/backoff"
+	"github.com/opengeni/opengeni-agent/internal/logthrottle"
 	"github.com/opengeni/opengeni-agent/internal/subject"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
@@ -79,8 +81,35 @@ type Options struct {
 	ExecDefaultTimeout time.Duration // exec timeout when a request says 0; default 10m
 	ExecMaxTimeout     time.Duration // upper bound of any exec; default 1h
 
+	// APIURL is the control plane the credentials came from; it goes into
+	// the exact re-pairing command logged when NATS refuses the bearer.
+	APIURL string
+	// OnState, when set, is told every change of the connection's live
+	// state (connecting, connected, retrying with the last error, denied);
+	// `opengeni-agent status` shows it. It must not block.
+	OnState func(ConnState)
+
 	Logger      *slog.Logger
 	NATSOptions []nats.Option // appended last (tests, TLS)
+}
+
+// Connection states reported through Options.OnState.
+const (
+	StateConnecting = "connecting"
+	StateConnected  = "connected"
+	StateRetrying   = "retrying"
+	StateDenied     = "denied"
+	StateStopped    = "stopped"
+)
+
+// ConnState is the live state of one connection.
+type ConnState struct {
+	State     string    `json:"state"`
+	Server    string    `json:"server,omitempty"`    // redacted URL: connected to, or tried last
+	Since     time.Time `json:"since"`               // when this state began
+	LastError string    `json:"lastError,omitempty"` // retrying/denied: why
+	NextRetry time.Time `json:"nextRetry,omitempty"` // retrying/denied: about when the next attempt is
+	Instance  string    `json:"instance,omitempty"`
 }
 
 // StopReason is a context cancellation cause that tells the agent what to
@@ -114,6 +143,13 @@ type Agent struct {
 	// cloned credential running elsewhere cannot take this machine's work.
 	instance string
 	exeSHA   func() string
+
+	// connLogs throttles the per-attempt connection failure lines.
+	connLogs logthrottle.Throttle
+	// nextDelay is the reconnect delay last chosen (for "retrying in …").
+	nextDelay atomic.Int64
+	stateMu   sync.Mutex
+	state     ConnState
 
 	mu      sync.Mutex
 	nc      *nats.Conn
@@ -258,7 +294,12 @@ func (a *Agent) connect(opsCtx context.Context, closedUnexpectedly chan struct{}
 		nats.RetryOnFailedConnect(true),
 		nats.IgnoreAuthErrorAbort(), // a laptop keeps trying; the bearer may be re-issued
 		nats.ReconnectBufSize(256 << 10),
-		nats.CustomReconnectDelay(func(attempts int) time.Duration { return backoff.Jitter(policy.Ceiling(attempts)) }),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			d := backoff.Jitter(policy.Ceiling(attempts))
+			a.nextDelay.Store(int64(d))
+			return d
+		}),
+		nats.ReconnectErrHandler(func(nc *nats.Conn, err error) { a.connectFailed(nc, err) }),
 		nats.ConnectHandler(func(nc *nats.Conn) { announce(nc, "connected") }),
 		nats.ReconnectHandler(func(nc *nats.Conn) { announce(nc, "reconnected") }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -276,7 +317,7 @@ func (a *Agent) connect(opsCtx context.Context, closedUnexpectedly chan struct{}
 				return
 			}
 			if isAuthDenial(err) {
-				a.logger.Error("NATS rejected the enrollment bearer; will keep retrying (re-enroll if this persists)", "err", err)
+				a.connectFailed(nc, err)
 				return
 			}
 			a.logger.Warn("NATS error", "err", err)
@@ -295,6 +336,8 @@ func (a *Agent) connect(opsCtx context.Context, closedUnexpectedly chan struct{}
 	}
 	opts = append(opts, a.opts.NATSOptions...)
 
+	a.logger.Info("connecting to NATS", "servers", redactURLs(a.opts.Servers), "workspace", a.opts.WorkspaceID, "instance", a.instance)
+	a.setState(ConnState{State: StateConnecting, Server: strings.Join(redactURLs(a.opts.Servers), ",")})
 	nc, err := nats.Connect(strings.Join(a.opts.Servers, ","), opts...)
 	if err != nil {
 		return nil, err
@@ -328,6 +371,7 @@ func (a *Agent) onConnect(nc *nats.Conn, what string) {
 	}
 	a.logger.Info("agent "+what, "server", nc.ConnectedUrlRedacted(), "subject", a.Subject("rpc"), "instance", a.instance,
 		"max_payload", nc.MaxPayload())
+	a.setState(ConnState{State: StateConnected, Server: nc.ConnectedUrlRedacted()})
 	select {
 	case a.hbKick <- struct{}{}:
 	default:
@@ -534,7 +578,91 @@ func (a *Agent) shutdown(nc *nats.Conn, cause error, cancelOps context.CancelFun
 			}
 		}
 	}
+	a.setState(ConnState{State: StateStopped})
 	a.logger.Info("agent stopped")
+}
+
+// connectFailed reports one failed connection attempt: its cause and when
+// the next one comes, at most one line per cause per interval (with the
+// count of those suppressed). A refused bearer says which credential and
+// the exact command that fixes it.
+func (a *Agent) connectFailed(nc *nats.Conn, err error) {
+	if a.stopped.Load() || err == nil {
+		return
+	}
+	server := ""
+	if nc != nil {
+		server = nc.ConnectedUrlRedacted()
+	}
+	if server == "" {
+		server = strings.Join(redactURLs(a.opts.Servers), ",")
+	}
+	next := time.Duration(a.nextDelay.Load())
+	st := ConnState{State: StateRetrying, Server: server, LastError: err.Error(), NextRetry: time.Now().Add(next)}
+	if isAuthDenial(err) {
+		st.State = StateDenied
+	}
+	a.setState(st)
+	// Per cause: a new cause is logged at once, a repeated one once per interval.
+	key := st.State + ": " + err.Error()
+	if ok, suppressed := a.connLogs.Allow(key); ok {
+		if st.State == StateDenied {
+			a.logger.Error("NATS refused this machine's enrollment bearer (connection "+a.opts.WorkspaceID+"/"+a.opts.AgentID+
+				"); it keeps retrying, but the credential is probably revoked or expired. To pair this machine again, run: "+
+				a.repairCommand(), "server", server, "err", err, "suppressed", suppressed)
+			return
+		}
+		a.logger.Warn("cannot connect to NATS; retrying", "server", server, "err", err,
+			"next_retry_in", next.Round(time.Millisecond), "suppressed", suppressed)
+	}
+}
+
+// repairCommand is the exact command that pairs this machine again.
+func (a *Agent) repairCommand() string {
+	cmd := "opengeni-agent connect --force"
+	if a.opts.APIURL != "" {
+		cmd += " --api-url " + a.opts.APIURL
+	}
+	return cmd + " --workspace-id " + a.opts.WorkspaceID
+}
+
+// setState records the live state (keeping Since while the state is
+// unchanged) and tells Options.OnState.
+func (a *Agent) setState(st ConnState) {
+	a.stateMu.Lock()
+	if st.State == a.state.State && !a.state.Since.IsZero() {
+		st.Since = a.state.Since
+	} else {
+		st.Since = time.Now()
+	}
+	st.Instance = a.instance
+	a.state = st
+	a.stateMu.Unlock()
+	if a.opts.OnState != nil {
+		a.opts.OnState(st)
+	}
+}
+
+// State is the connection's live state.
+func (a *Agent) State() ConnState {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	return a.state
+}
+
+// redactURLs drops passwords and tokens from NATS URLs for logs.
+func redactURLs(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil || u.User == nil {
+			out[i] = raw
+			continue
+		}
+		u.User = nil
+		out[i] = u.String()
+	}
+	return out
 }
 
 // isAuthDenial classifies connect errors that mean "the bearer was refused".

@@ -114,6 +114,7 @@ func agentServe(store *config.Store, o storedRunOptions, logger *slog.Logger) se
 			HeldEpoch:      c.LastKnownEpoch,
 			RelayURL:       c.RelayURL,
 			RelayToken:     c.RelayToken,
+			APIURL:         c.APIURL,
 			VirtualDesktop: o.VirtualDesktop,
 			Display:        o.Display,
 			MaxQueuedOps:   o.Limits.MaxQueuedOps,
