@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/opengeni/opengeni-agent/internal/natstest"
+	"github.com/opengeni/opengeni-agent/internal/syncbuf"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -215,7 +216,7 @@ func TestWaitTimeoutLeaksNoGoroutine(t *testing.T) {
 // Repeated DRAINING refusals log one line per interval, and the next line
 // counts the ones left out.
 func TestDrainingRefusalsAreRateLimitedInTheLog(t *testing.T) {
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	d := NewDispatcher(slog.New(slog.NewTextHandler(&buf, nil)), 1)
 	Handle(d, "ping", Inline, func(_ context.Context, r *agentpb.PingRequest) (*agentpb.PingResponse, error) {
 		return &agentpb.PingResponse{}, nil
@@ -228,34 +229,22 @@ func TestDrainingRefusalsAreRateLimitedInTheLog(t *testing.T) {
 			t.Fatalf("ping while draining = %v", r)
 		}
 	}
-	lines := buf.lines("ERROR_CODE_DRAINING")
+	lines := linesWith(buf.String(), "ERROR_CODE_DRAINING")
 	if len(lines) != 1 || !strings.Contains(lines[0], "suppressed=0") {
 		t.Fatalf("after 100 refusals the log has %d DRAINING lines: %q", len(lines), lines)
 	}
 	now = now.Add(time.Minute)
 	roundTrip(t, d, ping("p", 0), 0)
-	lines = buf.lines("ERROR_CODE_DRAINING")
+	lines = linesWith(buf.String(), "ERROR_CODE_DRAINING")
 	if len(lines) != 2 || !strings.Contains(lines[1], "suppressed=99") {
 		t.Fatalf("after the interval: %q", lines)
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) lines(substr string) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// linesWith are the lines of text that contain substr.
+func linesWith(text, substr string) []string {
 	var out []string
-	for _, l := range strings.Split(s.b.String(), "\n") {
+	for _, l := range strings.Split(text, "\n") {
 		if strings.Contains(l, substr) {
 			out = append(out, l)
 		}
@@ -272,7 +261,7 @@ func TestAgentRefusesFloodBeyondQueueOverNATS(t *testing.T) {
 	s := natstest.Start(t)
 	nc := natstest.Connect(t, s)
 	hellos := subscribe(t, nc, testSubject("hello"))
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	release := make(chan struct{})
 	entered := make(chan struct{}, flood)
 	ra := startAgent(t, s.ClientURL(), func(o *Options) {
@@ -313,7 +302,7 @@ func TestAgentRefusesFloodBeyondQueueOverNATS(t *testing.T) {
 		t.Fatalf("ping while saturated: %v", r)
 	}
 	natstest.Eventually(t, 10*time.Second, func() error {
-		if l := logs.lines("op queue"); len(l) == 0 || !strings.Contains(l[len(l)-1], fmt.Sprintf("refused_busy_total=%d", flood-slots-queue)) ||
+		if l := linesWith(logs.String(), "op queue"); len(l) == 0 || !strings.Contains(l[len(l)-1], fmt.Sprintf("refused_busy_total=%d", flood-slots-queue)) ||
 			!strings.Contains(l[len(l)-1], fmt.Sprintf("queue_depth=%d", queue)) {
 			return fmt.Errorf("no heartbeat queue report yet: %q", l)
 		}

@@ -1,37 +1,24 @@
 package agent
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/opengeni/opengeni-agent/internal/natstest"
+	"github.com/opengeni/opengeni-agent/internal/syncbuf"
 )
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // A machine that cannot get on NATS says so: "connecting" first, then every
 // failed attempt's cause and the next retry (throttled), and the live state
 // says retrying with the last error; never "connected".
 func TestUnreachableNATSIsReported(t *testing.T) {
-	logs := &lockedBuf{}
+	logs := &syncbuf.Buffer{}
 	states := make(chan ConnState, 64)
 	ra := startAgent(t, "nats://127.0.0.1:"+itoa(freePort(t)), func(o *Options) {
 		o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -66,7 +53,7 @@ func TestUnreachableNATSIsReported(t *testing.T) {
 // again, and the state says denied.
 func TestRefusedBearerSaysHowToFixIt(t *testing.T) {
 	s := natstest.Start(t, func(o *server.Options) { o.Authorization = "the-right-token" })
-	logs := &lockedBuf{}
+	logs := &syncbuf.Buffer{}
 	ra := startAgent(t, s.ClientURL(), func(o *Options) {
 		o.Token = "oge_stale"
 		o.APIURL = "https://platform.example"

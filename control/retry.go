@@ -1,7 +1,6 @@
 package control
 
 import (
-	"context"
 	"errors"
 	"math/rand/v2"
 	"time"
@@ -59,21 +58,6 @@ func RetryBackoff(attempt int, j float64) time.Duration {
 		ceiling = min(ceiling, 500*float64(int(1)<<attempt))
 	}
 	return time.Duration(int64(j*ceiling)) * time.Millisecond
-}
-
-// sleepCtx waits d unless ctx ends first.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // Observation is what a session reports once per op to

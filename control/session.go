@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/opengeni/opengeni-agent/internal/backoff"
 	"github.com/opengeni/opengeni-agent/internal/subject"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -116,7 +117,7 @@ func NewSession(cfg SessionConfig) (*Session, error) {
 		instances:  cfg.Instances,
 		retry:      cfg.Retry,
 		observer:   cfg.Observer,
-		sleep:      sleepCtx,
+		sleep:      backoff.SleepCtx,
 	}, nil
 }
 

@@ -65,6 +65,7 @@ import (
 	"github.com/opengeni/opengeni-agent/control/authcallout"
 	"github.com/opengeni/opengeni-agent/control/enroll"
 	"github.com/opengeni/opengeni-agent/control/store"
+	"github.com/opengeni/opengeni-agent/internal/backoff"
 	"github.com/opengeni/opengeni-agent/internal/subject"
 	"github.com/opengeni/opengeni-agent/relay/revocation"
 	"github.com/opengeni/opengeni-agent/relay/token"
@@ -640,14 +641,7 @@ func (p *Platform) EnrollLocalMachine(ctx context.Context, configDir string) (*c
 	client := &agentenroll.Client{BaseURL: p.apiURL, UserAgent: "opengeni-relay-dev", Logger: p.opts.Logger,
 		// Approval happens before the first poll: no need to wait 5 s.
 		Sleep: func(ctx context.Context, d time.Duration) error {
-			t := time.NewTimer(min(d, 100*time.Millisecond))
-			defer t.Stop()
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-t.C:
-				return nil
-			}
+			return backoff.SleepCtx(ctx, min(d, 100*time.Millisecond))
 		}}
 	start, err := client.Start(ctx, agentenroll.StartRequest{
 		WorkspaceID: p.ws, PublicKey: id.PublicKey(), OS: agentenroll.HostOS(), Arch: agentenroll.HostArch(), MachineName: machine,

@@ -1,7 +1,6 @@
 package devstack
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,26 +26,9 @@ import (
 	"github.com/opengeni/opengeni-agent/control/store"
 	"github.com/opengeni/opengeni-agent/internal/natstest"
 	"github.com/opengeni/opengeni-agent/internal/subject"
+	"github.com/opengeni/opengeni-agent/internal/syncbuf"
 	"github.com/opengeni/opengeni-agent/relay/token"
 )
-
-// syncBuf is an io.Writer the platform prints to while the test reads it.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func quietLogger() *slog.Logger {
 	if testing.Verbose() && os.Getenv("DEVSTACK_TEST_LOG") != "" {
@@ -158,7 +139,7 @@ func TestPlatformEndToEnd(t *testing.T) {
 	t0 := time.Now()
 
 	// ---- first run: pair through the device flow, drive the machine ----
-	out1 := &syncBuf{}
+	out1 := &syncbuf.Buffer{}
 	p1 := startPlatform(t, dataDir, out1)
 	if !strings.Contains(out1.String(), p1.AdminToken()) {
 		t.Fatalf("admin token not printed: %q", out1.String())
@@ -263,7 +244,7 @@ func TestPlatformEndToEnd(t *testing.T) {
 	p1.Close()
 
 	// ---- second run on the same data dir: state persisted ----
-	out2 := &syncBuf{}
+	out2 := &syncbuf.Buffer{}
 	p2 := startPlatform(t, dataDir, out2)
 	if p2.AdminToken() != adminToken || p2.WorkspaceID() != ws {
 		t.Fatalf("state not persisted: token %q→%q ws %q→%q", adminToken, p2.AdminToken(), ws, p2.WorkspaceID())
