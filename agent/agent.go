@@ -608,7 +608,8 @@ func (a *Agent) connectFailed(nc *nats.Conn, err error) {
 	if ok, suppressed := a.connLogs.Allow(key); ok {
 		if st.State == StateDenied {
 			a.logger.Error("NATS refused this machine's enrollment bearer (connection "+a.opts.WorkspaceID+"/"+a.opts.AgentID+
-				"); it keeps retrying, but the credential is probably revoked or expired. To pair this machine again, run: "+
+				"): it was revoked or expired, or, for up to 20 s after an unclean exit, the previous run still holds the "+
+				"connection lease. The agent keeps retrying; if this persists, pair this machine again: "+
 				a.repairCommand(), "server", server, "err", err, "suppressed", suppressed)
 			return
 		}
