@@ -1,0 +1,21 @@
+// Package killdrop ends a command's process tree when the process that
+// started it dies, even by SIGKILL ("kill-on-drop").
+//
+// On unix every command runs in its own process group (the caller sets
+// Setpgid). Start registers that group with a guard: one small helper
+// process per agent, the agent's own binary re-executed (see the init
+// dispatch in guard_unix.go), which holds the read end of a pipe whose
+// write end only the agent has. When the agent dies, however it dies, the
+// kernel closes that end; the guard reads EOF, sends SIGKILL to every group
+// still registered and exits. Nothing depends on which thread forked what,
+// and an exec costs one short pipe write, not an extra process.
+//
+// On Linux the command itself also gets Pdeathsig SIGKILL, forked from an
+// OS thread locked for the life of the process (Pdeathsig fires when the
+// forking thread exits, https://go.dev/issue/27505). That covers the moment
+// between the fork and the registration reaching the guard.
+//
+// macOS and the BSDs get the guard without Pdeathsig. On Windows the
+// caller uses job objects with JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE instead;
+// Start is a plain cmd.Start there.
+package killdrop
