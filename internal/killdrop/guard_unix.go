@@ -168,18 +168,36 @@ func (g *guard) spawnLocked() error {
 }
 
 // watch notices a guard that died while this process lives (killed by
-// someone, OOM) and starts another if groups need guarding.
+// someone, OOM) and starts another, once restartEvery has passed since the
+// last start, if groups need guarding.
 func (g *guard) watch(cmd *osexec.Cmd, w *os.File) {
 	_ = cmd.Wait()
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	if g.w != w {
+		g.mu.Unlock()
 		return // already replaced
 	}
 	g.stopLocked()
-	if len(g.live) > 0 {
+	wait := restartEvery - time.Since(g.lastStart)
+	g.mu.Unlock()
+	if wait > 0 {
+		time.Sleep(wait)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.w == nil && len(g.live) > 0 {
 		g.startLocked()
 	}
+}
+
+// pid is the running guard's pid, 0 if none (for tests).
+func (g *guard) pid() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.proc == nil {
+		return 0
+	}
+	return g.proc.Pid
 }
 
 func (g *guard) stopLocked() {
