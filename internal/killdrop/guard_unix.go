@@ -3,7 +3,7 @@
 package killdrop
 
 import (
-	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +12,6 @@ import (
 	osexec "os/exec"
 	"os/signal"
 	"runtime"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -34,69 +33,88 @@ const (
 // subcommand the CLI would have to know about.
 func init() {
 	if os.Getenv(guardEnv) == guardValue {
-		os.Exit(runGuard(os.Stdin))
+		// fd 3 is the table (ExtraFiles[0]).
+		os.Exit(runGuard(os.Stdin, os.NewFile(3, "killdrop-table")))
 	}
 }
 
-// runGuard is the guard's whole life: track "+pgid" and "-pgid" lines until
-// the agent's end of the pipe closes, then kill what is left.
-func runGuard(in io.Reader) int {
+// slotSize is one table entry: a pgid as a native-endian int32, 0 when free.
+const slotSize = 4
+
+// runGuard is the guard's whole life: wait for EOF on in, which comes when
+// the agent's end of the pipe closes (the agent exited or was killed), then
+// kill every group the table still lists. The agent writes the table
+// without waking the guard, so an exec costs the agent two pwrites.
+func runGuard(in io.Reader, table io.ReaderAt) int {
 	// Signals for the agent's terminal or service are not the guard's cue;
 	// its cue is the pipe. (It runs in its own process group anyway.)
 	signal.Ignore(syscall.SIGINT, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGPIPE)
-	live := map[int]struct{}{}
-	sc := bufio.NewScanner(in)
-	for sc.Scan() {
-		line := sc.Text()
-		if len(line) < 2 {
-			continue
-		}
-		pgid, err := strconv.Atoi(line[1:])
-		if err != nil || pgid <= 1 {
-			continue
-		}
-		switch line[0] {
-		case '+':
-			live[pgid] = struct{}{}
-		case '-':
-			delete(live, pgid)
-		}
-	}
-	// EOF (the agent exited or was killed) or a read error: either way no
-	// one is left to end these groups.
-	for pgid := range live {
-		_ = unix.Kill(-pgid, unix.SIGKILL)
-	}
+	_, _ = io.Copy(io.Discard, in) // nothing is ever written; returns at EOF or on error
+	killListed(table)
 	return 0
 }
 
-// guard is this process's handle on its guard process.
+// killListed sends SIGKILL to every group in table.
+func killListed(table io.ReaderAt) {
+	buf := make([]byte, 64<<10)
+	for off := int64(0); ; off += int64(len(buf)) {
+		n, err := table.ReadAt(buf, off)
+		for i := 0; i+slotSize <= n; i += slotSize {
+			if pgid := int32(binary.NativeEndian.Uint32(buf[i:])); pgid > 1 {
+				_ = unix.Kill(-int(pgid), unix.SIGKILL)
+			}
+		}
+		if err != nil || n < len(buf) {
+			return
+		}
+	}
+}
+
+// guard is this process's handle on its guard process and the table of live
+// groups they share: an unlinked file, slot i at offset i*slotSize.
 type guard struct {
 	mu        sync.Mutex
+	table     *os.File // nil until first use, or if it could not be made
+	slots     map[int]int64
+	free      []int64
+	next      int64
 	w         *os.File // write end of the guard's stdin; nil while none runs
 	proc      *os.Process
-	live      map[int]struct{}
 	lastStart time.Time
 	warned    bool
 }
 
-var theGuard = &guard{live: map[int]struct{}{}}
+var theGuard = &guard{slots: map[int]int64{}}
 
 // restartEvery bounds how often a guard that keeps dying is started again.
 const restartEvery = time.Second
 
-// track registers pgid; the guard kills the group if this process dies
-// before untrack.
+// track lists pgid; the guard kills the group if this process dies before
+// untrack.
 func (g *guard) track(pgid int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.live[pgid] = struct{}{}
-	if g.w == nil {
-		g.startLocked() // replays every live group, pgid included
+	if g.table == nil {
+		t, err := newTable()
+		if err != nil {
+			g.warnLocked(err)
+			return
+		}
+		g.table = t
+	}
+	slot := g.next
+	if n := len(g.free); n > 0 {
+		slot, g.free = g.free[n-1], g.free[:n-1]
+	} else {
+		g.next++
+	}
+	if err := g.writeSlot(slot, pgid); err != nil {
+		g.free = append(g.free, slot)
+		g.warnLocked(err)
 		return
 	}
-	if g.sendLocked('+', pgid) != nil {
-		g.stopLocked()
+	g.slots[pgid] = slot
+	if g.w == nil {
 		g.startLocked()
 	}
 }
@@ -104,38 +122,50 @@ func (g *guard) track(pgid int) {
 func (g *guard) untrack(pgid int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	delete(g.live, pgid)
-	if g.w != nil && g.sendLocked('-', pgid) != nil {
-		g.stopLocked() // started again by the next track
+	slot, ok := g.slots[pgid]
+	if !ok {
+		return
 	}
+	delete(g.slots, pgid)
+	if g.writeSlot(slot, 0) == nil {
+		g.free = append(g.free, slot)
+	} // else the slot stays out of use: better unused than wrongly listed.
 }
 
-func (g *guard) sendLocked(op byte, pgid int) error {
-	var b [24]byte
-	line := strconv.AppendInt(append(b[:0], op), int64(pgid), 10)
-	_, err := g.w.Write(append(line, '\n'))
+func (g *guard) writeSlot(slot int64, pgid int) error {
+	var b [slotSize]byte
+	binary.NativeEndian.PutUint32(b[:], uint32(int32(pgid)))
+	_, err := g.table.WriteAt(b[:], slot*slotSize)
 	return err
 }
 
-// startLocked starts a guard and hands it every live group. Failing to start
-// is logged once and leaves commands unguarded (they still run).
+// newTable is an unlinked temporary file: nothing to clean up, and the
+// guard keeps it readable after the agent is gone.
+func newTable() (*os.File, error) {
+	f, err := os.CreateTemp("", "opengeni-killdrop-*")
+	if err != nil {
+		return nil, fmt.Errorf("killdrop table: %w", err)
+	}
+	_ = os.Remove(f.Name())
+	return f, nil
+}
+
+func (g *guard) warnLocked(err error) {
+	if !g.warned {
+		g.warned = true
+		slog.Warn("kill-on-drop guard unavailable: commands may outlive a crashed agent", "err", err)
+	}
+}
+
+// startLocked starts a guard on the table. Failing to start is logged once
+// and leaves commands unguarded (they still run).
 func (g *guard) startLocked() {
 	if !g.lastStart.IsZero() && time.Since(g.lastStart) < restartEvery {
-		return
+		return // watch starts it when the time has come
 	}
 	g.lastStart = time.Now()
 	if err := g.spawnLocked(); err != nil {
-		if !g.warned {
-			g.warned = true
-			slog.Warn("kill-on-drop guard unavailable: commands may outlive a crashed agent", "err", err)
-		}
-		return
-	}
-	for pgid := range g.live {
-		if g.sendLocked('+', pgid) != nil {
-			g.stopLocked()
-			return
-		}
+		g.warnLocked(err)
 	}
 }
 
@@ -153,6 +183,7 @@ func (g *guard) spawnLocked() error {
 	cmd.Args = []string{"opengeni-killdrop-guard"}
 	cmd.Env = []string{guardEnv + "=" + guardValue}
 	cmd.Stdin = r
+	cmd.ExtraFiles = []*os.File{g.table}
 	cmd.Stderr = os.Stderr // a crash of the guard is worth seeing
 	// Its own group: Ctrl-C or a kill of the agent's group must not take the
 	// guard down before it did its job.
@@ -168,16 +199,17 @@ func (g *guard) spawnLocked() error {
 }
 
 // watch notices a guard that died while this process lives (killed by
-// someone, OOM) and starts another, once restartEvery has passed since the
-// last start, if groups need guarding.
+// someone, OOM) and starts another on the same table, once restartEvery
+// has passed since the last start, if groups need guarding.
 func (g *guard) watch(cmd *osexec.Cmd, w *os.File) {
 	_ = cmd.Wait()
 	g.mu.Lock()
 	if g.w != w {
 		g.mu.Unlock()
-		return // already replaced
+		return
 	}
-	g.stopLocked()
+	w.Close()
+	g.w, g.proc = nil, nil
 	wait := restartEvery - time.Since(g.lastStart)
 	g.mu.Unlock()
 	if wait > 0 {
@@ -185,7 +217,7 @@ func (g *guard) watch(cmd *osexec.Cmd, w *os.File) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.w == nil && len(g.live) > 0 {
+	if g.w == nil && len(g.slots) > 0 {
 		g.startLocked()
 	}
 }
@@ -198,13 +230,6 @@ func (g *guard) pid() int {
 		return 0
 	}
 	return g.proc.Pid
-}
-
-func (g *guard) stopLocked() {
-	if g.w != nil {
-		g.w.Close()
-		g.w, g.proc = nil, nil
-	}
 }
 
 // selfExecutable is this process's binary. On Linux /proc/self/exe works
@@ -222,11 +247,11 @@ func selfExecutable() (string, error) {
 	return exe, nil
 }
 
-// Group is a started command's process group, registered with the guard.
+// Group is a started command's process group, listed with the guard.
 type Group struct{ pgid int }
 
 // Start starts cmd, which must lead its own process group (SysProcAttr
-// Setpgid), and registers the group so it is killed if this process dies
+// Setpgid), and lists the group so it is killed if this process dies
 // before Release.
 func Start(cmd *osexec.Cmd) (*Group, error) {
 	if cmd.SysProcAttr == nil || !cmd.SysProcAttr.Setpgid || cmd.SysProcAttr.Pgid != 0 {

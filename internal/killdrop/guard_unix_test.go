@@ -3,7 +3,8 @@
 package killdrop
 
 import (
-	"fmt"
+	"bytes"
+	"encoding/binary"
 	osexec "os/exec"
 	"strings"
 	"syscall"
@@ -28,10 +29,15 @@ func startGroup(t *testing.T) (*osexec.Cmd, <-chan struct{}) {
 
 func TestRunGuardKillsLiveGroupsAtEOF(t *testing.T) {
 	kept, keptDone := startGroup(t)
-	released, releasedDone := startGroup(t)
-	in := fmt.Sprintf("+%d\n+%d\n-%d\n+junk\n?\n+1\n", kept.Process.Pid, released.Process.Pid, released.Process.Pid)
-	// EOF after the lines is the agent dying.
-	if code := runGuard(strings.NewReader(in)); code != 0 {
+	_, releasedDone := startGroup(t) // not in the table
+	// A table as the agent writes it: a freed slot, junk, and the init
+	// process that must never be signalled.
+	var table []byte
+	for _, pgid := range []int32{int32(kept.Process.Pid), 0, 1, -5} {
+		table = binary.NativeEndian.AppendUint32(table, uint32(pgid))
+	}
+	// EOF at once: the agent is gone.
+	if code := runGuard(strings.NewReader(""), bytes.NewReader(table)); code != 0 {
 		t.Fatalf("runGuard = %d", code)
 	}
 	select {
