@@ -19,3 +19,11 @@
 // caller uses job objects with JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE instead;
 // Start is a plain cmd.Start there.
 package killdrop
+
+// BackgroundFuncs are the functions of the goroutines this package keeps for
+// the life of the process (the spawner thread, the guard's watcher), for
+// leak checkers such as goleak.IgnoreAnyFunction.
+var BackgroundFuncs = []string{
+	"github.com/opengeni/opengeni-agent/internal/killdrop.spawner",
+	"github.com/opengeni/opengeni-agent/internal/killdrop.(*guard).watch",
+}
