@@ -2,13 +2,14 @@
 // started it dies, even by SIGKILL ("kill-on-drop").
 //
 // On unix every command runs in its own process group (the caller sets
-// Setpgid). Start registers that group with a guard: one small helper
-// process per agent, the agent's own binary re-executed (see the init
-// dispatch in guard_unix.go), which holds the read end of a pipe whose
-// write end only the agent has. When the agent dies, however it dies, the
-// kernel closes that end; the guard reads EOF, sends SIGKILL to every group
-// still registered and exits. Nothing depends on which thread forked what,
-// and an exec costs one short pipe write, not an extra process.
+// Setpgid). Start lists that group in a table, an unlinked file shared with
+// a guard: one small helper process per agent, the agent's own binary
+// re-executed (see the init dispatch in guard_unix.go), which blocks on a
+// pipe whose write end only the agent holds. When the agent dies, however
+// it dies, the kernel closes that end; the guard reads EOF, sends SIGKILL to
+// every group the table still lists and exits. Nothing depends on which
+// thread forked what, and an exec costs two pwrites to the table, not an
+// extra process or a wake-up of the guard.
 //
 // On Linux the command itself also gets Pdeathsig SIGKILL, forked from an
 // OS thread locked for the life of the process (Pdeathsig fires when the
