@@ -163,7 +163,7 @@ func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.
 	cmd.WaitDelay = s.pipeGrace
 
 	start := time.Now()
-	err = cmd.Start()
+	err = tree.start(cmd)
 	pipes.Started()
 	if err != nil {
 		pipes.Drain(ctx, 0)
@@ -176,7 +176,6 @@ func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.
 		}
 		return nil, agenterr.FromIO("spawn "+argv0, err)
 	}
-	tree.started(cmd.Process)
 	waitErr := cmd.Wait()
 	// Everything the command wrote before it exited is read; only a stream a
 	// background process keeps open (and silent) is cut, bounded by the

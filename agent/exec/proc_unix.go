@@ -9,11 +9,15 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/opengeni/opengeni-agent/internal/killdrop"
 )
 
 // procTree is the command and everything it starts: on unix, a process
-// group led by the command.
-type procTree struct{}
+// group led by the command, which dies with the agent too (killdrop).
+type procTree struct {
+	group *killdrop.Group
+}
 
 func newProcTree(cmd *osexec.Cmd) *procTree {
 	if cmd.SysProcAttr == nil {
@@ -24,9 +28,17 @@ func newProcTree(cmd *osexec.Cmd) *procTree {
 	return &procTree{}
 }
 
-func (*procTree) started(*os.Process) {}
+// start starts the command and guards its group against the agent's death
+// (kill-on-drop) until release.
+func (t *procTree) start(cmd *osexec.Cmd) error {
+	g, err := killdrop.Start(cmd)
+	t.group = g
+	return err
+}
 
-func (*procTree) release() {}
+// release ends the guard once the command is done: what it left running on
+// purpose ("server &") outlives the exec, as it always did.
+func (t *procTree) release() { t.group.Release() }
 
 // kill sends SIGKILL to the whole group: SIGTERM could be ignored, and a
 // timed-out command has had its chance.
