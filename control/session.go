@@ -133,11 +133,28 @@ func (s *Session) call(ctx context.Context, op func(*agentpb.ControlRequest), ti
 	if timeout <= 0 {
 		timeout = s.timeout
 	}
-	resp, err := s.rpc.Request(ctx, s.subject, req, timeout)
+	var resp *agentpb.ControlResponse
+	var cause, err error
+	if nr, ok := s.rpc.(*NATSRPC); ok {
+		resp, cause, err = nr.request(ctx, s.subject, req, timeout)
+	} else {
+		resp, err = s.rpc.Request(ctx, s.subject, req, timeout)
+	}
 	if err != nil {
 		return nil, err
 	}
-	return checkResponse(req, resp)
+	resp, err = checkResponse(req, resp)
+	return resp, attachCause(err, cause)
+}
+
+// attachCause keeps the transport error behind a synthesized AGENT_OFFLINE
+// as the *Error's Cause (the wire-visible error is unchanged).
+func attachCause(err, cause error) error {
+	var e *Error
+	if cause != nil && errors.As(err, &e) && e.AgentOffline {
+		e.Cause = cause
+	}
+	return err
 }
 
 // newRequest builds a request with a fresh id and the session epoch.
