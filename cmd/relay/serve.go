@@ -31,6 +31,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	}
 	opts.RegisterFlags(fs)
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (env OPENGENI_LOG_LEVEL)")
+	logFormat := fs.String("log-format", "", logging.FormatUsage)
+	metricsListen := fs.String("metrics-listen", os.Getenv(envMetricsListen), "also serve GET /metrics and /healthz on this address, e.g. 127.0.0.1:9090 (env "+envMetricsListen+")")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -41,7 +43,11 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "relay serve: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	logger := logging.New(stderr, *logLevel)
+	logger, err := logging.NewFormat(stderr, *logLevel, *logFormat)
+	if err != nil {
+		fmt.Fprintln(stderr, "relay serve:", err)
+		return 2
+	}
 	srv, err := relay.New(opts, logger)
 	if err != nil {
 		fmt.Fprintln(stderr, "relay serve:", err)
@@ -49,6 +55,12 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *metricsListen != "" {
+		if err := serveMetricsOn(ctx, *metricsListen, srv.Handler(), logger); err != nil {
+			logger.Error("relay stopped", "err", err)
+			return 1
+		}
+	}
 	if err := srv.ListenAndServe(ctx); err != nil {
 		logger.Error("relay stopped", "err", err)
 		return 1

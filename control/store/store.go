@@ -102,6 +102,26 @@ type cachedSeries struct {
 
 // New creates (or binds to) the buckets.
 func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
+	return open(opts, func(name, desc string, maxAge time.Duration, o Options) (jetstream.KeyValue, error) {
+		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: o.Prefix + "_" + name, Description: desc, History: 1,
+			Replicas: o.Replicas, Storage: o.Storage, TTL: maxAge,
+		})
+	})
+}
+
+// Open binds to buckets that [New] created, creating and changing nothing:
+// for a client that reads the platform's state (`relay ctl` reading a
+// machine's last-seen time). Missing buckets are an error.
+func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
+	return open(opts, func(name, _ string, _ time.Duration, o Options) (jetstream.KeyValue, error) {
+		return js.KeyValue(ctx, o.Prefix+"_"+name)
+	})
+}
+
+type bucketFunc func(name, desc string, maxAge time.Duration, o Options) (jetstream.KeyValue, error)
+
+func open(opts Options, bucket bucketFunc) (*Store, error) {
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultPrefix
 	}
@@ -125,17 +145,14 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, err
 	}
 	s := &Store{opts: opts, log: opts.Logger.With("component", "store"),
 		machineC: map[string]*cachedMachine{}, seriesC: map[string]*cachedSeries{}}
-	var err error
 	mk := func(name, desc string, maxAge time.Duration) (jetstream.KeyValue, error) {
-		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: opts.Prefix + "_" + name, Description: desc, History: 1,
-			Replicas: opts.Replicas, Storage: opts.Storage, TTL: maxAge,
-		})
+		kv, err := bucket(name, desc, maxAge, opts)
 		if err != nil {
 			return nil, fmt.Errorf("store: bucket %s: %w", name, err)
 		}
 		return kv, nil
 	}
+	var err error
 	if s.enrollments, err = mk("enrollments", "connected-machine enrollments", 0); err != nil {
 		return nil, err
 	}

@@ -4,12 +4,15 @@
 // is a thin wrapper around it.
 //
 // The relay's secrets are generated per run. The viewer (stream-token)
-// secret and the relay URL are written to Dir() (mode 0600, removed on
+// secret and the relay URL are written to the data directory (mode 0600, removed on
 // stop) so `relay ctl shell` on the same account can attach without flags.
+// Every file of a stack lives in its data directory: two stacks with two
+// data directories share nothing.
 package devstack
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -38,9 +41,14 @@ type Options struct {
 	// VirtualDesktop lets the local agent start an Xvfb for desktop_ensure
 	// when this machine has no display.
 	VirtualDesktop bool
-	APIPort        int // enrollment API; default 8444; -1 picks a free port
-	Out            io.Writer
-	Logger         *slog.Logger
+	// AllowScreenControl records the owner's screen-control consent for the
+	// local machine in its agent config dir at start (`relay dev
+	// --allow-screen-control`). Without it the stored consent stands (off
+	// for a fresh pairing); the agent reads it live either way.
+	AllowScreenControl bool
+	APIPort            int // enrollment API; default 8444; -1 picks a free port
+	Out                io.Writer
+	Logger             *slog.Logger
 }
 
 // Stack is a running dev system.
@@ -52,6 +60,8 @@ type Stack struct {
 	secret   []byte // the relay's stream-token (viewer) secret
 	files    []string
 	done     chan error
+	// screenControl reads the local machine's consent live.
+	screenControl func() bool
 }
 
 // Start brings the stack up; it runs until ctx ends, then Wait returns.
@@ -85,18 +95,33 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		return nil, err
 	}
 	opts.WorkspaceID, opts.AgentID = creds.WorkspaceID, creds.AgentID
+	cs := config.NewStore(p.AgentConfigDir())
+	if opts.AllowScreenControl {
+		if err := cs.SetScreenControl(creds.ID(), true); err != nil {
+			rl.stop()
+			p.Close()
+			return nil, fmt.Errorf("devstack: record screen-control consent: %w", err)
+		}
+	}
 	a, err := agent.New(agent.Options{
 		Servers: creds.NATSURLs, Token: creds.NATSBearer, WorkspaceID: creds.WorkspaceID, AgentID: creds.AgentID,
 		WorkspaceRoot: opts.WorkspaceRoot, Logger: opts.Logger, RelayURL: creds.RelayURL, RelayToken: creds.RelayToken,
 		VirtualDesktop: opts.VirtualDesktop,
+		// Read live, like `opengeni-agent run`: `opengeni-agent consent`
+		// with OPENGENI_CONFIG_DIR=<data dir>/agent applies at once.
+		Consent: func() agent.Consent {
+			w, sc := cs.Consent(creds.ID())
+			return agent.Consent{WholeMachine: w, ScreenControl: sc}
+		},
 	})
 	if err != nil {
 		rl.stop()
 		p.Close()
 		return nil, err
 	}
-	s := &Stack{opts: opts, platform: p, agent: a, relayURL: rl.url, secret: rl.streamSecret, done: make(chan error, 1)}
-	s.files, err = writeDevFiles(rl.url, rl.streamSecret)
+	s := &Stack{opts: opts, platform: p, agent: a, relayURL: rl.url, secret: rl.streamSecret, done: make(chan error, 1),
+		screenControl: func() bool { _, sc := cs.Consent(creds.ID()); return sc }}
+	s.files, err = writeDevFiles(p.DataDir(), rl.url, rl.streamSecret)
 	if err != nil {
 		opts.Logger.Warn("dev relay files not written; pass the viewer secret explicitly", "err", err)
 	}
@@ -135,6 +160,10 @@ func (s *Stack) Platform() *Platform { return s.platform }
 // WorkspaceID and AgentID name the local machine.
 func (s *Stack) WorkspaceID() string { return s.opts.WorkspaceID }
 func (s *Stack) AgentID() string     { return s.opts.AgentID }
+
+// ScreenControl reports the local machine's screen-control consent now (read
+// from its agent config dir, as the agent reads it).
+func (s *Stack) ScreenControl() bool { return s.screenControl() }
 
 // Agent is the in-process agent.
 func (s *Stack) Agent() *agent.Agent { return s.agent }

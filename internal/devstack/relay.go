@@ -15,7 +15,7 @@ import (
 	"github.com/opengeni/opengeni-agent/relay"
 )
 
-// Files under Dir() that `relay ctl shell` reads.
+// Files in the platform's data directory that `relay ctl shell` reads.
 const (
 	SecretFileName   = "viewer.secret"
 	RelayURLFileName = "relay.url"
@@ -80,17 +80,10 @@ func randomSecret() []byte {
 	return []byte(hex.EncodeToString(b))
 }
 
-// Dir is where a running dev stack leaves its relay URL and viewer secret
-// for `relay ctl`: the platform's data directory.
-func Dir() (string, error) { return PlatformDataDir() }
-
-// writeDevFiles writes the viewer secret and the relay URL, each 0600 in a
+// writeDevFiles writes the viewer secret and the relay URL into dir (the
+// stack's data directory, so two stacks never share a file), each 0600 in a
 // 0700 directory, replacing (never following) what was there.
-func writeDevFiles(relayURL string, secret []byte) ([]string, error) {
-	dir, err := Dir()
-	if err != nil {
-		return nil, err
-	}
+func writeDevFiles(dir, relayURL string, secret []byte) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -124,11 +117,12 @@ func writeDevFiles(relayURL string, secret []byte) ([]string, error) {
 }
 
 // ReadDevFiles returns the relay URL and viewer secret a running `relay dev`
-// left in Dir().
-func ReadDevFiles() (relayURL string, secret []byte, err error) {
-	dir, err := Dir()
-	if err != nil {
-		return "", nil, err
+// left in its data directory dir ("" = the default, [PlatformDataDir]).
+func ReadDevFiles(dir string) (relayURL string, secret []byte, err error) {
+	if dir == "" {
+		if dir, err = PlatformDataDir(); err != nil {
+			return "", nil, err
+		}
 	}
 	sb, err := os.ReadFile(filepath.Join(dir, SecretFileName))
 	if err != nil {
