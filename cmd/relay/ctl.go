@@ -183,8 +183,8 @@ func cmdApprove(dataDir string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "relay ctl: approve:", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "approved: machine %s (enrollment %s), screen control %s; it gets its credentials at its next poll\n",
-		r.SandboxID, r.EnrollmentID, map[bool]string{true: "allowed", false: "not allowed"}[r.AllowScreenControl])
+	fmt.Fprintf(stdout, "approved: agent %s (sandbox %s), screen control %s; the machine gets its credentials at its next poll\n",
+		r.EnrollmentID, r.SandboxID, map[bool]string{true: "allowed", false: "not allowed"}[r.AllowScreenControl])
 	return 0
 }
 

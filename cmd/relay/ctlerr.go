@@ -60,22 +60,22 @@ func (e *ctlEnv) explain(ctx context.Context, err error) string {
 	t := e.target
 	switch {
 	case ce.AgentOffline && ce.Cause != nil && isAuthFailure(ce.Cause):
-		who := fmt.Sprintf("user %q", t.user)
+		who := fmt.Sprintf("refused user %q", t.user)
 		if t.user == "" {
-			who = "no credential"
+			who = "wants a credential and none was given"
 		}
 		hint := "pass the platform's control credential (--nats nats://USER:PASSWORD@HOST:PORT)"
 		if t.dev != nil {
 			hint = fmt.Sprintf("the control password in %s is not this server's: is another `relay dev` (another data dir) on this port? pass --data-dir",
 				filepath.Join(t.dataDir, devstack.CtlFileName))
 		}
-		return fmt.Sprintf("authentication failed: the platform at %s refused %s (%v); %s", redactedURL(t.natsURL), who, ce.Cause, hint)
+		return fmt.Sprintf("authentication failed: the platform at %s %s (%v); %s", redactedURL(t.natsURL), who, ce.Cause, hint)
 	case ce.AgentOffline && ce.Cause != nil && !errors.Is(ce.Cause, nats.ErrNoResponders):
 		return fmt.Sprintf("cannot reach the platform at %s: %v; %s", redactedURL(t.natsURL), ce.Cause, e.reachHint())
 	case ce.AgentOffline:
-		return e.machineState(ctx, "offline: no agent answers on "+control.SubjectFor(t.ws, t.agentID))
+		return e.machineState(ctx, "is offline", "no agent answers on "+control.SubjectFor(t.ws, t.agentID))
 	case ce.Code == agentpb.ErrorCode_ERROR_CODE_TIMEOUT:
-		return e.machineState(ctx, fmt.Sprintf("did not answer in time (%v; --timeout)", t.timeout))
+		return e.machineState(ctx, "did not answer in time", fmt.Sprintf("no answer within %v; --timeout", t.timeout))
 	case ce.Code == agentpb.ErrorCode_ERROR_CODE_CONSENT_REQUIRED && t.dev != nil:
 		return describe(ce) + fmt.Sprintf("\n  relay dev's machine: restart `relay dev --allow-screen-control`, or run "+
 			"`OPENGENI_CONFIG_DIR=%s opengeni-agent consent screen-control on`", filepath.Join(t.dataDir, "agent"))
@@ -97,27 +97,27 @@ func (e *ctlEnv) reachHint() string {
 
 // machineState names the machine and what the platform's store knows of it
 // (dev platform only: ctl reads the last-seen time the platform ingested);
-// without it, what the transport said.
-func (e *ctlEnv) machineState(ctx context.Context, transport string) string {
+// without it, what the transport said: "<machine> <state>: <transport>".
+func (e *ctlEnv) machineState(ctx context.Context, state, transport string) string {
 	t := e.target
-	name := fmt.Sprintf("machine %s (workspace %s)", t.agentID, t.ws)
+	name := "machine " + t.agentID
 	enr, err := e.lookupMachine(ctx)
-	if err != nil || t.dev == nil {
-		return name + " " + transport
+	if err != nil {
+		return fmt.Sprintf("%s (workspace %s) %s: %s", name, t.ws, state, transport)
 	}
 	now := time.Now()
 	switch {
 	case enr == nil:
-		return fmt.Sprintf("%s is not enrolled in this platform (%s)", name, transport)
+		return fmt.Sprintf("%s is not enrolled in workspace %s on this platform (%s)", name, t.ws, transport)
 	case enr.Status != control.EnrollmentActive:
-		return fmt.Sprintf("%s is %s: its enrollment is %s", name, "offline", enr.Status)
+		return fmt.Sprintf("%s is offline: its enrollment is %s (%s)", name, enr.Status, transport)
 	case enr.WentOfflineAt != nil:
-		return fmt.Sprintf("%s is offline: it went offline %s ago", name, ago(now, *enr.WentOfflineAt))
+		return fmt.Sprintf("%s is offline: it said it was going offline %s ago (%s)", name, ago(now, *enr.WentOfflineAt), transport)
 	case enr.LastSeenAt == nil:
 		return fmt.Sprintf("%s is offline: it never connected (%s)", name, transport)
 	}
 	if control.SelfhostedLiveness(enr, false, now).State == control.StateReconnecting {
-		return fmt.Sprintf("%s is reconnecting: last seen %s ago, it %s", name, ago(now, *enr.LastSeenAt), transport)
+		return fmt.Sprintf("%s is reconnecting: last seen %s ago (%s)", name, ago(now, *enr.LastSeenAt), transport)
 	}
 	return fmt.Sprintf("%s is offline: last seen %s ago (%s)", name, ago(now, *enr.LastSeenAt), transport)
 }
