@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/opengeni/opengeni-agent/agent/config"
-	"github.com/opengeni/opengeni-agent/control"
 	agentenroll "github.com/opengeni/opengeni-agent/agent/enroll"
+	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/internal/devstack"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
