@@ -58,9 +58,9 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	if stack.SecretFile() == "" {
 		secretNote = "viewer secret: export " + control.EnvStreamSecret + "=" + string(stack.StreamSecret())
 	}
-	desktopNote := "screenshot needs a display (relay dev --virtual-desktop on headless hosts)"
+	desktopNote := "needs a display: relay dev --virtual-desktop on headless hosts"
 	if *virtualDesktop {
-		desktopNote = "screenshot starts the virtual display first when there is none"
+		desktopNote = "starts the virtual display first when there is none"
 	}
 	fmt.Fprintf(stdout, `
   OpenGeni dev platform is running (Ctrl-C to stop)
@@ -76,10 +76,10 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
     %s ping
     %s exec -- uname -a
     %s ls .
-    %s put ./some-file /tmp/copy && %s get /tmp/copy ./back
+    %s put ./go.sum /tmp/go.sum && %s get /tmp/go.sum ./copy.sum
     %s shell          (an interactive terminal through the relay)
     %s screenshot out.png   (%s)
-    %s approve CODE   (pair another machine: the code opengeni-agent enroll prints)
+    %s approve CODE   (pair another agent: the code opengeni-agent enroll prints)
 
 `, stack.NATSURL(), p.CtlFile(), p.APIURL(), p.AdminTokenFile(), stack.RelayURL(), secretNote,
 		p.DataDir(), devstack.EnvDevData, stack.WorkspaceID(), stack.AgentID(), p.AgentConfigDir(),
