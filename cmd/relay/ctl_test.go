@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/opengeni/opengeni-agent/agent/config"
 	agentenroll "github.com/opengeni/opengeni-agent/agent/enroll"
 	"github.com/opengeni/opengeni-agent/control"
@@ -170,6 +172,22 @@ func TestCtlTellsFailuresApart(t *testing.T) {
 			}
 		})
 	}
+
+	// Something holds the machine's subject (its bearer, through the
+	// callout) but never answers: not offline, it did not answer in time.
+	nc, err := nats.Connect(p.NATSURL(), nats.Token(creds.NATSBearer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := nc.SubscribeSync(control.SubjectFor(creds.WorkspaceID, creds.AgentID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Flush()
+	ctl(t, "--data-dir", dataDir, "--timeout", "300ms", "ping").want(t, 1,
+		"machine "+creds.AgentID+" (workspace "+creds.WorkspaceID+") did not answer in time (no answer within 300ms; --timeout)")
+	sub.Unsubscribe()
+	nc.Close()
 
 	// The machine was seen a moment ago (its heartbeat ingested) and does not
 	// answer now: reconnecting, not offline.

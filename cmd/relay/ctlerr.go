@@ -73,9 +73,9 @@ func (e *ctlEnv) explain(ctx context.Context, err error) string {
 	case ce.AgentOffline && ce.Cause != nil && !errors.Is(ce.Cause, nats.ErrNoResponders):
 		return fmt.Sprintf("cannot reach the platform at %s: %v; %s", redactedURL(t.natsURL), ce.Cause, e.reachHint())
 	case ce.AgentOffline:
-		return e.machineState(ctx, "is offline", "no agent answers on "+control.SubjectFor(t.ws, t.agentID))
+		return e.machineState(ctx, false, "no agent answers on "+control.SubjectFor(t.ws, t.agentID))
 	case ce.Code == agentpb.ErrorCode_ERROR_CODE_TIMEOUT:
-		return e.machineState(ctx, "did not answer in time", fmt.Sprintf("no answer within %v; --timeout", t.timeout))
+		return e.machineState(ctx, true, fmt.Sprintf("no answer within %v; --timeout", t.timeout))
 	case ce.Code == agentpb.ErrorCode_ERROR_CODE_CONSENT_REQUIRED && t.dev != nil:
 		return describe(ce) + fmt.Sprintf("\n  relay dev's machine: restart `relay dev --allow-screen-control`, or run "+
 			"`OPENGENI_CONFIG_DIR=%s opengeni-agent consent screen-control on`", filepath.Join(t.dataDir, "agent"))
@@ -97,13 +97,18 @@ func (e *ctlEnv) reachHint() string {
 
 // machineState names the machine and what the platform's store knows of it
 // (dev platform only: ctl reads the last-seen time the platform ingested);
-// without it, what the transport said: "<machine> <state>: <transport>".
-func (e *ctlEnv) machineState(ctx context.Context, state, transport string) string {
+// without it, what the transport said. timedOut: a responder exists but
+// did not answer (TIMEOUT), else nobody answers (AGENT_OFFLINE).
+func (e *ctlEnv) machineState(ctx context.Context, timedOut bool, transport string) string {
 	t := e.target
 	name := "machine " + t.agentID
+	plain := fmt.Sprintf("%s (workspace %s) is offline: %s", name, t.ws, transport)
+	if timedOut {
+		plain = fmt.Sprintf("%s (workspace %s) did not answer in time (%s)", name, t.ws, transport)
+	}
 	enr, err := e.lookupMachine(ctx)
 	if err != nil {
-		return fmt.Sprintf("%s (workspace %s) %s: %s", name, t.ws, state, transport)
+		return plain
 	}
 	now := time.Now()
 	switch {
@@ -111,13 +116,15 @@ func (e *ctlEnv) machineState(ctx context.Context, state, transport string) stri
 		return fmt.Sprintf("%s is not enrolled in workspace %s on this platform (%s)", name, t.ws, transport)
 	case enr.Status != control.EnrollmentActive:
 		return fmt.Sprintf("%s is offline: its enrollment is %s (%s)", name, enr.Status, transport)
+	case enr.LastSeenAt != nil && enr.WentOfflineAt == nil &&
+		control.SelfhostedLiveness(enr, false, now).State == control.StateReconnecting:
+		return fmt.Sprintf("%s is reconnecting: last seen %s ago (%s)", name, ago(now, *enr.LastSeenAt), transport)
+	case timedOut:
+		return plain
 	case enr.WentOfflineAt != nil:
 		return fmt.Sprintf("%s is offline: it said it was going offline %s ago (%s)", name, ago(now, *enr.WentOfflineAt), transport)
 	case enr.LastSeenAt == nil:
 		return fmt.Sprintf("%s is offline: it never connected (%s)", name, transport)
-	}
-	if control.SelfhostedLiveness(enr, false, now).State == control.StateReconnecting {
-		return fmt.Sprintf("%s is reconnecting: last seen %s ago (%s)", name, ago(now, *enr.LastSeenAt), transport)
 	}
 	return fmt.Sprintf("%s is offline: last seen %s ago (%s)", name, ago(now, *enr.LastSeenAt), transport)
 }
