@@ -83,7 +83,7 @@ func cmdCtl(args []string, stdout, stderr io.Writer) int {
 	natsURL := fs.String("nats", envOr("OPENGENI_NATS_URL", "nats://127.0.0.1:"+strconv.Itoa(devstack.DefaultNATSPort)), "NATS URL (env OPENGENI_NATS_URL; default: the dev platform's, from its ctl.json)")
 	ws := fs.String("workspace", envOr("OPENGENI_WORKSPACE_ID", devstack.DefaultWorkspaceID), "workspace id (env OPENGENI_WORKSPACE_ID)")
 	agentID := fs.String("agent", envOr("OPENGENI_AGENT_ID", devstack.DefaultAgentID), "agent id (env OPENGENI_AGENT_ID)")
-	dataDir := fs.String("data-dir", defaultDataDir(), "the `relay dev` data directory to drive (env "+devstack.EnvDevData+")")
+	dataDir := fs.String("data-dir", defaultDataDir(), "data directory of the relay dev platform to drive (env "+devstack.EnvDevData+")")
 	workdir := fs.String("workdir", "", "session working directory (paths under /workspace map here)")
 	timeout := fs.Duration("timeout", control.DefaultTimeout, "per-op timeout")
 	if err := fs.Parse(args); err != nil {
