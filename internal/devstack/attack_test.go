@@ -198,9 +198,14 @@ func TestAttackSuite(t *testing.T) {
 	}
 	// Every victim answers the control plane before the attack starts.
 	for _, m := range []*machine{a2, b1, b2} {
-		if !session(t, p.ControlConnFactory(), m.creds).Ping(ctx) {
-			t.Fatalf("control → %s: no answer", m.creds.AgentID)
-		}
+		// The agents were just started: wait for each to connect.
+		sess := session(t, p.ControlConnFactory(), m.creds)
+		natstest.Eventually(t, 20*time.Second, func() error {
+			if !sess.Ping(ctx) {
+				return fmt.Errorf("control → %s: no answer", m.creds.AgentID)
+			}
+			return nil
+		})
 	}
 
 	ta := newTally(t)
