@@ -446,3 +446,21 @@ func TestRelayBinaryExitCodes(t *testing.T) {
 		t.Fatalf("--version: %q %v", out, err)
 	}
 }
+
+// relay dev --allow-screen-control records the consent in the machine's
+// agent config dir: input passes the consent gate (a headless machine then
+// answers UNSUPPORTED for the missing display, not CONSENT_REQUIRED).
+func TestDevAllowScreenControl(t *testing.T) {
+	isolate(t)
+	t.Setenv("DISPLAY", "") // headless, no virtual desktop
+	dir := filepath.Join(t.TempDir(), "data")
+	st := startStack(t, dir, devstack.Options{AllowScreenControl: true})
+	if !st.ScreenControl() {
+		t.Fatal("consent not recorded")
+	}
+	r := ctl(t, "--data-dir", dir, "click", "1", "1")
+	r.want(t, 1, "UNSUPPORTED")
+	if strings.Contains(r.stderr, "CONSENT_REQUIRED") {
+		t.Fatalf("consent flag ignored: %s", r.stderr)
+	}
+}
