@@ -6,9 +6,13 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"runtime"
 	"strings"
@@ -16,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
@@ -23,6 +28,7 @@ import (
 	"github.com/opengeni/opengeni-agent/agent/metrics"
 	"github.com/opengeni/opengeni-agent/agent/pty"
 	"github.com/opengeni/opengeni-agent/internal/backoff"
+	"github.com/opengeni/opengeni-agent/internal/logthrottle"
 	"github.com/opengeni/opengeni-agent/internal/subject"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
@@ -68,12 +74,42 @@ type Options struct {
 
 	HeartbeatInterval  time.Duration // default 5s
 	MaxConcurrentOps   int           // heavy ops served at once; default 32
+	MaxQueuedOps       int           // heavy ops that may wait for a slot before new ones are refused busy; default 4 × MaxConcurrentOps
+	PtyIdleTimeout     time.Duration // a terminal with no input this long is closed; default 30m, negative disables
+	MaxPtys            int           // live terminals at once; default 32
 	DrainTimeout       time.Duration // how long in-flight ops may finish on stop; default 20s
 	ExecDefaultTimeout time.Duration // exec timeout when a request says 0; default 10m
 	ExecMaxTimeout     time.Duration // upper bound of any exec; default 1h
 
+	// APIURL is the control plane the credentials came from; it goes into
+	// the exact re-pairing command logged when NATS refuses the bearer.
+	APIURL string
+	// OnState, when set, is told every change of the connection's live
+	// state (connecting, connected, retrying with the last error, denied);
+	// `opengeni-agent status` shows it. It must not block.
+	OnState func(ConnState)
+
 	Logger      *slog.Logger
 	NATSOptions []nats.Option // appended last (tests, TLS)
+}
+
+// Connection states reported through Options.OnState.
+const (
+	StateConnecting = "connecting"
+	StateConnected  = "connected"
+	StateRetrying   = "retrying"
+	StateDenied     = "denied"
+	StateStopped    = "stopped"
+)
+
+// ConnState is the live state of one connection.
+type ConnState struct {
+	State     string    `json:"state"`
+	Server    string    `json:"server,omitempty"`    // redacted URL: connected to, or tried last
+	Since     time.Time `json:"since"`               // when this state began
+	LastError string    `json:"lastError,omitempty"` // retrying/denied: why
+	NextRetry time.Time `json:"nextRetry,omitempty"` // retrying/denied: about when the next attempt is
+	Instance  string    `json:"instance,omitempty"`
 }
 
 // StopReason is a context cancellation cause that tells the agent what to
@@ -95,6 +131,25 @@ type Agent struct {
 	dispatch *Dispatcher
 	ptys     *pty.Service // nil without a relay
 	desktop  *desktop.Desktop
+
+	// redial paces re-dials after the NATS connection closed for good; it
+	// is reset by every successful connect, so a machine that was online
+	// for a day does not wait the capped delay after its next outage.
+	redial backoff.Backoff
+
+	// instance is this process's connection instance (control.md §9): the
+	// CONNECT name says it, and next-revision traffic rides
+	// agent.<ws>.<id>.connection.<instance>.… beside the v1 subjects, so a
+	// cloned credential running elsewhere cannot take this machine's work.
+	instance string
+	exeSHA   func() string
+
+	// connLogs throttles the per-attempt connection failure lines.
+	connLogs logthrottle.Throttle
+	// nextDelay is the reconnect delay last chosen (for "retrying in …").
+	nextDelay atomic.Int64
+	stateMu   sync.Mutex
+	state     ConnState
 
 	mu      sync.Mutex
 	nc      *nats.Conn
@@ -144,8 +199,12 @@ func New(opts Options) (*Agent, error) {
 		sampler:  metrics.New(root.Dir, logger),
 		dispatch: NewDispatcher(logger, opts.MaxConcurrentOps),
 		hbKick:   make(chan struct{}, 1),
+		redial:   backoff.Backoff{Policy: backoff.Standard()},
+		instance: uuid.NewString(),
+		exeSHA:   sync.OnceValue(executableSHA256),
 	}
 	a.dispatch.SetHeldEpoch(opts.HeldEpoch)
+	a.dispatch.SetQueueLimit(opts.MaxQueuedOps)
 	a.register()
 	return a, nil
 }
@@ -153,9 +212,27 @@ func New(opts Options) (*Agent, error) {
 // Dispatcher exposes the op registry (tests, extra capabilities).
 func (a *Agent) Dispatcher() *Dispatcher { return a.dispatch }
 
-// Subject returns the agent's subject with the given suffix ("rpc", "hello", "events").
+// Subject returns the agent's v1 subject with the given suffix ("rpc", "hello", "events").
 func (a *Agent) Subject(suffix string) string {
-	return "agent." + a.opts.WorkspaceID + "." + a.opts.AgentID + "." + suffix
+	return subject.Of(a.opts.WorkspaceID, a.opts.AgentID, suffix)
+}
+
+// ConnectionSubject returns the subject of this process's connection
+// instance with the given suffix (agent.<ws>.<id>.connection.<inst>.<suffix>).
+func (a *Agent) ConnectionSubject(suffix string) string {
+	return subject.Connection(a.opts.WorkspaceID, a.opts.AgentID, a.instance) + "." + suffix
+}
+
+// Instance is this process's connection instance id.
+func (a *Agent) Instance() string { return a.instance }
+
+// publishBoth publishes on the v1 subject (for v1 control planes) and on the
+// connection instance's (for next-revision ones).
+func (a *Agent) publishBoth(nc *nats.Conn, suffix string, b []byte) error {
+	if err := nc.Publish(a.Subject(suffix), b); err != nil {
+		return err
+	}
+	return nc.Publish(a.ConnectionSubject(suffix), b)
 }
 
 func (a *Agent) ping(_ context.Context, req *agentpb.PingRequest) (*agentpb.PingResponse, error) {
@@ -170,7 +247,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
 
-	retry := backoff.Backoff{Policy: backoff.Standard()}
 	for {
 		closedUnexpectedly := make(chan struct{})
 		nc, err := a.connect(opsCtx, closedUnexpectedly)
@@ -193,7 +269,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			stopHB()
 			hbDone.Wait()
 			a.logger.Error("NATS connection closed; dialing again")
-			if err := retry.Sleep(ctx); err != nil {
+			if err := a.redial.Sleep(ctx); err != nil {
 				a.shutdown(nil, context.Cause(ctx), cancelOps)
 				return nil
 			}
@@ -211,14 +287,19 @@ func (a *Agent) connect(opsCtx context.Context, closedUnexpectedly chan struct{}
 		a.onConnect(nc, what)
 	}
 	opts := []nats.Option{
-		nats.Name("opengeni-agent/" + a.opts.AgentID),
+		nats.Name(subject.ConnectionNamePrefix + a.instance),
 		// The only inbox an agent may read is its own (docs/security.md).
 		nats.CustomInboxPrefix(subject.AgentInboxPrefix(a.opts.WorkspaceID, a.opts.AgentID)),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.IgnoreAuthErrorAbort(), // a laptop keeps trying; the bearer may be re-issued
 		nats.ReconnectBufSize(256 << 10),
-		nats.CustomReconnectDelay(func(attempts int) time.Duration { return backoff.Jitter(policy.Ceiling(attempts)) }),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			d := backoff.Jitter(policy.Ceiling(attempts))
+			a.nextDelay.Store(int64(d))
+			return d
+		}),
+		nats.ReconnectErrHandler(func(nc *nats.Conn, err error) { a.connectFailed(nc, err) }),
 		nats.ConnectHandler(func(nc *nats.Conn) { announce(nc, "connected") }),
 		nats.ReconnectHandler(func(nc *nats.Conn) { announce(nc, "reconnected") }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -226,9 +307,17 @@ func (a *Agent) connect(opsCtx context.Context, closedUnexpectedly chan struct{}
 				a.logger.Warn("disconnected from NATS", "err", err)
 			}
 		}),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		nats.ErrorHandler(func(nc *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrAuthExpired) {
+				// The short-lived user JWT of a connection instance expired:
+				// that is a credential rotation, not an outage. Reconnect at
+				// once (the callout issues a fresh JWT), no backoff.
+				a.logger.Info("NATS user JWT expired; reconnecting at once for a fresh one")
+				_ = nc.ForceReconnect()
+				return
+			}
 			if isAuthDenial(err) {
-				a.logger.Error("NATS rejected the enrollment bearer; will keep retrying (re-enroll if this persists)", "err", err)
+				a.connectFailed(nc, err)
 				return
 			}
 			a.logger.Warn("NATS error", "err", err)
@@ -247,18 +336,24 @@ func (a *Agent) connect(opsCtx context.Context, closedUnexpectedly chan struct{}
 	}
 	opts = append(opts, a.opts.NATSOptions...)
 
+	a.logger.Info("connecting to NATS", "servers", redactURLs(a.opts.Servers), "workspace", a.opts.WorkspaceID, "instance", a.instance)
+	a.setState(ConnState{State: StateConnecting, Server: strings.Join(redactURLs(a.opts.Servers), ",")})
 	nc, err := nats.Connect(strings.Join(a.opts.Servers, ","), opts...)
 	if err != nil {
 		return nil, err
 	}
-	sub, err := nc.Subscribe(a.Subject("rpc"), func(msg *nats.Msg) { a.onRequest(opsCtx, nc, msg) })
-	if err != nil {
-		close(subscribed)
-		nc.Close()
-		return nil, err
+	// v1 control planes address the machine, next-revision ones this
+	// connection instance; both are served.
+	for _, subj := range []string{a.Subject(subject.RPC), a.ConnectionSubject(subject.RPC)} {
+		sub, err := nc.Subscribe(subj, func(msg *nats.Msg) { a.onRequest(opsCtx, nc, msg) })
+		if err != nil {
+			close(subscribed)
+			nc.Close()
+			return nil, err
+		}
+		// A burst of requests waits in the subscription, not in NATS' slow-consumer drop.
+		_ = sub.SetPendingLimits(64<<10, 512<<20)
 	}
-	// A burst of requests waits in the subscription, not in NATS' slow-consumer drop.
-	_ = sub.SetPendingLimits(64<<10, 512<<20)
 	a.mu.Lock()
 	a.nc = nc
 	a.mu.Unlock()
@@ -269,11 +364,14 @@ func (a *Agent) connect(opsCtx context.Context, closedUnexpectedly chan struct{}
 // onConnect announces the machine on every (re)connect and restarts the
 // heartbeat sequence for the new connection.
 func (a *Agent) onConnect(nc *nats.Conn, what string) {
+	a.redial.Reset()
 	a.hbSeq.Store(0)
 	if err := a.publishHello(nc); err != nil {
 		a.logger.Warn("hello failed", "err", err)
 	}
-	a.logger.Info("agent "+what, "server", nc.ConnectedUrlRedacted(), "subject", a.Subject("rpc"), "max_payload", nc.MaxPayload())
+	a.logger.Info("agent "+what, "server", nc.ConnectedUrlRedacted(), "subject", a.Subject("rpc"), "instance", a.instance,
+		"max_payload", nc.MaxPayload())
+	a.setState(ConnState{State: StateConnected, Server: nc.ConnectedUrlRedacted()})
 	select {
 	case a.hbKick <- struct{}{}:
 	default:
@@ -288,6 +386,7 @@ func (a *Agent) onRequest(opsCtx context.Context, nc *nats.Conn, msg *nats.Msg) 
 	maxPayload := int(nc.MaxPayload())
 	// Accept on the delivery goroutine keeps arrival order for ordered ops.
 	req := a.dispatch.Accept(msg.Data)
+	msg.Data = nil // decoded (and copied); the raw bytes need not wait for a slot too
 	serve := func() {
 		out := a.dispatch.Serve(opsCtx, req, maxPayload)
 		if err := msg.Respond(out); err != nil {
@@ -304,7 +403,7 @@ func (a *Agent) onRequest(opsCtx context.Context, nc *nats.Conn, msg *nats.Msg) 
 // Hello builds the announcement of this machine.
 func (a *Agent) Hello() *agentpb.Hello {
 	consent := a.opts.Consent()
-	hasDesktop, display, _ := a.desktop.Capability()
+	hasDesktop, display, desktopReason := a.desktop.Capability()
 	return &agentpb.Hello{
 		AgentId:       a.opts.AgentID,
 		WorkspaceId:   a.opts.WorkspaceID,
@@ -322,9 +421,12 @@ func (a *Agent) Hello() *agentpb.Hello {
 			ConsentedWholeMachine:  consent.WholeMachine,
 			ConsentedScreenControl: consent.ScreenControl,
 			Display:                display,
+			// Capability honesty (next revision): why there is no desktop.
+			DesktopUnavailableReason: desktopReason,
 		},
 		UpdateChannel: a.opts.UpdateChannel,
 		ResumeToken:   a.opts.ResumeToken,
+		BinarySha256:  a.exeSHA(),
 	}
 }
 
@@ -333,7 +435,7 @@ func (a *Agent) publishHello(nc *nats.Conn) error {
 	if err != nil {
 		return err
 	}
-	if err := nc.Publish(a.Subject("hello"), b); err != nil {
+	if err := a.publishBoth(nc, subject.Hello, b); err != nil {
 		return err
 	}
 	return nc.FlushTimeout(2 * time.Second)
@@ -344,6 +446,7 @@ func (a *Agent) publishHello(nc *nats.Conn) error {
 func (a *Agent) heartbeats(ctx context.Context) {
 	t := time.NewTicker(a.opts.HeartbeatInterval)
 	defer t.Stop()
+	var lastRefused uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -363,10 +466,39 @@ func (a *Agent) heartbeats(ctx context.Context) {
 			ActiveSessions: uint32(a.dispatch.Active()),
 			Metrics:        a.sampler.Sample(ctx),
 			Draining:       a.dispatch.Draining(),
+			Capacity:       a.sampler.Capacity(ctx),
+			Admission:      a.admission(),
 		}}}
 		if err := a.publishEvent(nc, ev); err != nil {
 			a.logger.Warn("heartbeat failed", "err", err)
 		}
+		lastRefused = a.logQueue(ctx, lastRefused)
+	}
+}
+
+// logQueue reports the heavy-op queue with each heartbeat: at Info while
+// ops wait or were refused busy since the last report, else at Debug. The
+// v1 Heartbeat and MetricsSample have no field for it, so the log is where
+// an operator sees a saturated machine. It returns the refused count.
+func (a *Agent) logQueue(ctx context.Context, lastRefused uint64) uint64 {
+	q := a.dispatch.Queue()
+	level := slog.LevelDebug
+	if q.Queued > 0 || q.Refused != lastRefused {
+		level = slog.LevelInfo
+	}
+	a.logger.Log(ctx, level, "op queue", "running", q.Running, "slots", q.Slots, "queue_depth", q.Queued,
+		"queue_limit", q.Limit, "refused_busy_total", q.Refused, "refused_busy_since_last", q.Refused-lastRefused)
+	return q.Refused
+}
+
+// admission is the heartbeat's AdmissionTelemetry: heavy ops running and
+// queued, light ops (everything else in flight), live ops.
+func (a *Agent) admission() *agentpb.AdmissionTelemetry {
+	q := a.dispatch.Queue()
+	live := a.dispatch.Active()
+	return &agentpb.AdmissionTelemetry{
+		HeavyRunning: uint64(q.Running), HeavyQueued: uint64(q.Queued),
+		LightRunning: uint64(max(0, live-q.Running-q.Queued)), LiveOps: uint64(live),
 	}
 }
 
@@ -375,7 +507,26 @@ func (a *Agent) publishEvent(nc *nats.Conn, ev *agentpb.AgentEvent) error {
 	if err != nil {
 		return err
 	}
-	return nc.Publish(a.Subject("events"), b)
+	return a.publishBoth(nc, subject.Events, b)
+}
+
+// executableSHA256 is the hex SHA-256 of the running binary (Hello
+// binary_sha256), "" when it cannot be read.
+func executableSHA256() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	f, err := os.Open(exe)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // shutdown: refuse new work, say GoingOffline, let in-flight ops finish (up
@@ -427,7 +578,91 @@ func (a *Agent) shutdown(nc *nats.Conn, cause error, cancelOps context.CancelFun
 			}
 		}
 	}
+	a.setState(ConnState{State: StateStopped})
 	a.logger.Info("agent stopped")
+}
+
+// connectFailed reports one failed connection attempt: its cause and when
+// the next one comes, at most one line per cause per interval (with the
+// count of those suppressed). A refused bearer says which credential and
+// the exact command that fixes it.
+func (a *Agent) connectFailed(nc *nats.Conn, err error) {
+	if a.stopped.Load() || err == nil {
+		return
+	}
+	server := ""
+	if nc != nil {
+		server = nc.ConnectedUrlRedacted()
+	}
+	if server == "" {
+		server = strings.Join(redactURLs(a.opts.Servers), ",")
+	}
+	next := time.Duration(a.nextDelay.Load())
+	st := ConnState{State: StateRetrying, Server: server, LastError: err.Error(), NextRetry: time.Now().Add(next)}
+	if isAuthDenial(err) {
+		st.State = StateDenied
+	}
+	a.setState(st)
+	// Per cause: a new cause is logged at once, a repeated one once per interval.
+	key := st.State + ": " + err.Error()
+	if ok, suppressed := a.connLogs.Allow(key); ok {
+		if st.State == StateDenied {
+			a.logger.Error("NATS refused this machine's enrollment bearer (connection "+a.opts.WorkspaceID+"/"+a.opts.AgentID+
+				"); it keeps retrying, but the credential is probably revoked or expired. To pair this machine again, run: "+
+				a.repairCommand(), "server", server, "err", err, "suppressed", suppressed)
+			return
+		}
+		a.logger.Warn("cannot connect to NATS; retrying", "server", server, "err", err,
+			"next_retry_in", next.Round(time.Millisecond), "suppressed", suppressed)
+	}
+}
+
+// repairCommand is the exact command that pairs this machine again.
+func (a *Agent) repairCommand() string {
+	cmd := "opengeni-agent connect --force"
+	if a.opts.APIURL != "" {
+		cmd += " --api-url " + a.opts.APIURL
+	}
+	return cmd + " --workspace-id " + a.opts.WorkspaceID
+}
+
+// setState records the live state (keeping Since while the state is
+// unchanged) and tells Options.OnState.
+func (a *Agent) setState(st ConnState) {
+	a.stateMu.Lock()
+	if st.State == a.state.State && !a.state.Since.IsZero() {
+		st.Since = a.state.Since
+	} else {
+		st.Since = time.Now()
+	}
+	st.Instance = a.instance
+	a.state = st
+	a.stateMu.Unlock()
+	if a.opts.OnState != nil {
+		a.opts.OnState(st)
+	}
+}
+
+// State is the connection's live state.
+func (a *Agent) State() ConnState {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	return a.state
+}
+
+// redactURLs drops passwords and tokens from NATS URLs for logs.
+func redactURLs(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil || u.User == nil {
+			out[i] = raw
+			continue
+		}
+		u.User = nil
+		out[i] = u.String()
+	}
+	return out
 }
 
 // isAuthDenial classifies connect errors that mean "the bearer was refused".

@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"fmt"
+
 	"context"
 	"errors"
+	"github.com/google/uuid"
 	"net"
 	"strconv"
 	"testing"
@@ -12,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/opengeni/opengeni-agent/internal/backoff"
 	"github.com/opengeni/opengeni-agent/internal/natstest"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -32,7 +36,7 @@ type runningAgent struct {
 }
 
 // startAgent runs an agent; setup runs before it connects (handler overrides).
-func startAgent(t *testing.T, url string, mutate func(*Options), setup ...func(*Agent)) *runningAgent {
+func startAgent(t testing.TB, url string, mutate func(*Options), setup ...func(*Agent)) *runningAgent {
 	t.Helper()
 	opts := Options{
 		Servers:           []string{url},
@@ -66,7 +70,7 @@ func startAgent(t *testing.T, url string, mutate func(*Options), setup ...func(*
 	return ra
 }
 
-func subscribe(t *testing.T, nc *nats.Conn, subject string) chan *nats.Msg {
+func subscribe(t testing.TB, nc *nats.Conn, subject string) chan *nats.Msg {
 	t.Helper()
 	ch := make(chan *nats.Msg, 256)
 	sub, err := nc.ChanSubscribe(subject, ch)
@@ -80,7 +84,7 @@ func subscribe(t *testing.T, nc *nats.Conn, subject string) chan *nats.Msg {
 	return ch
 }
 
-func next[T proto.Message](t *testing.T, ch chan *nats.Msg, into T) T {
+func next[T proto.Message](t testing.TB, ch chan *nats.Msg, into T) T {
 	t.Helper()
 	select {
 	case m := <-ch:
@@ -185,7 +189,7 @@ func TestRidesOutNATSOutage(t *testing.T) {
 	}
 }
 
-func mustMarshal(t *testing.T, m proto.Message) []byte {
+func mustMarshal(t testing.TB, m proto.Message) []byte {
 	t.Helper()
 	b, err := proto.Marshal(m)
 	if err != nil {
@@ -264,5 +268,84 @@ func TestStopAnnouncesGoingOfflineAndDrains(t *testing.T) {
 				t.Fatalf("after stop: %v", err)
 			}
 		})
+	}
+}
+
+// The re-dial backoff starts over after every good connection: a machine
+// whose connection closed three times in a day waits the first delay, not
+// the third.
+func TestRedialBackoffResetsAfterAGoodConnection(t *testing.T) {
+	s := natstest.Start(t)
+	nc := natstest.Connect(t, s)
+	hellos := subscribe(t, nc, testSubject("hello"))
+	ra := startAgent(t, s.ClientURL(), nil, func(a *Agent) {
+		a.redial.Policy = backoff.Exponential(time.Millisecond, 10*time.Millisecond)
+	})
+	next(t, hellos, &agentpb.Hello{})
+	for i := range 3 {
+		ra.mu.Lock()
+		conn := ra.nc
+		ra.mu.Unlock()
+		conn.Close() // the connection ends for good: Run re-dials after a backoff delay
+		next(t, hellos, &agentpb.Hello{})
+		if got := ra.redial.Attempt(); got != 0 {
+			t.Fatalf("after reconnect %d the backoff is at attempt %d, want 0", i+1, got)
+		}
+	}
+}
+
+// Next-revision connection instances (control.md §9): the CONNECT name
+// carries a random instance id, hello and heartbeats (with capacity and
+// admission telemetry) go out on both the v1 and the instance subjects, and
+// requests are served on both rpc subjects.
+func TestConnectionInstance(t *testing.T) {
+	s := natstest.Start(t)
+	nc := natstest.Connect(t, s)
+	connHellos := subscribe(t, nc, "agent."+testWS+"."+testAgent+".connection.*.hello")
+	connEvents := subscribe(t, nc, "agent."+testWS+"."+testAgent+".connection.*.events")
+	v1Hellos := subscribe(t, nc, testSubject("hello"))
+	ra := startAgent(t, s.ClientURL(), nil)
+	other := startAgent(t, s.ClientURL(), nil) // a second process: its own instance
+	if ra.Instance() == other.Instance() || uuid.Validate(ra.Instance()) != nil {
+		t.Fatalf("instances %q %q", ra.Instance(), other.Instance())
+	}
+	h := next(t, connHellos, &agentpb.Hello{})
+	if h.GetAgentId() != testAgent || len(h.GetBinarySha256()) != 64 {
+		t.Fatalf("connection hello %v", h)
+	}
+	next(t, v1Hellos, &agentpb.Hello{})
+	for {
+		ev := next(t, connEvents, &agentpb.AgentEvent{})
+		if hb := ev.GetHeartbeat(); hb != nil {
+			if hb.GetCapacity().GetNproc() == 0 || hb.GetCapacity().GetMemAvailableBytes() == 0 || hb.GetAdmission() == nil {
+				t.Fatalf("heartbeat telemetry %v", hb)
+			}
+			break
+		}
+	}
+	names := map[string]bool{}
+	natstest.Eventually(t, 10*time.Second, func() error {
+		cz, err := s.Connz(nil)
+		if err != nil {
+			return err
+		}
+		for _, c := range cz.Conns {
+			names[c.Name] = true
+		}
+		if len(cz.Conns) < 3 {
+			return fmt.Errorf("%d connections", len(cz.Conns))
+		}
+		return nil
+	})
+	if !names["opengeni-agent/connection/"+ra.Instance()] || !names["opengeni-agent/connection/"+other.Instance()] {
+		t.Fatalf("CONNECT names %v", names)
+	}
+	msg, err := nc.Request(ra.ConnectionSubject("rpc"), mustMarshal(t, &agentpb.ControlRequest{RequestId: "req-inst",
+		Op: &agentpb.ControlRequest_Ping{Ping: &agentpb.PingRequest{Nonce: 7}}}), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp := decodeReply(t, msg.Data); resp.GetRequestId() != "req-inst" || resp.GetPing().GetNonce() != 7 {
+		t.Fatalf("instance rpc reply %v", resp)
 	}
 }

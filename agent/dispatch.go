@@ -16,6 +16,7 @@ import (
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	"github.com/opengeni/opengeni-agent/agent/opctx"
+	"github.com/opengeni/opengeni-agent/internal/logthrottle"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -60,31 +61,67 @@ type Dispatcher struct {
 	handlers map[protoreflect.Name]*handler
 
 	heldEpoch atomic.Uint32
-	draining  atomic.Bool
 	slots     chan struct{}
-	inflight  sync.WaitGroup
 	active    atomic.Int64
+
+	// The admission gate. Every decision to admit, and the drain flag, are
+	// taken under one mutex, so once BeginDrain returns nothing new is
+	// admitted and Wait never races an admission (sync.WaitGroup forbids an
+	// Add concurrent with Wait).
+	gate       sync.Mutex
+	draining   bool
+	inflight   int           // admitted requests not yet served
+	idle       chan struct{} // non-nil while inflight > 0; closed when it drops to 0
+	heavy      int           // admitted heavy requests not yet served (waiting or running)
+	queueLimit int           // heavy requests that may wait beyond the slots
+	busyTotal  atomic.Uint64 // heavy requests refused because the queue was full
+
+	refusalLog logthrottle.Throttle // one line per interval for repeated DRAINING/busy refusals
+
+	drainSeen atomic.Bool // mirror of draining for lock-free readers (heartbeats)
 
 	orderKeys map[protoreflect.Name]func(protoreflect.Message) string
 	orderMu   sync.Mutex
 	tails     map[string]chan struct{} // last accepted request per order key
 }
 
-// NewDispatcher admits at most maxHeavy heavy ops at once (others wait).
+// Admission defaults.
+const (
+	DefaultMaxHeavy = 32
+	// QueuePerSlot sets the default queue depth: this many waiting heavy ops
+	// per slot, enough to ride out a burst without holding unbounded memory.
+	QueuePerSlot = 4
+)
+
+// NewDispatcher admits at most maxHeavy heavy ops at once (default 32);
+// others wait for a slot. Use SetQueueLimit to bound how many may wait.
 func NewDispatcher(logger *slog.Logger, maxHeavy int) *Dispatcher {
 	if logger == nil {
 		logger = slog.Default()
 	}
 	if maxHeavy <= 0 {
-		maxHeavy = 32
+		maxHeavy = DefaultMaxHeavy
 	}
 	return &Dispatcher{
-		logger:    logger,
-		handlers:  map[protoreflect.Name]*handler{},
-		slots:     make(chan struct{}, maxHeavy),
-		orderKeys: map[protoreflect.Name]func(protoreflect.Message) string{},
-		tails:     map[string]chan struct{}{},
+		logger:     logger,
+		handlers:   map[protoreflect.Name]*handler{},
+		slots:      make(chan struct{}, maxHeavy),
+		queueLimit: QueuePerSlot * maxHeavy,
+		orderKeys:  map[protoreflect.Name]func(protoreflect.Message) string{},
+		tails:      map[string]chan struct{}{},
 	}
+}
+
+// SetQueueLimit bounds the heavy ops that may wait for a slot (n <= 0 means
+// the default, QueuePerSlot times the slots). Beyond it a heavy op is refused
+// at once as busy. Call it before serving.
+func (d *Dispatcher) SetQueueLimit(n int) {
+	if n <= 0 {
+		n = QueuePerSlot * cap(d.slots)
+	}
+	d.gate.Lock()
+	d.queueLimit = n
+	d.gate.Unlock()
 }
 
 // Handle registers h for the op named op (the ControlRequest oneof field,
@@ -142,21 +179,50 @@ func (d *Dispatcher) Serves(op string) bool {
 // from request epochs: several sessions with unrelated epochs share a machine.
 func (d *Dispatcher) SetHeldEpoch(e uint32) { d.heldEpoch.Store(e) }
 
-// BeginDrain makes every new op answer DRAINING; in-flight ops finish.
-func (d *Dispatcher) BeginDrain() { d.draining.Store(true) }
+// BeginDrain makes every op accepted from now on answer DRAINING; admitted
+// ops finish.
+func (d *Dispatcher) BeginDrain() {
+	d.gate.Lock()
+	d.draining = true
+	d.drainSeen.Store(true)
+	d.gate.Unlock()
+}
 
 // Draining reports whether BeginDrain was called.
-func (d *Dispatcher) Draining() bool { return d.draining.Load() }
+func (d *Dispatcher) Draining() bool { return d.drainSeen.Load() }
 
 // Active is the number of ops being served now.
 func (d *Dispatcher) Active() int { return int(d.active.Load()) }
 
-// Wait blocks until in-flight ops finished or ctx ends.
+// QueueStats is a snapshot of heavy-op admission.
+type QueueStats struct {
+	Running int    // heavy ops holding a slot
+	Slots   int    // heavy ops served at once
+	Queued  int    // admitted heavy ops waiting for a slot (or for an earlier op on the same path)
+	Limit   int    // the most that may wait; beyond it heavy ops are refused busy
+	Refused uint64 // heavy ops refused busy since start
+}
+
+// Queue reports the heavy-op queue.
+func (d *Dispatcher) Queue() QueueStats {
+	d.gate.Lock()
+	heavy, limit := d.heavy, d.queueLimit
+	d.gate.Unlock()
+	running := len(d.slots)
+	return QueueStats{Running: running, Slots: cap(d.slots), Queued: max(0, heavy-running), Limit: limit, Refused: d.busyTotal.Load()}
+}
+
+// Wait blocks until no admitted op is in flight or ctx ends. After
+// BeginDrain nothing new is admitted, so a nil return means drained.
 func (d *Dispatcher) Wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { d.inflight.Wait(); close(done) }()
+	d.gate.Lock()
+	idle := d.idle
+	d.gate.Unlock()
+	if idle == nil {
+		return nil
+	}
 	select {
-	case <-done:
+	case <-idle:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -172,28 +238,35 @@ type Request struct {
 	prev      <-chan struct{} // the previous request with the same order key
 	done      chan struct{}
 	key       string
+
+	refusal  *agentpb.AgentError // set when the request was not admitted (draining, busy)
+	admitted bool                // counted in inflight
+	heavy    bool                // counted in the heavy queue
 }
 
-// Inline reports whether the request is for an Inline op, to be served on
-// the delivery goroutine.
-func (r *Request) Inline() bool { return r.h != nil && r.h.class == Inline }
+// Inline reports whether the request is to be served on the delivery
+// goroutine: an Inline op, or a refusal, which is answered at once so a
+// flood of refused requests costs no goroutines.
+func (r *Request) Inline() bool { return r.refusal != nil || (r.h != nil && r.h.class == Inline) }
 
-// Accept decodes a request and takes its place in the order of its key.
-// Call it on the transport's delivery goroutine, in arrival order, and
-// follow every Accept with exactly one Serve.
+// Accept decodes a request, admits it (or decides its refusal) and takes
+// its place in the order of its key. Call it on the transport's delivery
+// goroutine, in arrival order, and follow every Accept with exactly one
+// Serve.
 func (d *Dispatcher) Accept(data []byte) *Request {
-	d.inflight.Add(1)
 	d.active.Add(1)
 	r := &Request{req: &agentpb.ControlRequest{}}
 	if err := proto.Unmarshal(data, r.req); err != nil {
 		r.req, r.decodeErr = nil, err
+	} else if r.field = r.req.ProtoReflect().WhichOneof(opOneof); r.field != nil {
+		r.h = d.handlers[r.field.Name()]
+	}
+	if !d.admit(r) {
 		return r
 	}
-	r.field = r.req.ProtoReflect().WhichOneof(opOneof)
-	if r.field == nil {
+	if r.h == nil {
 		return r
 	}
-	r.h = d.handlers[r.field.Name()]
 	if keyOf, ok := d.orderKeys[r.field.Name()]; ok {
 		r.key = keyOf(r.req.ProtoReflect().Get(r.field).Message())
 		r.done = make(chan struct{})
@@ -203,6 +276,73 @@ func (d *Dispatcher) Accept(data []byte) *Request {
 		d.orderMu.Unlock()
 	}
 	return r
+}
+
+// admit decides, under the gate, whether r is served: nothing is admitted
+// once draining, and a heavy op is refused busy when the slots are taken
+// and QueueLimit heavy ops already wait. Ping, metrics and the other light
+// ops are never refused for busy: they are how a platform sees a busy
+// machine is alive.
+func (d *Dispatcher) admit(r *Request) bool {
+	d.gate.Lock()
+	defer d.gate.Unlock()
+	if d.draining {
+		r.refusal = &agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_DRAINING,
+			Message: "the agent is draining", Retryable: true}
+		return false
+	}
+	if r.h != nil && r.h.class == Heavy {
+		if limit := cap(d.slots) + d.queueLimit; d.heavy >= limit {
+			d.busyTotal.Add(1)
+			r.refusal = busyError(d.heavy-len(d.slots), d.queueLimit)
+			return false
+		}
+		d.heavy++
+		r.heavy = true
+	}
+	d.inflight++
+	if d.inflight == 1 {
+		d.idle = make(chan struct{})
+	}
+	r.admitted = true
+	return true
+}
+
+// busyError refuses a heavy op when the queue is full. v1 has no BUSY code;
+// it is DRAINING (retryable) with a "machine busy" message and detail
+// reason=busy, because DRAINING promises exactly what a busy refusal means:
+// the op was never started, so any op may be retried. The next-revision
+// control plane retries DRAINING for every op with backoff (exec up to 10
+// times, others 3; control.md §9), whereas TIMEOUT is retried only once and
+// only for read-only ops (a timeout may mean the op ran), and v1 maps it to
+// agent_reconnecting, which a busy machine is not.
+func busyError(queued, limit int) *agentpb.AgentError {
+	return &agentpb.AgentError{
+		Code: agentpb.ErrorCode_ERROR_CODE_DRAINING,
+		Message: fmt.Sprintf("machine busy: %d operations are already waiting for a free slot (limit %d); retry with backoff",
+			queued, limit),
+		Retryable: true,
+		Detail:    map[string]string{"reason": "busy", "queue_depth": strconv.Itoa(queued), "queue_limit": strconv.Itoa(limit)},
+	}
+}
+
+// finish returns r's admission when its reply is built.
+func (d *Dispatcher) finish(r *Request) {
+	d.release(r)
+	d.active.Add(-1)
+	if !r.admitted {
+		return
+	}
+	d.gate.Lock()
+	if r.heavy {
+		d.heavy--
+	}
+	d.inflight--
+	if d.inflight == 0 {
+		close(d.idle)
+		d.idle = nil
+	}
+	d.gate.Unlock()
 }
 
 // release lets the next request with the same order key run.
@@ -226,7 +366,7 @@ func (d *Dispatcher) Dispatch(ctx context.Context, data []byte, maxPayload int) 
 
 // Serve runs an accepted request and returns the encoded reply.
 func (d *Dispatcher) Serve(ctx context.Context, r *Request, maxPayload int) []byte {
-	defer func() { d.release(r); d.active.Add(-1); d.inflight.Done() }()
+	defer d.finish(r)
 
 	start := time.Now()
 	resp, label := d.serve(ctx, r, maxPayload)
@@ -245,15 +385,36 @@ func (d *Dispatcher) Serve(ctx context.Context, r *Request, maxPayload int) []by
 		})
 		out, _ = proto.Marshal(resp)
 	}
+	d.logReply(ctx, resp, label, time.Since(start))
+	return out
+}
+
+// logReply logs an op at Debug, or at Info when it failed. Refusals come
+// in floods (a draining or busy agent), so they are rate-limited per kind:
+// one line per interval, counting the lines left out.
+func (d *Dispatcher) logReply(ctx context.Context, resp *agentpb.ControlResponse, label string, took time.Duration) {
+	e := resp.GetError()
 	level := slog.LevelDebug
-	if resp.GetError() != nil {
+	if e != nil {
 		level = slog.LevelInfo
 	}
-	if d.logger.Enabled(ctx, level) {
-		d.logger.Log(ctx, level, "op", "op", label, "request_id", resp.GetRequestId(),
-			"duration", time.Since(start), "code", resp.GetError().GetCode().String())
+	if !d.logger.Enabled(ctx, level) {
+		return
 	}
-	return out
+	attrs := []any{"op", label, "request_id", resp.GetRequestId(), "duration", took, "code", e.GetCode().String()}
+	if e.GetCode() == agentpb.ErrorCode_ERROR_CODE_DRAINING { // draining, or busy (detail reason)
+		reason := e.GetDetail()["reason"]
+		ok, suppressed := d.refusalLog.Allow(reason)
+		if !ok {
+			return
+		}
+		attrs = append(attrs, "suppressed", suppressed)
+		if reason == "busy" {
+			q := d.Queue()
+			attrs = append(attrs, "queue_depth", q.Queued, "queue_limit", q.Limit, "refused_busy_total", q.Refused)
+		}
+	}
+	d.logger.Log(ctx, level, "op", attrs...)
 }
 
 // serve applies the rules in order and returns the response and op label.
@@ -277,7 +438,10 @@ func (d *Dispatcher) serve(ctx context.Context, r *Request, maxPayload int) (*ag
 			Detail:    map[string]string{"op_epoch": strconv.Itoa(int(req.GetEpoch())), "held_epoch": strconv.Itoa(int(held))},
 		}), label
 	}
-	if d.draining.Load() {
+	if r.refusal != nil {
+		return errorResponse(id, r.refusal), label
+	}
+	if d.drainSeen.Load() { // admitted before the drain began but not started yet: nothing ran
 		return errorResponse(id, &agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_DRAINING,
 			Message: "the agent is draining", Retryable: true}), label
 	}
@@ -298,6 +462,14 @@ func (d *Dispatcher) serve(ctx context.Context, r *Request, maxPayload int) (*ag
 		}
 		return errorResponse(id, &agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_UNSUPPORTED,
 			Message: fmt.Sprintf("unsupported operation: %s is not served by this agent", label)}), label
+	}
+	if p := req.GetResourcePolicy(); p != nil && (p.MemoryMaxBytes != nil || p.MemoryHighBytes != nil || p.CpuMaxMillicores != nil) {
+		// control.md §9: a policy the runner cannot enforce is UNSUPPORTED,
+		// never silently ignored (the platform would believe the op is
+		// contained). This build enforces none (Capabilities say so).
+		return errorResponse(id, &agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_UNSUPPORTED,
+			Message: fmt.Sprintf("unsupported operation: %s with a resource policy: this agent cannot enforce per-op memory or CPU limits", label),
+			Detail:  map[string]string{"reason": "resource_policy_unenforceable"}}), label
 	}
 
 	if r.prev != nil { // wait for the previous request with the same key, before taking a slot

@@ -46,9 +46,11 @@ func (a *Agent) register() {
 	if a.opts.RelayURL != "" {
 		streams = a.streamDialer()
 		a.ptys = pty.New(pty.Options{
-			Streams: streams,
-			Root:    a.root,
-			Logger:  a.logger,
+			Streams:     streams,
+			Root:        a.root,
+			Logger:      a.logger,
+			IdleTimeout: a.opts.PtyIdleTimeout,
+			MaxLive:     a.opts.MaxPtys,
 		})
 		Handle(d, "pty_open", Heavy, a.ptys.Open)
 		Handle(d, "pty_write", Light, a.ptys.Write)

@@ -52,7 +52,11 @@ func TestOfflineKeepsTransportCause(t *testing.T) {
 			if !errors.As(err, &ce) || !ce.AgentOffline || ce.Code != agentpb.ErrorCode_ERROR_CODE_AGENT_OFFLINE {
 				t.Fatalf("err = %v, want AGENT_OFFLINE", err)
 			}
-			if ce.Message != OfflineMessage || ce.Retryable || len(ce.Detail) != 0 || ce.Reason != ReasonAgentOffline {
+			extra := 0 // DetailNeverSent marks a request that never left (no connection)
+			if _, ok := ce.Detail[DetailNeverSent]; ok {
+				extra = 1
+			}
+			if ce.Message != OfflineMessage || ce.Retryable || len(ce.Detail) != extra || ce.Reason != ReasonAgentOffline {
 				t.Fatalf("wire-visible error changed: %+v", ce)
 			}
 			if !errors.Is(err, tc.want) {

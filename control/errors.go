@@ -39,6 +39,10 @@ type Error struct {
 	// PayloadTooLarge (a next-revision flag): the request or its reply does
 	// not fit one transport message; Detail has encoded_bytes and max_payload.
 	PayloadTooLarge bool
+	// NeverSent (a next-revision flag): the control side found the machine
+	// offline before sending (detail "_never_sent" = "1"), so nothing reached
+	// it and any op may be retried.
+	NeverSent bool
 
 	Detail map[string]string // never nil
 	// RequestID is the request_id of the ControlRequest that failed, when
@@ -80,6 +84,10 @@ func codeName(c agentpb.ErrorCode) string {
 	return "CODE_" + strconv.Itoa(int(c))
 }
 
+// DetailNeverSent marks a synthesized error whose request never left the
+// control side.
+const DetailNeverSent = "_never_sent"
+
 // FromAgentError maps an AgentError onto an [*Error] (control.md §2.3):
 //
 //	AGENT_OFFLINE     agent_offline       retryable false  AgentOffline
@@ -108,6 +116,7 @@ func FromAgentError(ae *agentpb.AgentError) *Error {
 	for k, v := range ae.GetDetail() {
 		e.Detail[k] = v
 	}
+	e.NeverSent = e.Detail[DetailNeverSent] == "1"
 	switch e.Code {
 	case agentpb.ErrorCode_ERROR_CODE_AGENT_OFFLINE:
 		e.Reason, e.Retryable, e.AgentOffline = ReasonAgentOffline, false, true

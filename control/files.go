@@ -265,7 +265,11 @@ func (s *Session) appendSequential(ctx context.Context, part string, buf []byte,
 // arrival order, so the file is assembled in order; replies are checked in
 // order too.
 func (s *Session) appendPipelined(ctx context.Context, pl Pipeliner, part string, first []byte, window int, read chunkReader, wrote func(int)) error {
-	p, err := pl.Pipeline(ctx, s.subject)
+	subj, _, err := s.route(ctx)
+	if err != nil {
+		return err
+	}
+	p, err := pl.Pipeline(ctx, subj)
 	if err != nil {
 		return s.appendSequential(ctx, part, first, read, wrote)
 	}

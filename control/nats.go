@@ -263,7 +263,9 @@ func (r *NATSRPC) request(ctx context.Context, subject string, req *agentpb.Cont
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("control: no NATS connection within %v: %w", timeout, err)
 		}
-		return OfflineResponse(id), err, nil
+		resp := OfflineResponse(id)
+		resp.Error.Detail[DetailNeverSent] = "1" // no connection: nothing left this process
+		return resp, err, nil
 	}
 	msg, err := nc.RequestWithContext(rctx, subject, data)
 	if err != nil {

@@ -15,6 +15,9 @@ type PtyOptions struct {
 	Env        map[string]string // added to the agent's environment
 	Cols, Rows uint32            // 0: 80×24
 	Term       string            // "": xterm-256color
+	// ScopeID (next revision): a non-empty scope reattaches the machine's
+	// live terminal of that scope instead of starting a new shell.
+	ScopeID string
 }
 
 // PtyOpen opens a terminal on the machine. The agent answers once the
@@ -44,7 +47,7 @@ func (s *Session) ptyOpen(ctx context.Context, method string, o PtyOptions) (*ag
 	}
 	return invokeCase[*agentpb.ControlResponse_PtyOpen](ctx, s, method, func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_PtyOpen{PtyOpen: &agentpb.PtyOpenRequest{
-			Command: cmd, Cwd: cwd, Env: env, Cols: o.Cols, Rows: o.Rows, Term: term,
+			Command: cmd, Cwd: cwd, Env: env, Cols: o.Cols, Rows: o.Rows, Term: term, ScopeId: o.ScopeID,
 		}}
 	}, (*agentpb.ControlResponse).GetPtyOpen)
 }

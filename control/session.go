@@ -8,8 +8,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/opengeni/opengeni-agent/internal/backoff"
+	"github.com/opengeni/opengeni-agent/internal/subject"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -38,6 +41,31 @@ type SessionConfig struct {
 	Environment map[string]string
 	// WorkingDir is the base of every path and cwd (see MachinePath).
 	WorkingDir string
+	// Instances, when set, resolves the machine's live connection instance
+	// before each op (control.md §9): requests go to
+	// agent.<ws>.<id>.connection.<inst>.rpc, or to the v1 subject while it
+	// reports none. A store.Store implements it.
+	Instances InstanceResolver
+	// Retry turns on the next revision's retry policy (control.md §9, see
+	// retry.go); v1 control planes do not retry.
+	Retry bool
+	// Observer receives one Observation per op (the next revision's op
+	// observer); it must not block, and a panic in it is swallowed.
+	Observer func(Observation)
+}
+
+// InstanceResolver reports the live connection instance of a machine, ""
+// when it has none (a v1 agent, or offline).
+type InstanceResolver interface {
+	LiveInstance(ctx context.Context, ws, agent string) (string, error)
+}
+
+// InstanceResolverFunc adapts a function to [InstanceResolver].
+type InstanceResolverFunc func(ctx context.Context, ws, agent string) (string, error)
+
+// LiveInstance calls f.
+func (f InstanceResolverFunc) LiveInstance(ctx context.Context, ws, agent string) (string, error) {
+	return f(ctx, ws, agent)
 }
 
 // Session drives one connected machine. It is safe for concurrent use.
@@ -50,6 +78,11 @@ type Session struct {
 	timeout    time.Duration
 	env        map[string]string
 	workingDir string
+	instances  InstanceResolver
+	retry      bool
+	observer   func(Observation)
+	jitterFn   func() float64                             // tests
+	sleep      func(context.Context, time.Duration) error // tests
 }
 
 // NewSession validates cfg and returns a session. It does not contact the
@@ -81,11 +114,60 @@ func NewSession(cfg SessionConfig) (*Session, error) {
 		timeout:    timeout,
 		env:        env,
 		workingDir: cfg.WorkingDir,
+		instances:  cfg.Instances,
+		retry:      cfg.Retry,
+		observer:   cfg.Observer,
+		sleep:      backoff.SleepCtx,
 	}, nil
 }
 
-// Subject is the agent's request subject.
+// Subject is the agent's v1 request subject.
 func (s *Session) Subject() string { return s.subject }
+
+// route is where the next op goes: the live instance's rpc subject, or the
+// v1 subject when no resolver is set or it knows no instance.
+func (s *Session) route(ctx context.Context) (subj, inst string, err error) {
+	if s.instances == nil {
+		return s.subject, "", nil
+	}
+	inst, err = s.instances.LiveInstance(ctx, s.ws, s.agent)
+	if err != nil {
+		return "", "", FromAgentError(&agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_AGENT_OFFLINE,
+			Message: "cannot resolve the machine's connection: " + err.Error()})
+	}
+	if inst == "" {
+		return s.subject, "", nil
+	}
+	return subject.Connection(s.ws, s.agent, inst) + "." + subject.RPC, inst, nil
+}
+
+// rerouted turns a transport failure of an op sent to instance inst into
+// FENCED when the machine's live instance changed meanwhile (control.md §9:
+// a route change mid-flight is FENCED, so the caller re-resolves rather
+// than reading "offline" or "timeout").
+func (s *Session) rerouted(ctx context.Context, inst string, err error) error {
+	var ce *Error
+	if inst == "" || !errors.As(err, &ce) ||
+		(ce.Code != agentpb.ErrorCode_ERROR_CODE_TIMEOUT && ce.Code != agentpb.ErrorCode_ERROR_CODE_AGENT_OFFLINE) {
+		return err
+	}
+	now, rerr := s.instances.LiveInstance(ctx, s.ws, s.agent)
+	if rerr != nil || now == inst {
+		return err
+	}
+	fe := FromAgentError(&agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_FENCED, Retryable: true,
+		Message: fmt.Sprintf("the machine's connection changed while the op was in flight (instance %s → %s); re-resolve and retry", inst, orNone(now)),
+		Detail:  map[string]string{"sent_instance": inst, "live_instance": now}})
+	fe.RequestID = ce.RequestID
+	return fe
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
 
 // AgentID is the machine's agent (enrollment) id; it is also the instance id.
 func (s *Session) AgentID() string { return s.agent }
@@ -127,24 +209,57 @@ func (s *Session) path(p string) string { return MachinePath(p, s.workingDir) }
 
 // call is the common envelope (control.md §1.3): a fresh request id and the
 // session epoch, an AgentError becomes *Error, and a reply without error or
-// result is a PROTOCOL error.
+// result is a PROTOCOL error. With Retry set it applies the retry policy
+// (each retry a new request), and it reports the outcome to the observer.
 func (s *Session) call(ctx context.Context, op func(*agentpb.ControlRequest), timeout time.Duration) (*agentpb.ControlResponse, error) {
-	req := s.newRequest(op)
 	if timeout <= 0 {
 		timeout = s.timeout
 	}
-	var resp *agentpb.ControlResponse
-	var cause, err error
-	if nr, ok := s.rpc.(*NATSRPC); ok {
-		resp, cause, err = nr.request(ctx, s.subject, req, timeout)
-	} else {
-		resp, err = s.rpc.Request(ctx, s.subject, req, timeout)
+	start := time.Now()
+	spent := map[string]int{}
+	retries := 0
+	for {
+		req := s.newRequest(op)
+		resp, err := s.send(ctx, req, timeout)
+		if err == nil || !s.retry {
+			s.report(opLabel(req), start, retries, resp, err)
+			return resp, err
+		}
+		class, budget := retryClass(opLabel(req), err)
+		if class == "" || spent[class] >= budget {
+			s.report(opLabel(req), start, retries, resp, err)
+			return resp, err
+		}
+		if serr := s.sleep(ctx, RetryBackoff(retries, s.jitter())); serr != nil {
+			s.report(opLabel(req), start, retries, resp, err)
+			return nil, err // the caller gave up: the last real answer stands
+		}
+		spent[class]++
+		retries++
 	}
+}
+
+// send is one request on the op's route.
+func (s *Session) send(ctx context.Context, req *agentpb.ControlRequest, timeout time.Duration) (*agentpb.ControlResponse, error) {
+	subj, inst, err := s.route(ctx)
 	if err != nil {
 		return nil, err
 	}
+	var resp *agentpb.ControlResponse
+	var cause error
+	if nr, ok := s.rpc.(*NATSRPC); ok {
+		resp, cause, err = nr.request(ctx, subj, req, timeout)
+	} else {
+		resp, err = s.rpc.Request(ctx, subj, req, timeout)
+	}
+	if err != nil {
+		return nil, s.rerouted(ctx, inst, err)
+	}
 	resp, err = checkResponse(req, resp)
-	return resp, attachCause(err, cause)
+	if err != nil {
+		return nil, s.rerouted(ctx, inst, attachCause(err, cause))
+	}
+	return resp, nil
 }
 
 // attachCause keeps the transport error behind a synthesized AGENT_OFFLINE
@@ -155,6 +270,25 @@ func attachCause(err, cause error) error {
 		e.Cause = cause
 	}
 	return err
+}
+
+// report tells the observer how one op ended.
+func (s *Session) report(op string, start time.Time, retries int, resp *agentpb.ControlResponse, err error) {
+	if s.observer == nil {
+		return
+	}
+	o := Observation{Op: op, OK: err == nil, Healed: err == nil && retries > 0, Retries: retries,
+		Duration: time.Since(start), MachineID: s.agent}
+	if err == nil {
+		o.ReplyBytes = proto.Size(resp)
+	} else {
+		o.FaultClass = ClassifyFault(err)
+		var ce *Error
+		if errors.As(err, &ce) {
+			o.Code, o.Reason, o.NeverSent = ce.Code, ce.Reason, ce.NeverSent
+		}
+	}
+	s.observe(o)
 }
 
 // newRequest builds a request with a fresh id and the session epoch.

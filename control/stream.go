@@ -38,6 +38,10 @@ type StreamTokenClaims struct {
 	LeaseEpoch uint64
 	Mode       string // StreamModeView (default) or StreamModeControl
 	Port       uint32 // the channel's logical port; 0 means 6080
+	// AgentID scopes the token to one machine: the relay refuses it on any
+	// other machine's channel. "" mints a workspace-wide token (the
+	// reference's; relays that predate the scope ignore the claim).
+	AgentID string
 }
 
 // MintViewerToken signs an ogs_ viewer token under the relay's stream-token
@@ -69,6 +73,7 @@ func MintViewerToken(secret []byte, c StreamTokenClaims, ttl time.Duration) (str
 		Mode:        c.Mode,
 		Port:        c.Port,
 		Exp:         exp.Unix(),
+		AgentID:     c.AgentID,
 	}, now)
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("control: MintViewerToken: %w", err)

@@ -18,6 +18,7 @@ func TestMintViewerTokenVerifies(t *testing.T) {
 	tok, exp, err := MintViewerToken([]byte("s3cret"), StreamTokenClaims{
 		WorkspaceID: "11111111-1111-4111-8111-111111111111", SessionID: "22222222-2222-4222-8222-222222222222",
 		ViewerID: "configured:key", LeaseEpoch: 9, Mode: StreamModeControl, Port: TerminalStreamPort,
+		AgentID: "44444444-4444-4444-8444-444444444444",
 	}, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -29,7 +30,8 @@ func TestMintViewerTokenVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.LeaseEpoch != 9 || c.Port != 7681 || c.Mode != "control" || c.Exp != exp.Unix() || c.ViewerID != StreamViewerID("configured:key") {
+	if c.LeaseEpoch != 9 || c.Port != 7681 || c.Mode != "control" || c.Exp != exp.Unix() || c.ViewerID != StreamViewerID("configured:key") ||
+		c.AgentID != "44444444-4444-4444-8444-444444444444" {
 		t.Fatalf("claims %+v", c)
 	}
 	if _, err := token.VerifyViewer("other", tok, time.Now()); !errors.Is(err, token.ErrBadSignature) {

@@ -77,7 +77,7 @@ func (s *Session) AttachTerminal(ctx context.Context, ptyID string, ch *agentpb.
 	}
 	claims := StreamTokenClaims{
 		WorkspaceID: s.ws, SessionID: o.SessionID, ViewerID: o.ViewerID,
-		LeaseEpoch: uint64(s.epoch), Mode: mode, Port: ch.GetPort(),
+		LeaseEpoch: uint64(s.epoch), Mode: mode, Port: ch.GetPort(), AgentID: s.agent,
 	}
 	// One viewer identity across reconnects, or the relay would count each
 	// reconnect as another viewer.

@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	if code == 0 {
-		code = checkNoServerGoroutines()
+		code = checkNoLeaks()
 	}
 	os.Exit(code)
 }

@@ -4,8 +4,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/opengeni/opengeni-agent/internal/iplimit"
 )
 
 // Options configures a relay Server. DefaultOptions gives the reference
@@ -48,6 +52,19 @@ type Options struct {
 	// MaxViewers caps the viewers watching one channel; attaching one more
 	// fences the oldest.
 	MaxViewers int
+	// OpenRateBurst and OpenRatePerSec bound /stream upgrades per client IP
+	// (a token bucket; over it the relay answers 429 before the upgrade).
+	// OpenRateBurst 0 disables the limit.
+	OpenRateBurst  int
+	OpenRatePerSec int
+	// TrustedProxies are the peers whose X-Forwarded-For names the client
+	// for the per-IP limit; from any other peer the socket address is the
+	// client (see internal/iplimit).
+	TrustedProxies []netip.Prefix
+	// Revocations, when set, makes the relay refuse opens for machines whose
+	// enrollment is revoked and close their live channels when a revocation
+	// arrives (see RevocationSource). Nil checks nothing (the reference).
+	Revocations RevocationSource
 
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
@@ -68,6 +85,8 @@ const (
 	DefaultReapInterval     = 5 * time.Second
 	DefaultQueueLen         = 256
 	DefaultMaxViewers       = 8
+	DefaultOpenRateBurst    = 60
+	DefaultOpenRatePerSec   = 10
 )
 
 // Env var names (relay.md §1.1), plus ours for the §10 additions.
@@ -82,6 +101,9 @@ const (
 	EnvPairTimeoutSecs  = "OPENGENI_RELAY_PAIR_TIMEOUT_SECS"
 	EnvHandshakeTimeout = "OPENGENI_RELAY_HANDSHAKE_TIMEOUT_SECS"
 	EnvPingInterval     = "OPENGENI_RELAY_PING_INTERVAL_SECS"
+	EnvOpenRateBurst    = "OPENGENI_RELAY_OPEN_RATE_BURST"
+	EnvOpenRatePerSec   = "OPENGENI_RELAY_OPEN_RATE_PER_SEC"
+	EnvTrustedProxies   = "OPENGENI_RELAY_TRUSTED_PROXIES"
 )
 
 // DefaultOptions returns the reference defaults.
@@ -100,12 +122,15 @@ func DefaultOptions() Options {
 		ReapInterval:     DefaultReapInterval,
 		QueueLen:         DefaultQueueLen,
 		MaxViewers:       DefaultMaxViewers,
+		OpenRateBurst:    DefaultOpenRateBurst,
+		OpenRatePerSec:   DefaultOpenRatePerSec,
 	}
 }
 
 // TestOptions mirrors the reference RelayConfig::for_test: loopback on a
 // random port, both secrets = secret, ring 64, splice 16, 1 MiB burst,
-// 1 MiB/s, pair timeout 5 s.
+// 1 MiB/s, pair timeout 5 s. The per-IP open limit is off (every test
+// client is 127.0.0.1).
 func TestOptions(secret string) Options {
 	o := DefaultOptions()
 	o.Bind = "127.0.0.1:0"
@@ -116,6 +141,7 @@ func TestOptions(secret string) Options {
 	o.RateBurstBytes = 1 << 20
 	o.RateBytesPerSec = 1 << 20
 	o.PairTimeout = 5 * time.Second
+	o.OpenRateBurst = 0
 	return o
 }
 
@@ -154,6 +180,9 @@ func (o *Options) ApplyEnv(getenv func(string) string) error {
 	num(EnvPairTimeoutSecs, (*secsValue)(&o.PairTimeout).Set)
 	num(EnvHandshakeTimeout, (*secsValue)(&o.HandshakeTimeout).Set)
 	num(EnvPingInterval, (*secsValue)(&o.PingInterval).Set)
+	num(EnvOpenRateBurst, (*intValue)(&o.OpenRateBurst).Set)
+	num(EnvOpenRatePerSec, (*intValue)(&o.OpenRatePerSec).Set)
+	num(EnvTrustedProxies, (*prefixesValue)(&o.TrustedProxies).Set)
 	return errors.Join(errs...)
 }
 
@@ -173,6 +202,10 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var((*secsValue)(&o.PairTimeout), "pair-timeout-secs", "half-open channel reaping age, seconds (env "+EnvPairTimeoutSecs+")")
 	fs.Var((*secsValue)(&o.HandshakeTimeout), "handshake-timeout-secs", "max wait for StreamOpen, seconds (env "+EnvHandshakeTimeout+")")
 	fs.Var((*secsValue)(&o.PingInterval), "ping-interval-secs", "keepalive ping period, seconds; 0 disables (env "+EnvPingInterval+")")
+	fs.Var((*intValue)(&o.OpenRateBurst), "open-rate-burst", "stream opens per client IP in a burst; 0 disables the limit (env "+EnvOpenRateBurst+")")
+	fs.Var((*intValue)(&o.OpenRatePerSec), "open-rate-per-sec", "stream opens per client IP per second, sustained (env "+EnvOpenRatePerSec+")")
+	fs.Var((*prefixesValue)(&o.TrustedProxies), "trusted-proxies",
+		"comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client; others are keyed by socket address (env "+EnvTrustedProxies+")")
 }
 
 // withDefaults fills zero values that have no meaning as zero.
@@ -226,6 +259,25 @@ func (v *uintValue) Set(s string) error {
 		return fmt.Errorf("want a non-negative integer, got %q", s)
 	}
 	*v = uintValue(n)
+	return nil
+}
+
+// prefixesValue is a comma-separated CIDR list.
+type prefixesValue []netip.Prefix
+
+func (v *prefixesValue) String() string {
+	s := make([]string, len(*v))
+	for i, p := range *v {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+func (v *prefixesValue) Set(s string) error {
+	ps, err := iplimit.ParsePrefixes(s)
+	if err != nil {
+		return err
+	}
+	*v = ps
 	return nil
 }
 

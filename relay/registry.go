@@ -105,10 +105,19 @@ type registry struct {
 	reaps int // reaper passes (tests)
 	opts  *Options
 	m     *Metrics
+	// admit, when set, is consulted under mu at every attach, so an open
+	// racing a revocation either sees it or is closed by closeMachine.
+	admit func(ws, agent string, role agentpb.StreamRole) (reject string, retryable bool)
 }
 
 func newRegistry(opts *Options, m *Metrics) *registry {
 	return &registry{chans: make(map[routeKey]*channel), opts: opts, m: m}
+}
+
+// attachReject is why attach refused an open.
+type attachReject struct {
+	msg       string
+	retryable bool
 }
 
 type attachReq struct {
@@ -154,11 +163,17 @@ func (r *registry) resolve(a *attachReq) (*channel, bool) {
 }
 
 // attach adds a side. It returns the channel, the new side and the frames to
-// replay, or reject=true for a stale epoch.
-func (r *registry) attach(a *attachReq) (ch *channel, s *side, replay []ringEntry, reject bool) {
+// replay, or a rejection (a revoked machine, a stale epoch).
+func (r *registry) attach(a *attachReq) (ch *channel, s *side, replay []ringEntry, reject *attachReject) {
 	now := r.opts.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.admit != nil {
+		if msg, retry := r.admit(a.key.ws, a.key.agent, a.role); msg != "" {
+			r.m.OpensRejected.Add(1)
+			return nil, nil, nil, &attachReject{msg, retry}
+		}
+	}
 	ch, created := r.resolve(a)
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
@@ -179,7 +194,7 @@ func (r *registry) attach(a *attachReq) (ch *channel, s *side, replay []ringEntr
 			if created {
 				r.removeLocked(ch)
 			}
-			return nil, nil, nil, true
+			return nil, nil, nil, &attachReject{msg: msgStaleEpoch}
 		}
 		ch.epochFloor = max(ch.epochFloor, v.LeaseEpoch)
 		if v.AuthorityEpoch > 0 {
@@ -240,7 +255,7 @@ func (r *registry) attach(a *attachReq) (ch *channel, s *side, replay []ringEntr
 		r.m.Reconnects.Add(1)
 	}
 	r.m.OpensAccepted.Add(1)
-	return ch, s, replay, false
+	return ch, s, replay, nil
 }
 
 // detach removes s if it is still the live side (generation-safe: a late
@@ -426,6 +441,31 @@ func (r *registry) reap(now time.Time) int {
 			n++
 		}
 		ch.mu.Unlock()
+	}
+	return n
+}
+
+// closeMachine closes every channel of machine (ws, agent): each side is
+// sent a StreamClose with reason and msg, then dropped. It returns the
+// number of channels closed.
+func (r *registry) closeMachine(ws, agent string, reason agentpb.StreamCloseReason, msg string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for k, ch := range r.chans {
+		if k.ws != ws || k.agent != agent {
+			continue
+		}
+		ch.mu.Lock()
+		for _, s := range append(ch.viewers, ch.agent) {
+			if s != nil {
+				s.q.finish(closeMsg(s.channelID, reason, msg))
+			}
+		}
+		ch.agent, ch.viewers = nil, nil
+		r.removeLocked(ch)
+		ch.mu.Unlock()
+		n++
 	}
 	return n
 }

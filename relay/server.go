@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/opengeni/opengeni-agent/internal/iplimit"
 )
 
 // Server is one relay process. Create it with New, serve Handler() or call
@@ -31,6 +33,9 @@ type Server struct {
 	log     *slog.Logger
 	metrics *Metrics
 	reg     *registry
+	// opens is the per-client-IP limit on /stream upgrades.
+	opens    *iplimit.Limiter
+	clientIP *iplimit.Resolver
 
 	ctx    context.Context // cancelled by Close: every socket is dropped
 	cancel context.CancelFunc
@@ -53,6 +58,12 @@ func New(opts Options, logger *slog.Logger) (*Server, error) {
 	}
 	s := &Server{opts: opts, log: logger.With("component", "relay"), metrics: new(Metrics)}
 	s.reg = newRegistry(&s.opts, s.metrics)
+	if opts.Revocations != nil {
+		s.reg.admit = s.admitMachine
+		opts.Revocations.OnRevoke(func(ws, agent string) { s.RevokeAgent(ws, agent) })
+	}
+	s.opens = iplimit.New(iplimit.Bucket{Capacity: opts.OpenRateBurst, Refill: float64(opts.OpenRatePerSec)}, opts.Now)
+	s.clientIP = iplimit.NewResolver(opts.TrustedProxies)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if opts.StreamTokenSecret == "" {
 		s.log.Warn("stream token secret is empty: every viewer will be rejected at handshake")

@@ -31,6 +31,7 @@ const (
 	msgNoViewerSecret    = "viewer stream-token secret not configured"
 	msgViewerWorkspace   = "viewer token workspace does not match the channel key"
 	msgViewerPort        = "viewer token port does not match the channel key"
+	msgViewerAgent       = "viewer token agent does not match the channel key"
 	msgHandshakeTimeout  = "no StreamOpen within the handshake timeout"
 	prefixAgentToken     = "agent token: "
 	prefixViewerToken    = "viewer token: "
@@ -76,6 +77,12 @@ func parseQuery(raw string) (dialQuery, bool) {
 }
 
 func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
+	if ip := s.clientIP.ClientIP(r); !s.opens.Allow(ip) {
+		s.log.Debug("stream open rate-limited", "client", ip)
+		w.Header().Set("Retry-After", strconv.Itoa(s.opens.Bucket().RetryAfter()))
+		http.Error(w, "too many stream opens; slow down", http.StatusTooManyRequests)
+		return
+	}
 	q, ok := parseQuery(r.URL.RawQuery)
 	if !ok {
 		http.Error(w, "stream query needs ws, agent and a u32 port", http.StatusBadRequest)
@@ -120,10 +127,10 @@ func (s *Server) session(c *websocket.Conn, q dialQuery) {
 		viewer:    viewer,
 		q:         newOutq(s.opts.QueueLen),
 	}
-	ch, sd, replay, stale := s.reg.attach(a)
-	if stale {
-		log.Info("stream open rejected", "reason", msgStaleEpoch)
-		s.reject(c, msgStaleEpoch)
+	ch, sd, replay, rej := s.reg.attach(a)
+	if rej != nil {
+		log.Info("stream open rejected", "reason", rej.msg)
+		s.rejectWith(c, rej.msg, rej.retryable)
 		return
 	}
 	log.Info("stream open accepted", "gen", sd.gen, "replay", len(replay))
@@ -269,15 +276,22 @@ func (s *Server) authorize(q dialQuery, open *agentpb.StreamOpen) (*token.Viewer
 		if c.Port != key.GetPort() {
 			return nil, msgViewerPort
 		}
+		// A machine-scoped token (our agentId claim) opens only that machine's channels.
+		if c.AgentID != "" && c.AgentID != key.GetAgentId() {
+			return nil, msgViewerAgent
+		}
 		return &c, ""
 	}
 	return nil, msgUnspecifiedRole
 }
 
 // reject sends a rejected ack and drops the socket (no WebSocket close frame).
-func (s *Server) reject(c *websocket.Conn, msg string) {
+func (s *Server) reject(c *websocket.Conn, msg string) { s.rejectWith(c, msg, false) }
+
+// rejectWith is reject with the ack's retryable flag.
+func (s *Server) rejectWith(c *websocket.Conn, msg string, retryable bool) {
 	ack := frame.MustEncode(&agentpb.StreamOpenAck{Error: &agentpb.AgentError{
-		Code: agentpb.ErrorCode_ERROR_CODE_STREAM, Message: msg}})
+		Code: agentpb.ErrorCode_ERROR_CODE_STREAM, Message: msg, Retryable: retryable}})
 	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 	c.Write(ctx, websocket.MessageBinary, ack)
 	cancel()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	"github.com/opengeni/opengeni-agent/agent/opctx"
+	"github.com/opengeni/opengeni-agent/internal/capture"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -27,9 +28,10 @@ import (
 const (
 	DefaultTimeout = 10 * time.Minute
 	MaxTimeout     = time.Hour
-	// PipeGrace is how long Exec waits for stdout/stderr to close after the
-	// command exited: a background child ("server &") may hold them open
-	// forever, and its output is not the command's.
+	// PipeGrace is how long Exec keeps reading a stdout/stderr that stays
+	// open after the command exited once nothing more arrives: a background
+	// child ("server &") may hold it open forever, and its output is not the
+	// command's. Bytes already written are always read first.
 	PipeGrace = 200 * time.Millisecond
 )
 
@@ -50,6 +52,10 @@ type Options struct {
 	// Logger receives noteworthy events (timeouts, truncation); nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// PipeGrace is how long output a background process holds open may stay
+	// silent after the command exited before reading stops (default
+	// PipeGrace).
+	PipeGrace time.Duration
 }
 
 // Service serves exec requests. It is safe for concurrent use.
@@ -59,6 +65,7 @@ type Service struct {
 	maxTimeout     time.Duration
 	env            func() []string
 	log            *slog.Logger
+	pipeGrace      time.Duration
 }
 
 // New returns a Service with defaults applied to opts.
@@ -69,6 +76,10 @@ func New(opts Options) *Service {
 		maxTimeout:     opts.MaxTimeout,
 		env:            opts.Env,
 		log:            opts.Logger,
+		pipeGrace:      opts.PipeGrace,
+	}
+	if s.pipeGrace <= 0 {
+		s.pipeGrace = PipeGrace
 	}
 	if s.defaultTimeout <= 0 {
 		s.defaultTimeout = DefaultTimeout
@@ -131,11 +142,13 @@ func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.
 		cmd.Stdin = bytes.NewReader(req.GetStdin())
 	} // else nil: the child reads EOF at once from the null device.
 
-	// Each stream may keep up to the whole budget; fit shares it out at the
+	// Each stream may keep up to the whole budget; Fit shares it out at the
 	// end, when both lengths are known.
 	limit := max(budget-responseOverhead, 0)
-	stdout, stderr := &capture{limit: limit}, &capture{limit: limit}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
+	pipes, err := capture.Attach(cmd, limit)
+	if err != nil {
+		return nil, agenterr.FromIO("spawn "+argv0, err)
+	}
 
 	tree := newProcTree(cmd)
 	defer tree.release()
@@ -145,10 +158,15 @@ func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.
 		killed.Store(err == nil)
 		return err
 	}
-	cmd.WaitDelay = PipeGrace
+	// Bounds only the stdin copy (a background child may hold stdin unread)
+	// and a child that outlives its kill; the output pipes are ours.
+	cmd.WaitDelay = s.pipeGrace
 
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	pipes.Started()
+	if err != nil {
+		pipes.Drain(ctx, 0)
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("exec %s: %w", argv0, context.Cause(ctx))
 		}
@@ -160,6 +178,10 @@ func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.
 	}
 	tree.started(cmd.Process)
 	waitErr := cmd.Wait()
+	// Everything the command wrote before it exited is read; only a stream a
+	// background process keeps open (and silent) is cut, bounded by the
+	// command's deadline.
+	pipes.Drain(runCtx, s.pipeGrace)
 	elapsed := time.Since(start)
 
 	if cmd.ProcessState == nil {
@@ -175,9 +197,9 @@ func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.
 			return nil, fmt.Errorf("exec %s: %w", argv0, context.Cause(ctx))
 		}
 	}
-	if errors.Is(waitErr, osexec.ErrWaitDelay) && !killed.Load() {
+	if (pipes.Stdout.Cut() || pipes.Stderr.Cut()) && !killed.Load() {
 		s.log.Info("command exited but a background process kept its output open; stopped reading",
-			"program", filepath.Base(argv0))
+			"program", filepath.Base(argv0), "stdout_cut", pipes.Stdout.Cut(), "stderr_cut", pipes.Stderr.Cut())
 	}
 
 	resp := &agentpb.ExecResponse{
@@ -191,10 +213,10 @@ func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.
 			"program", filepath.Base(argv0), "timeout", timeout, "pid", cmd.Process.Pid)
 	}
 	var truncated bool
-	resp.Stdout, resp.Stderr, truncated = fit(stdout, stderr, limit)
+	resp.Stdout, resp.Stderr, truncated = capture.Fit(pipes.Stdout, pipes.Stderr, limit)
 	if truncated {
-		s.log.Info("command output truncated to the reply budget",
-			"program", filepath.Base(argv0), "stdout_bytes", stdout.total, "stderr_bytes", stderr.total, "budget", budget)
+		s.log.Info("command output not carried whole",
+			"program", filepath.Base(argv0), "stdout_bytes", pipes.Stdout.Total(), "stderr_bytes", pipes.Stderr.Total(), "budget", budget)
 	}
 	return resp, nil
 }

@@ -212,6 +212,9 @@ func TestExecBackgroundChildHoldingPipeDoesNotHang(t *testing.T) {
 	if string(resp.Stdout) != "parent-out\n" {
 		t.Errorf("stdout = %q", resp.Stdout)
 	}
+	if !strings.Contains(string(resp.Stderr), "[opengeni-agent: stdout cut: read 11 bytes; "+cutMarker+"]") {
+		t.Errorf("stderr = %q, want a note that reading stdout stopped", resp.Stderr)
+	}
 	// A normal exit must leave background processes alone (users start servers).
 	if !alive(pid) {
 		t.Errorf("background child %d was killed on a normal exit", pid)

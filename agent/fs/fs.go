@@ -6,8 +6,10 @@ package fs
 import (
 	"context"
 	iofs "io/fs"
+	"os"
 	"path/filepath"
 
+	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	"github.com/opengeni/opengeni-agent/agent/opctx"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
@@ -60,6 +62,56 @@ func kindOf(m iofs.FileMode) agentpb.FsEntryKind {
 		return agentpb.FsEntryKind_FS_ENTRY_KIND_FILE
 	}
 }
+
+// specialKind names a file type fs_read and fs_write refuse ("" for the
+// others): a FIFO's or socket's bytes belong to a peer process, and waiting
+// for one could block forever.
+func specialKind(m iofs.FileMode) string {
+	switch {
+	case m&iofs.ModeNamedPipe != 0:
+		return "named pipe (FIFO)"
+	case m&iofs.ModeSocket != 0:
+		return "socket"
+	}
+	return ""
+}
+
+// specialFileError is the answer for reading or writing a FIFO or a socket.
+func specialFileError(op, p, kind string) error {
+	return agenterr.Unsupported("%s %s: the file is a %s, whose bytes belong to another process; %s works on regular files and devices",
+		op, p, kind, op)
+}
+
+// openNoWait opens p without ever waiting (O_NONBLOCK: a FIFO without a peer
+// or a device opens or fails at once) and refuses FIFOs and sockets by
+// their type as opened (fstat), so a path swapped after a stat cannot slip
+// through. ctxName prefixes errors ("read <p>", "open <p>").
+func openNoWait(op, p string, flag int, perm iofs.FileMode, ctxName string) (*os.File, iofs.FileInfo, error) {
+	f, err := os.OpenFile(p, flag|oNonBlock, perm)
+	if err != nil {
+		// ENXIO: a FIFO with no reader, or a socket, opened for writing.
+		if fi, lerr := os.Stat(p); lerr == nil {
+			if kind := specialKind(fi.Mode()); kind != "" {
+				return nil, nil, specialFileError(op, p, kind)
+			}
+		}
+		return nil, nil, agenterr.FromIO(ctxName, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, agenterr.FromIO(ctxName, err)
+	}
+	if kind := specialKind(fi.Mode()); kind != "" {
+		f.Close()
+		return nil, nil, specialFileError(op, p, kind)
+	}
+	return f, fi, nil
+}
+
+// isDevice reports a character or block device: read and written without
+// waiting (what it has now; EAGAIN when it takes nothing now).
+func isDevice(m iofs.FileMode) bool { return m&iofs.ModeDevice != 0 }
 
 // fileMode turns wire permission bits (unix 0o7777) into an fs.FileMode.
 func fileMode(m uint32) iofs.FileMode {

@@ -21,34 +21,33 @@ import (
 //
 // Files whose size the OS does not know (procfs, devices) are read as a
 // stream; their total_size is where the read stopped, plus one when more
-// data followed.
+// data followed. A device gives what it has now, never waiting for more; a
+// FIFO or a socket is refused (UNSUPPORTED).
 func (s *Service) Read(ctx context.Context, req *agentpb.FsReadRequest) (*agentpb.FsReadResponse, error) {
 	p, err := s.root.Resolve(req.GetPath())
 	if err != nil {
 		return nil, fmt.Errorf("fs_read: %w", err)
 	}
-	// Stat before open: opening a FIFO for reading would block until a writer
-	// shows up.
-	fi, err := os.Stat(p)
-	if err != nil {
-		return nil, agenterr.FromIO("read "+p, err)
+	if err := ctx.Err(); err != nil { // the deadline passed while queued for a slot
+		return nil, fmt.Errorf("fs_read %s: %w", p, err)
 	}
-	switch {
-	case fi.IsDir():
-		return nil, agenterr.FromIO("read "+p, &iofs.PathError{Op: "read", Path: p, Err: syscall.EISDIR})
-	case fi.Mode()&(iofs.ModeNamedPipe|iofs.ModeSocket) != 0:
-		return nil, agenterr.Invalid("read %s: a named pipe or socket has no content to read as a file", p)
-	}
-	f, err := os.Open(p)
+	f, fi, err := openNoWait("fs_read", p, os.O_RDONLY, 0, "read "+p)
 	if err != nil {
-		return nil, agenterr.FromIO("read "+p, err)
+		return nil, err
 	}
 	defer f.Close()
+	if fi.IsDir() {
+		return nil, agenterr.FromIO("read "+p, &iofs.PathError{Op: "read", Path: p, Err: syscall.EISDIR})
+	}
 	limit := budget(ctx)
 	if fi.Mode().IsRegular() && fi.Size() > 0 {
 		return readRange(ctx, f, p, uint64(fi.Size()), req, limit)
 	}
-	return readStream(ctx, f, p, req, limit)
+	var r io.Reader = f
+	if isDevice(fi.Mode()) {
+		r = nowReader{f}
+	}
+	return readStream(ctx, f, r, p, req, limit)
 }
 
 func readRange(ctx context.Context, f *os.File, p string, size uint64, req *agentpb.FsReadRequest, limit int) (*agentpb.FsReadResponse, error) {
@@ -68,7 +67,9 @@ func readRange(ctx context.Context, f *os.File, p string, size uint64, req *agen
 	return &agentpb.FsReadResponse{Content: buf[:m], TotalSize: size}, nil
 }
 
-func readStream(ctx context.Context, f *os.File, p string, req *agentpb.FsReadRequest, limit int) (*agentpb.FsReadResponse, error) {
+// readStream reads r (f, or a view of f that never waits) from the
+// request's offset.
+func readStream(ctx context.Context, f *os.File, r io.Reader, p string, req *agentpb.FsReadRequest, limit int) (*agentpb.FsReadResponse, error) {
 	off := req.GetOffset()
 	if off > 0 {
 		if off > uint64(1<<63-1) {
@@ -83,7 +84,7 @@ func readStream(ctx context.Context, f *os.File, p string, req *agentpb.FsReadRe
 		want = min(want, l)
 	}
 	// One byte more tells whether the content goes on.
-	buf, err := io.ReadAll(io.LimitReader(f, int64(want)+1))
+	buf, err := io.ReadAll(io.LimitReader(r, int64(want)+1))
 	if err != nil {
 		return nil, agenterr.FromIO("read "+p, err)
 	}

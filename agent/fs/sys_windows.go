@@ -10,7 +10,22 @@ import (
 var (
 	errExist       error = windows.ERROR_ALREADY_EXISTS
 	errCrossDevice error = windows.ERROR_NOT_SAME_DEVICE
+	errBusy        error = windows.ERROR_SHARING_VIOLATION
+	errReadOnlyFS  error = windows.ERROR_WRITE_PROTECT
 )
+
+// oNonBlock is 0: Windows has no FIFOs in the file system to wait on.
+const oNonBlock = 0
+
+// nowReader is a plain reader: Windows files are read as they come.
+type nowReader struct{ f *os.File }
+
+func (r nowReader) Read(p []byte) (int, error) { return r.f.Read(p) }
+
+func writeNow(f *os.File, p []byte) error {
+	_, err := f.Write(p)
+	return err
+}
 
 // rawMode is 0: Windows has no st_mode.
 func rawMode(iofs.FileInfo) uint32 { return 0 }

@@ -29,14 +29,24 @@ const permBits = iofs.ModePerm | iofs.ModeSetuid | iofs.ModeSetgid | iofs.ModeSt
 // the old or the new content, never a mix. An existing file keeps its
 // permission bits (and, where allowed, owner) unless mode is set; a symlink
 // is written through, not replaced. A read-only file stays protected: EACCES,
-// as an in-place write would get.
+// as an in-place write would get. An existing file that cannot be replaced
+// where it is (its directory takes no temp file, as under /proc or in a
+// read-only directory, or the rename is refused, as for a bind mount) is
+// rewritten in place instead; a device always is, without waiting.
 //
 // With append the content is added at the end, creating the file if needed.
 // mode (unix bits) applies to a file this call creates, subject to the umask.
-func (s *Service) Write(_ context.Context, req *agentpb.FsWriteRequest) (*agentpb.FsWriteResponse, error) {
+//
+// A FIFO or a socket is refused (UNSUPPORTED), never waited on. A deadline
+// that passed before the write began, or before a replacement is renamed
+// into place, leaves the file as it was (TIMEOUT).
+func (s *Service) Write(ctx context.Context, req *agentpb.FsWriteRequest) (*agentpb.FsWriteResponse, error) {
 	p, err := s.root.Resolve(req.GetPath())
 	if err != nil {
 		return nil, fmt.Errorf("fs_write: %w", err)
+	}
+	if err := ctx.Err(); err != nil { // the deadline passed while queued for a slot
+		return nil, fmt.Errorf("fs_write %s: %w", p, err)
 	}
 	if req.GetCreateParents() {
 		dir := filepath.Dir(p)
@@ -52,7 +62,7 @@ func (s *Service) Write(_ context.Context, req *agentpb.FsWriteRequest) (*agentp
 	if req.GetAppend() {
 		err = writeOpen(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE, perm, content)
 	} else {
-		err = replace(p, content, perm, req.GetMode() != 0)
+		err = replace(ctx, p, content, perm, req.GetMode() != 0)
 	}
 	if err != nil {
 		return nil, err
@@ -60,7 +70,7 @@ func (s *Service) Write(_ context.Context, req *agentpb.FsWriteRequest) (*agentp
 	return &agentpb.FsWriteResponse{BytesWritten: uint64(len(content))}, nil
 }
 
-func replace(p string, content []byte, perm iofs.FileMode, modeSet bool) error {
+func replace(ctx context.Context, p string, content []byte, perm iofs.FileMode, modeSet bool) error {
 	target, err := writeTarget(p)
 	if err != nil {
 		return err
@@ -73,8 +83,8 @@ func replace(p string, content []byte, perm iofs.FileMode, modeSet bool) error {
 		return agenterr.FromIO("stat "+target, err)
 	case fi.IsDir():
 		return agenterr.FromIO("write "+target, &iofs.PathError{Op: "write", Path: target, Err: syscall.EISDIR})
-	case fi.Mode()&(iofs.ModeNamedPipe|iofs.ModeSocket) != 0:
-		return agenterr.Invalid("write %s: a named pipe or socket cannot be written as a file", target)
+	case specialKind(fi.Mode()) != "":
+		return specialFileError("fs_write", target, specialKind(fi.Mode()))
 	case !fi.Mode().IsRegular():
 		// A device: replacing it with a regular file would be wrong.
 		return writeInPlace(target, content)
@@ -86,22 +96,47 @@ func replace(p string, content []byte, perm iofs.FileMode, modeSet bool) error {
 			perm = fi.Mode() & permBits
 		}
 	}
-	err = replaceAtomic(target, content, perm, fi)
-	if fi != nil && errors.Is(err, iofs.ErrPermission) {
-		// The file is writable but its directory is not: no temp file can be
-		// made there, so write in place.
+	err = replaceAtomic(ctx, target, content, perm, fi)
+	if errors.Is(err, errNoReplace) {
+		// The file is writable but cannot be replaced: its directory takes
+		// no temp file (read-only, procfs) or the rename is refused (a bind
+		// mount). Write in place; its error, if any, is the answer.
 		return writeInPlace(target, content)
 	}
 	return err
 }
 
+// errNoReplace marks a replace refused for where the file is, not for what
+// it is (see noReplace).
+var errNoReplace = errors.New("file cannot be replaced atomically")
+
+// noReplace reports whether err (creating the temp file or renaming it)
+// says the directory cannot take a replacement, so writing in place should
+// be tried. Space errors are not among them: rewriting in place could then
+// leave the file truncated.
+func noReplace(err error) bool {
+	return errors.Is(err, iofs.ErrPermission) || errors.Is(err, iofs.ErrNotExist) ||
+		errors.Is(err, errReadOnlyFS) || errors.Is(err, errBusy)
+}
+
+// replaceError wraps a temp-file or rename failure, marked errNoReplace
+// when target exists and writing it in place may succeed.
+func replaceError(target string, err error, existing iofs.FileInfo) error {
+	err = agenterr.FromIO("write "+target, err)
+	if existing != nil && noReplace(err) {
+		return fmt.Errorf("%w: %w", errNoReplace, err)
+	}
+	return err
+}
+
 // replaceAtomic writes content to a temp file beside target and renames it
-// over target. existing is target's lstat, nil when it does not exist.
-func replaceAtomic(target string, content []byte, perm iofs.FileMode, existing iofs.FileInfo) error {
+// over target. existing is target's lstat, nil when it does not exist. A
+// deadline that passes before the rename leaves target untouched.
+func replaceAtomic(ctx context.Context, target string, content []byte, perm iofs.FileMode, existing iofs.FileInfo) error {
 	dir := filepath.Dir(target)
 	tmp, f, err := createTemp(dir, filepath.Base(target), perm)
 	if err != nil {
-		return agenterr.FromIO("write "+target, err)
+		return replaceError(target, err, existing)
 	}
 	done := false
 	defer func() {
@@ -126,10 +161,13 @@ func replaceAtomic(target string, content []byte, perm iofs.FileMode, existing i
 	if err := f.Close(); err != nil {
 		return agenterr.FromIO("flush "+target, err)
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("fs_write %s: %w", target, err)
+	}
 	if err := os.Rename(tmp, target); err != nil {
 		os.Remove(tmp)
 		done = true
-		return agenterr.FromIO("write "+target, err)
+		return replaceError(target, err, existing)
 	}
 	done = true
 	syncDir(dir) // best effort: makes the rename itself durable
@@ -165,13 +203,19 @@ func writeInPlace(p string, content []byte) error {
 }
 
 // writeOpen opens p with flag (perm applies if it creates the file) and
-// writes content: an append, or an in-place rewrite.
+// writes content: an append, or an in-place rewrite. A device is written
+// without waiting; a FIFO or a socket is refused (UNSUPPORTED).
 func writeOpen(p string, flag int, perm iofs.FileMode, content []byte) error {
-	f, err := os.OpenFile(p, flag, perm)
+	f, fi, err := openNoWait("fs_write", p, flag, perm, "open "+p)
 	if err != nil {
-		return agenterr.FromIO("open "+p, err)
+		return err
 	}
-	if _, err := f.Write(content); err != nil {
+	if isDevice(fi.Mode()) {
+		err = writeNow(f, content)
+	} else {
+		_, err = f.Write(content)
+	}
+	if err != nil {
 		f.Close()
 		return agenterr.FromIO("write "+p, err)
 	}

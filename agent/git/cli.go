@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
@@ -12,12 +11,31 @@ import (
 	"time"
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
+	"github.com/opengeni/opengeni-agent/agent/opctx"
+	"github.com/opengeni/opengeni-agent/internal/capture"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
-// waitDelay is how long Wait waits for the output pipes after the process
-// group is killed (a grandchild outside the group could hold them open).
+// waitDelay is how long git's output may stay silent while something git
+// left behind holds it open, and how long Wait waits for a killed process
+// group to go.
 const waitDelay = 2 * time.Second
+
+// responseOverhead bounds what GitResponse needs beyond stdout, stderr and
+// status: exit_code and the fields' tags and lengths.
+const responseOverhead = 64
+
+// outputLimit is how many bytes of stdout and stderr together fit the reply.
+// STATUS also carries the parsed status, which takes at most 2.5 times the
+// porcelain listing's bytes (a one-letter untracked path: "? a\n" is 4
+// bytes, its entry 10): a quarter of the budget for the output.
+func (s *Service) outputLimit(ctx context.Context, op agentpb.GitOp) int {
+	limit := max(opctx.BoundedPayloadBudget(ctx)-responseOverhead, 0)
+	if op == agentpb.GitOp_GIT_OP_STATUS {
+		limit /= 4
+	}
+	return limit
+}
 
 // batchSSH is the ssh command used when the owner configured none: it fails
 // instead of asking for a password or a host-key confirmation.
@@ -33,20 +51,28 @@ func (s *Service) runCLI(ctx context.Context, bin string, op agentpb.GitOp, dir 
 	cmd := exec.CommandContext(ctx, bin, argv...)
 	cmd.Dir = dir
 	cmd.Env = s.env(ctx, bin, op, dir)
-	stdout := &cappedBuffer{max: s.maxOutput}
-	stderr := &cappedBuffer{max: s.maxOutput}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
+	limit := s.outputLimit(ctx, op)
+	pipes, err := capture.Attach(cmd, min(limit, s.maxOutput))
+	if err != nil {
+		return nil, agenterr.FromIO("spawn git", err)
+	}
 	ownProcessGroup(cmd)
 	cmd.Cancel = func() error { return killProcessGroup(cmd) }
 	cmd.WaitDelay = waitDelay
 
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	pipes.Started()
+	if err != nil {
+		pipes.Drain(ctx, 0)
 		if ctx.Err() != nil {
 			return nil, s.ctxError(op, ctx.Err())
 		}
 		return nil, agenterr.FromIO("spawn git", err)
 	}
-	err := cmd.Wait()
+	err = cmd.Wait()
+	// A helper git left behind (an ssh ControlMaster, say) may hold the
+	// output open; what git itself wrote is always read.
+	pipes.Drain(ctx, waitDelay)
 	if err != nil && ctx.Err() != nil {
 		return nil, s.ctxError(op, ctx.Err())
 	}
@@ -56,15 +82,15 @@ func (s *Service) runCLI(ctx context.Context, bin string, op agentpb.GitOp, dir 
 	}
 	resp := &agentpb.GitResponse{
 		ExitCode: int32(cmd.ProcessState.ExitCode()), // -1 when killed by a signal
-		Stdout:   stdout.Bytes(),
-		Stderr:   stderr.Bytes(),
 	}
-	for name, b := range map[string]*cappedBuffer{"stdout": stdout, "stderr": stderr} {
-		if b.dropped > 0 {
-			resp.Stderr = fmt.Appendf(resp.Stderr, "\n[opengeni-agent: %s truncated: kept %d bytes, dropped %d]\n", name, b.Len(), b.dropped)
-		}
+	var truncated bool
+	resp.Stdout, resp.Stderr, truncated = capture.Fit(pipes.Stdout, pipes.Stderr, limit)
+	if truncated {
+		s.log.Info("git output not carried whole", "op", opName(op),
+			"stdout_bytes", pipes.Stdout.Total(), "stderr_bytes", pipes.Stderr.Total(), "budget", limit)
 	}
-	if op == agentpb.GitOp_GIT_OP_STATUS && resp.ExitCode == 0 {
+	// A cut porcelain listing would parse into a wrong status: none then.
+	if op == agentpb.GitOp_GIT_OP_STATUS && resp.ExitCode == 0 && !truncated {
 		resp.Status = parsePorcelainV2(resp.Stdout)
 	}
 	return resp, nil
@@ -138,31 +164,4 @@ func envKeyEqual(a, b string) bool {
 		return strings.EqualFold(a, b)
 	}
 	return a == b
-}
-
-// cappedBuffer keeps the first max bytes written and counts the rest.
-type cappedBuffer struct {
-	bytes.Buffer
-	max     int
-	dropped int64
-}
-
-func (b *cappedBuffer) Write(p []byte) (int, error) {
-	room := b.max - b.Buffer.Len()
-	if room >= len(p) {
-		return b.Buffer.Write(p)
-	}
-	if room > 0 {
-		b.Buffer.Write(p[:room])
-	}
-	b.dropped += int64(len(p) - max(room, 0))
-	return len(p), nil
-}
-
-// Bytes returns the kept bytes, or nil when there are none.
-func (b *cappedBuffer) Bytes() []byte {
-	if b.Buffer.Len() == 0 {
-		return nil
-	}
-	return b.Buffer.Bytes()
 }

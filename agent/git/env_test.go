@@ -78,13 +78,3 @@ func TestEnvIsNonInteractive(t *testing.T) {
 		t.Errorf("with core.sshCommand: GIT_SSH_COMMAND = %q", got)
 	}
 }
-
-func TestCappedBuffer(t *testing.T) {
-	b := &cappedBuffer{max: 5}
-	b.Write([]byte("abc"))
-	b.Write([]byte("defgh"))
-	b.Write([]byte("ij"))
-	if string(b.Bytes()) != "abcde" || b.dropped != 5 {
-		t.Fatalf("kept %q dropped %d", b.Bytes(), b.dropped)
-	}
-}

@@ -11,6 +11,7 @@ import (
 	gogit "github.com/go-git/go-git/v5"
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/capture"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -35,13 +36,17 @@ func (r *result) usage(format string, args ...any) *result {
 	return r
 }
 
-func (r *result) response() *agentpb.GitResponse {
-	resp := &agentpb.GitResponse{ExitCode: int32(r.exit), Status: r.status}
-	if r.stdout.Len() > 0 {
-		resp.Stdout = r.stdout.Bytes()
-	}
-	if r.stderr.Len() > 0 {
-		resp.Stderr = r.stderr.Bytes()
+// response is r as a reply of at most limit output bytes, cut the way the CLI
+// path cuts (the status only with the whole listing).
+func (r *result) response(limit int) *agentpb.GitResponse {
+	out, errs := capture.NewBuffer(limit), capture.NewBuffer(limit)
+	out.Write(r.stdout.Bytes())
+	errs.Write(r.stderr.Bytes())
+	resp := &agentpb.GitResponse{ExitCode: int32(r.exit)}
+	var truncated bool
+	resp.Stdout, resp.Stderr, truncated = capture.Fit(out, errs, limit)
+	if !truncated {
+		resp.Status = r.status
 	}
 	return resp
 }
@@ -129,7 +134,7 @@ func (s *Service) goGit(ctx context.Context, op agentpb.GitOp, dir string, args 
 		if o.err != nil {
 			return nil, fmt.Errorf("git %s (go-git): %w", opName(op), o.err)
 		}
-		return o.res.response(), nil
+		return o.res.response(s.outputLimit(ctx, op)), nil
 	case <-ctx.Done():
 		// go-git cannot be interrupted; its goroutine finishes on its own.
 		return nil, s.ctxError(op, ctx.Err())

@@ -3,6 +3,8 @@ package metrics
 import (
 	"context"
 	"math"
+	"os"
+	"runtime"
 	"testing"
 )
 
@@ -65,5 +67,39 @@ func TestParseNvidiaSMI(t *testing.T) {
 	}
 	if ParseNvidiaSMI(nil) != nil {
 		t.Fatal("empty output must give no gpus")
+	}
+}
+
+// Capacity reports real headroom: opening files lowers the fd headroom by
+// as many.
+func TestCapacity(t *testing.T) {
+	s := New(t.TempDir(), nil)
+	c := s.Capacity(context.Background())
+	if c.GetNproc() == 0 || c.GetMemAvailableBytes() == 0 || c.GetDiskFreeBytes() == 0 {
+		t.Fatalf("capacity %v", c)
+	}
+	if runtime.GOOS != "linux" {
+		return
+	}
+	if c.GetFdHeadroom() == 0 || c.GetPidHeadroom() == 0 {
+		t.Fatalf("headroom %v", c)
+	}
+	var files []*os.File
+	for i := 0; i < 20; i++ {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	after := s.Capacity(context.Background())
+	// Other goroutines may open or close a few files meanwhile.
+	if d := int64(c.GetFdHeadroom()) - int64(after.GetFdHeadroom()); d < 15 || d > 25 {
+		t.Fatalf("fd headroom %d -> %d after opening 20 files", c.GetFdHeadroom(), after.GetFdHeadroom())
 	}
 }

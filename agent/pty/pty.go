@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +43,11 @@ const (
 	DefaultHangupGrace = 2 * time.Second
 	// ExitRetention keeps an exited terminal's exit code for pty_close.
 	DefaultExitRetention = 10 * time.Minute
+	// IdleTimeout closes a terminal nobody typed into for this long: a
+	// forgotten pty_close must not keep a shell alive until the agent exits.
+	DefaultIdleTimeout = 30 * time.Minute
+	// MaxLive caps the terminals whose process is running.
+	DefaultMaxLive = 32
 	// ChunkSize is the largest PTY read, i.e. the largest output frame.
 	ChunkSize = 32 << 10
 	// MaxDim is the largest cols/rows value.
@@ -64,6 +70,17 @@ type Options struct {
 	NudgeAfter    time.Duration // negative disables the nudge
 	HangupGrace   time.Duration
 	ExitRetention time.Duration
+
+	// IdleTimeout: a terminal that gets no input for this long (no viewer
+	// keystroke, pty_write or pty_resize) is hung up and its process group
+	// killed. The relay does not tell the agent whether a viewer is
+	// attached, so input is the sign of one. Negative disables.
+	IdleTimeout time.Duration
+	// MaxLive caps the terminals whose process is running; pty_open beyond
+	// it is refused with an OS error (reason pty_limit).
+	MaxLive int
+	// Now is the idle clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // Service owns the open terminals. It is safe for concurrent use.
@@ -73,7 +90,19 @@ type Service struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	pumps    map[*session]struct{} // sessions whose pump has not finished, listed or not
 	closed   bool
+	live     int           // terminals reserved or running (counted against MaxLive)
+	reaping  bool          // the idle reaper runs
+	stopReap chan struct{} // closed by Shutdown
+	reapDone chan struct{} // closed when the reaper returned
+
+	// scopes maps a pty_open scope_id to its terminal (next revision: the
+	// same non-empty scope reattaches instead of starting a new shell);
+	// scopeLocks serialises opens of one scope so two racing opens start
+	// one shell.
+	scopes     map[string]*session
+	scopeLocks map[string]*sync.Mutex
 }
 
 // New returns a Service with defaults applied to opts.
@@ -96,7 +125,124 @@ func New(opts Options) *Service {
 	if opts.ExitRetention <= 0 {
 		opts.ExitRetention = DefaultExitRetention
 	}
-	return &Service{opts: opts, log: opts.Logger.With("component", "pty"), sessions: map[string]*session{}}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
+	}
+	if opts.MaxLive <= 0 {
+		opts.MaxLive = DefaultMaxLive
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Service{opts: opts, log: opts.Logger.With("component", "pty"), sessions: map[string]*session{},
+		pumps: map[*session]struct{}{}, stopReap: make(chan struct{}), reapDone: make(chan struct{}),
+		scopes: map[string]*session{}, scopeLocks: map[string]*sync.Mutex{}}
+}
+
+// lockScope serialises the opens of one scope.
+func (s *Service) lockScope(scope string) (unlock func()) {
+	s.mu.Lock()
+	m := s.scopeLocks[scope]
+	if m == nil {
+		m = &sync.Mutex{}
+		s.scopeLocks[scope] = m
+	}
+	s.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+// liveScope is the scope's terminal if it is still listed and its program
+// runs (not exited, not being reaped for idleness); else it forgets it.
+func (s *Service) liveScope(scope string) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sess := s.scopes[scope]
+	if sess == nil {
+		return nil
+	}
+	if s.sessions[sess.id] != sess || sess.hasExited() || sess.expiring.Load() {
+		delete(s.scopes, scope)
+		return nil
+	}
+	return sess
+}
+
+// reserve counts a terminal against MaxLive; the returned release gives
+// the place back (once, however often it is called).
+func (s *Service) reserve() (release func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, agenterr.New(agentpb.ErrorCode_ERROR_CODE_DRAINING, "pty service is shutting down")
+	}
+	if s.live >= s.opts.MaxLive {
+		e := agenterr.New(agentpb.ErrorCode_ERROR_CODE_OS,
+			"os error: too many terminals: %d are running (limit %d); close one with pty_close", s.live, s.opts.MaxLive)
+		e.Detail = map[string]string{"reason": "pty_limit", "live": strconv.Itoa(s.live), "limit": strconv.Itoa(s.opts.MaxLive)}
+		return nil, e
+	}
+	s.live++
+	return sync.OnceFunc(func() {
+		s.mu.Lock()
+		s.live--
+		s.mu.Unlock()
+	}), nil
+}
+
+// Live is the number of terminals counted against MaxLive.
+func (s *Service) Live() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.live
+}
+
+// startReaper runs the idle reaper once the first terminal exists (s.mu held).
+func (s *Service) startReaper() {
+	if s.reaping || s.opts.IdleTimeout < 0 {
+		return
+	}
+	s.reaping = true
+	every := min(max(s.opts.IdleTimeout/4, 10*time.Millisecond), time.Minute)
+	go func() {
+		defer close(s.reapDone)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stopReap:
+				return
+			case <-t.C:
+				s.reapIdle(context.Background())
+			}
+		}
+	}()
+}
+
+// reapIdle closes every running terminal idle for IdleTimeout: hang-up,
+// SIGKILL to its process group after HangupGrace. The session stays
+// listed (exited) so pty_close still answers with its exit code.
+func (s *Service) reapIdle(ctx context.Context) int {
+	if s.opts.IdleTimeout < 0 {
+		return 0
+	}
+	now := s.opts.Now()
+	var idle []*session
+	s.mu.Lock()
+	for _, ss := range s.sessions {
+		if !ss.hasExited() && now.Sub(ss.lastInput()) >= s.opts.IdleTimeout && ss.expiring.CompareAndSwap(false, true) {
+			idle = append(idle, ss)
+		}
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, ss := range idle {
+		s.log.Info("pty idle; closing it", "pty_id", ss.id, "idle_for", now.Sub(ss.lastInput()).Round(time.Second), "idle_timeout", s.opts.IdleTimeout)
+		wg.Add(1)
+		go func() { defer wg.Done(); ss.expire(ctx) }()
+	}
+	wg.Wait()
+	return len(idle)
 }
 
 // process is a child on a pseudo-terminal.
@@ -146,8 +292,28 @@ func (s *Service) Open(ctx context.Context, req *agentpb.PtyOpenRequest) (*agent
 	dir := s.cwd(req.GetCwd())
 	cols, rows := dim(req.GetCols(), DefaultCols), dim(req.GetRows(), DefaultRows)
 
+	scope := req.GetScopeId()
+	if scope != "" {
+		unlock := s.lockScope(scope)
+		defer unlock()
+		if sess := s.liveScope(scope); sess != nil {
+			// Reattach: the same terminal and channel, sized as asked.
+			sess.touch()
+			if req.GetCols() > 0 && req.GetRows() > 0 {
+				_ = sess.proc.Resize(clamp(req.GetCols()), clamp(req.GetRows()))
+			}
+			s.log.Info("pty reattached", "pty_id", sess.id, "scope_id", scope)
+			return &agentpb.PtyOpenResponse{PtyId: sess.id, Channel: sess.ch.Descriptor()}, nil
+		}
+	}
+
+	release, err := s.reserve()
+	if err != nil {
+		return nil, err
+	}
 	proc, err := startProcess(argv, dir, env, cols, rows)
 	if err != nil {
+		release()
 		var se *spawnError
 		if errors.As(err, &se) {
 			return nil, agenterr.FromIO("pty spawn "+se.argv0, se.err)
@@ -161,7 +327,7 @@ func (s *Service) Open(ctx context.Context, req *agentpb.PtyOpenRequest) (*agent
 	if err != nil {
 		proc.Kill()
 		proc.Close()
-		go proc.Wait()
+		go func() { proc.Wait(); release() }()
 		if readyCtx.Err() != nil && ctx.Err() == nil {
 			return nil, agenterr.New(agentpb.ErrorCode_ERROR_CODE_TIMEOUT,
 				"timed out: pty stream could not register with the relay within %v: %v", s.opts.ReadyTimeout, err)
@@ -169,16 +335,22 @@ func (s *Service) Open(ctx context.Context, req *agentpb.PtyOpenRequest) (*agent
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, err
+		return nil, streamError(err)
 	}
-	sess := newSession(s, ch, proc, argv[0])
+	sess := newSession(s, ch, proc, argv[0], release)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		sess.shutdown()
+		go func() { proc.Wait(); release() }()
 		return nil, agenterr.New(agentpb.ErrorCode_ERROR_CODE_DRAINING, "pty service is shutting down")
 	}
 	s.sessions[sess.id] = sess
+	if scope != "" {
+		s.scopes[scope] = sess
+	}
+	s.pumps[sess] = struct{}{}
+	s.startReaper()
 	s.mu.Unlock()
 	sess.start()
 	s.log.Info("pty opened", "pty_id", sess.id, "argv0", argv[0], "cols", cols, "rows", rows)
@@ -190,15 +362,32 @@ func (s *Service) Open(ctx context.Context, req *agentpb.PtyOpenRequest) (*agent
 		s.remove(sess)
 		sess.shutdown()
 		return nil, agenterr.New(agentpb.ErrorCode_ERROR_CODE_OS, "os error: pty stream pump ended before it became ready")
+	case <-sess.readyFailed:
+		// The first output could not reach the relay (say, it refused the
+		// channel's re-registration): that is the answer, not a timeout.
+		s.remove(sess)
+		sess.shutdown()
+		return nil, streamError(sess.readyErr)
 	case <-readyCtx.Done():
 		s.remove(sess)
 		sess.shutdown()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, agenterr.New(agentpb.ErrorCode_ERROR_CODE_TIMEOUT,
+		e := agenterr.New(agentpb.ErrorCode_ERROR_CODE_TIMEOUT,
 			"timed out: pty stream pump did not become ready within %v", s.opts.ReadyTimeout)
+		if last := ch.LastError(); last != nil { // why the relay did not take the output
+			e.Message += ": " + last.Error()
+			e.Err = last
+		}
+		return nil, e
 	}
+}
+
+// streamError is a relay channel failure: STREAM, not retryable (the relay
+// refused the channel or broke the protocol; the same open fails again).
+func streamError(err error) error {
+	return &agenterr.Error{Code: agentpb.ErrorCode_ERROR_CODE_STREAM, Message: "pty stream: " + err.Error(), Err: err}
 }
 
 // Write serves pty_write: the bytes go straight to the terminal's input.
@@ -210,6 +399,7 @@ func (s *Service) Write(ctx context.Context, req *agentpb.PtyWriteRequest) (*age
 	if err != nil {
 		return nil, err
 	}
+	sess.touch()
 	n, err := sess.write(ctx, req.GetData())
 	if err != nil {
 		return nil, agenterr.FromIO("write pty "+sess.id, err)
@@ -227,6 +417,7 @@ func (s *Service) Resize(ctx context.Context, req *agentpb.PtyResizeRequest) (*a
 	if err != nil {
 		return nil, err
 	}
+	sess.touch()
 	if err := sess.proc.Resize(clamp(req.GetCols()), clamp(req.GetRows())); err != nil && !sess.hasExited() {
 		return nil, agenterr.FromIO("resize pty "+sess.id, err)
 	}
@@ -254,12 +445,20 @@ func (s *Service) Close(ctx context.Context, req *agentpb.PtyCloseRequest) (*age
 // Shutdown kills every terminal and refuses new ones (agent exit).
 func (s *Service) Shutdown(ctx context.Context) {
 	s.mu.Lock()
+	if !s.closed {
+		close(s.stopReap)
+	}
 	s.closed = true
+	reaping := s.reaping
 	all := make([]*session, 0, len(s.sessions))
 	for _, ss := range s.sessions {
 		all = append(all, ss)
 	}
 	clear(s.sessions)
+	pumps := make([]*session, 0, len(s.pumps))
+	for ss := range s.pumps {
+		pumps = append(pumps, ss)
+	}
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, ss := range all {
@@ -267,6 +466,25 @@ func (s *Service) Shutdown(ctx context.Context) {
 		go func() { defer wg.Done(); ss.terminate(ctx) }()
 	}
 	wg.Wait()
+	if reaping {
+		<-s.reapDone
+	}
+	// Every pump, including those of terminals already closed, delivers
+	// its tail and StreamClose (bounded by the channel's CloseGrace) or ctx ends.
+	for _, ss := range pumps {
+		select {
+		case <-ss.finished:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// pumpFinished forgets a session whose pump has ended.
+func (s *Service) pumpFinished(sess *session) {
+	s.mu.Lock()
+	delete(s.pumps, sess)
+	s.mu.Unlock()
 }
 
 // Len is the number of terminals held (open or exited and not yet closed).

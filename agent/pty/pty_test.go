@@ -27,11 +27,11 @@ type harness struct {
 	dir   string
 }
 
-func newHarness(t testing.TB) *harness {
+func newHarness(t testing.TB, mutate ...func(*Options)) *harness {
 	t.Helper()
 	r := streamtest.StartRelay(t, nil)
 	dir := t.TempDir()
-	svc := New(Options{
+	opts := Options{
 		Streams: r.Dialer(),
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Root:    workspace.Root{Dir: dir},
@@ -39,7 +39,11 @@ func newHarness(t testing.TB) *harness {
 		Env: func() []string {
 			return append(os.Environ(), "SHELL=/bin/sh", "PS1=$ ", "ENV=", "HOME="+dir)
 		},
-	})
+	}
+	for _, m := range mutate {
+		m(&opts)
+	}
+	svc := New(opts)
 	t.Cleanup(func() { svc.Shutdown(context.Background()) })
 	return &harness{t: t, relay: r, svc: svc, dir: dir}
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
@@ -37,30 +38,48 @@ type session struct {
 
 	writeMu sync.Mutex
 
+	releaseLive func()       // gives the MaxLive place back when the process has exited
+	lastInputNs atomic.Int64 // svc.opts.Now() of the last input, in unix nanoseconds
+	expiring    atomic.Bool  // the idle reaper is closing it
+
 	gotOutput chan struct{} // first output read from the PTY
 	outOnce   sync.Once
 	ready     chan struct{} // first frame shipped to the relay, or PTY EOF
 	readyOnce sync.Once
 	pumpDead  chan struct{} // the output pump ended without becoming ready
-	outDone   chan struct{} // the output pump ended
+	// readyFailed: the first frame could not be flushed to the relay;
+	// readyErr (written before the close) says why.
+	readyFailed chan struct{}
+	readyErr    error
+	outDone     chan struct{} // the output pump ended
 
 	exited   chan struct{}
 	exitCode int
 	closed   chan struct{} // the channel has been closed
+	finished chan struct{} // finish has returned
 }
 
-func newSession(svc *Service, ch *stream.Channel, proc process, argv0 string) *session {
-	return &session{
-		svc: svc, id: ch.ID(), ch: ch, proc: proc, argv0: argv0,
-		log:       svc.log.With("pty_id", ch.ID()),
-		gotOutput: make(chan struct{}),
-		ready:     make(chan struct{}),
-		pumpDead:  make(chan struct{}),
-		outDone:   make(chan struct{}),
-		exited:    make(chan struct{}),
-		closed:    make(chan struct{}),
+func newSession(svc *Service, ch *stream.Channel, proc process, argv0 string, releaseLive func()) *session {
+	s := &session{
+		svc: svc, id: ch.ID(), ch: ch, proc: proc, argv0: argv0, releaseLive: releaseLive,
+		log:         svc.log.With("pty_id", ch.ID()),
+		gotOutput:   make(chan struct{}),
+		ready:       make(chan struct{}),
+		pumpDead:    make(chan struct{}),
+		readyFailed: make(chan struct{}),
+		outDone:     make(chan struct{}),
+		exited:      make(chan struct{}),
+		closed:      make(chan struct{}),
+		finished:    make(chan struct{}),
 	}
+	s.touch()
+	return s
 }
+
+// touch records input: the terminal is in use.
+func (s *session) touch() { s.lastInputNs.Store(s.svc.opts.Now().UnixNano()) }
+
+func (s *session) lastInput() time.Time { return time.Unix(0, s.lastInputNs.Load()) }
 
 func (s *session) start() {
 	go s.waitLoop()
@@ -90,6 +109,7 @@ func (s *session) waitLoop() {
 	}
 	s.exitCode = code
 	close(s.exited)
+	s.releaseLive()
 	s.log.Info("pty process exited", "exit_code", code)
 }
 
@@ -109,9 +129,12 @@ func (s *session) outputLoop() {
 				go func() {
 					ctx, cancel := context.WithTimeout(context.Background(), s.svc.opts.ReadyTimeout)
 					defer cancel()
-					if s.ch.Flush(ctx) == nil {
-						close(s.ready)
+					if err := s.ch.Flush(ctx); err != nil {
+						s.readyErr = err
+						close(s.readyFailed)
+						return
 					}
+					close(s.ready)
 				}()
 			})
 		}
@@ -126,6 +149,7 @@ func (s *session) outputLoop() {
 
 func (s *session) inputLoop() {
 	for data := range s.ch.Recv() {
+		s.touch()
 		s.writeMu.Lock()
 		_, err := s.proc.Write(data)
 		s.writeMu.Unlock()
@@ -195,6 +219,8 @@ func (s *session) finish() {
 	}
 	close(s.closed)
 	time.AfterFunc(s.svc.opts.ExitRetention, func() { s.svc.remove(s) })
+	s.svc.pumpFinished(s)
+	close(s.finished)
 }
 
 // terminate hangs the terminal up, escalates to SIGKILL, and returns the
@@ -213,6 +239,16 @@ func (s *session) terminate(ctx context.Context) int {
 		return -1
 	}
 	return s.exitCode
+}
+
+// expire ends an idle terminal: hang-up, then SIGKILL to its whole process
+// group (a job that ignored the hang-up goes too).
+func (s *session) expire(ctx context.Context) {
+	code := s.terminate(ctx)
+	if err := s.proc.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		s.log.Debug("pty idle: kill process group", "err", err)
+	}
+	s.log.Info("pty closed after idle timeout", "exit_code", code)
 }
 
 func (s *session) waitExit(ctx context.Context, d time.Duration) bool {

@@ -215,18 +215,34 @@ func (t task) restart(ctx context.Context, o Options) error {
 }
 
 func (task) status(ctx context.Context, o Options) (State, error) {
-	out, err := o.Run(ctx, "schtasks.exe", "/Query", "/TN", WindowsName, "/FO", "LIST")
+	installed, state, err := queryTask(ctx, WindowsName)
 	if err != nil {
-		return State{Detail: "not installed"}, nil
+		return State{}, err
 	}
-	st := State{Installed: true, Detail: "installed"}
-	for _, l := range strings.Split(out, "\n") {
-		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "Status" {
-			st.Detail = strings.TrimSpace(v)
-			st.Running = st.Detail == "Running"
-		}
+	return taskStateOf(installed, state), nil
+}
+
+// The Task Scheduler's TASK_STATE values.
+const (
+	taskStateUnknown  = 0
+	taskStateDisabled = 1
+	taskStateQueued   = 2
+	taskStateReady    = 3
+	taskStateRunning  = 4
+)
+
+// taskStateOf maps the Task Scheduler's TASK_STATE (a number, the same in
+// every display language) to a State.
+func taskStateOf(installed bool, state int) State {
+	if !installed {
+		return State{Detail: "not installed"}
 	}
-	return st, nil
+	detail, ok := map[int]string{taskStateUnknown: "state unknown", taskStateDisabled: "disabled",
+		taskStateQueued: "queued", taskStateReady: "ready", taskStateRunning: "running"}[state]
+	if !ok {
+		detail = fmt.Sprintf("state %d", state)
+	}
+	return State{Installed: true, Running: state == taskStateRunning, Detail: detail}
 }
 
 func dirOf(p string) string {

@@ -46,7 +46,8 @@ type Channel struct {
 	dropped    atomic.Uint64 // inbound frames dropped as already consumed
 
 	mu       sync.Mutex
-	shipWake chan struct{} // closed when shipped advances (Flush waiters)
+	shipWake chan struct{} // closed when shipped advances or connErr changes (Flush waiters)
+	connErr  error         // why the live connection was lost or the last re-registration failed; nil while registered
 
 	// Owned by the run goroutine.
 	sendNext uint64
@@ -108,7 +109,11 @@ func (c *Channel) Send(ctx context.Context, data []byte) error {
 }
 
 // Flush waits until every frame accepted by Send before the call has been
-// written to a relay socket at least once.
+// written to a relay socket at least once. It returns early with the
+// relay's *RejectedError (or *ProtocolError) when the channel lost its
+// registration and the relay refused it back: the frames cannot ship until
+// something changes, and the caller deserves the real reason rather than a
+// timeout.
 func (c *Channel) Flush(ctx context.Context) error {
 	target := c.queued.Load()
 	for {
@@ -116,6 +121,10 @@ func (c *Channel) Flush(ctx context.Context) error {
 		if c.shipped.Load() >= target {
 			c.mu.Unlock()
 			return nil
+		}
+		if err := c.connErr; isRefusal(err) {
+			c.mu.Unlock()
+			return fmt.Errorf("relay stream: frames not delivered: %w", err)
 		}
 		if c.shipWake == nil {
 			c.shipWake = make(chan struct{})
@@ -133,6 +142,33 @@ func (c *Channel) Flush(ctx context.Context) error {
 			return ErrClosed
 		}
 	}
+}
+
+// LastError is why the channel is not registered with the relay now: the
+// loss of its connection or its last failed re-registration. It is nil
+// while registered.
+func (c *Channel) LastError() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.connErr
+}
+
+// setConnErr records the registration state and wakes Flush waiters.
+func (c *Channel) setConnErr(err error) {
+	c.mu.Lock()
+	c.connErr = err
+	if c.shipWake != nil {
+		close(c.shipWake)
+		c.shipWake = nil
+	}
+	c.mu.Unlock()
+}
+
+// isRefusal reports a relay answer that retrying the same open cannot fix.
+func isRefusal(err error) bool {
+	var rej *RejectedError
+	var perr *ProtocolError
+	return errors.As(err, &rej) || errors.As(err, &perr)
 }
 
 // Recv delivers the data of inbound StreamFrames in order, each at most
@@ -214,6 +250,7 @@ func (c *Channel) run(cn *conn) {
 				return
 			}
 			c.log.Info("relay connection lost; reconnecting", "gen", cn.gen, "err", err)
+			c.setConnErr(fmt.Errorf("relay connection lost: %w", err))
 			cn = nil
 		}
 		select {
@@ -230,6 +267,7 @@ func (c *Channel) run(cn *conn) {
 		}
 		cancel()
 		if err == nil {
+			c.setConnErr(nil)
 			c.reconnects.Add(1)
 			c.log.Info("relay channel re-registered", "gen", cn.gen, "resume", cn.resume)
 			continue
@@ -240,6 +278,7 @@ func (c *Channel) run(cn *conn) {
 			return
 		}
 		if !errors.Is(err, context.Canceled) {
+			c.setConnErr(err)
 			c.log.Debug("relay reconnect failed", "err", err, "attempt", c.bo.Attempt())
 		}
 	}

@@ -157,9 +157,7 @@ func (d *Dialer) Open(ctx context.Context, kind agentpb.StreamKind, port uint32)
 			go c.run(cn)
 			return c, nil
 		}
-		var rej *RejectedError
-		var perr *ProtocolError
-		if errors.As(err, &rej) || errors.As(err, &perr) {
+		if isRefusal(err) {
 			return nil, err
 		}
 		if ctx.Err() != nil {

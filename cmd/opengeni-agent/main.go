@@ -11,8 +11,10 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/opengeni/opengeni-agent/agent"
+	"github.com/opengeni/opengeni-agent/agent/pty"
 	"github.com/opengeni/opengeni-agent/agent/service"
 	"github.com/opengeni/opengeni-agent/internal/logging"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
@@ -101,6 +103,10 @@ func cmdRun(args []string, stderr io.Writer) int {
 	virtualDesktop := fs.Bool("virtual-desktop", false, "let desktop_ensure start an Xvfb when this machine has no display")
 	display := fs.String("display", "", "X11 display for desktop ops (default $DISPLAY)")
 	logFile := fs.String("log-file", "", "append logs to this file instead of stderr (the Windows service and task use it)")
+	var limits agentLimits
+	fs.IntVar(&limits.MaxQueuedOps, "max-queued-ops", 0, "heavy ops that may wait for a free slot before new ones are refused as busy (default 4 per slot, 128)")
+	fs.DurationVar(&limits.PtyIdleTimeout, "pty-idle-timeout", pty.DefaultIdleTimeout, "close a terminal nobody typed into for this long (negative: never)")
+	fs.IntVar(&limits.MaxPtys, "max-ptys", pty.DefaultMaxLive, "terminals that may run at once")
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
 	}
@@ -128,7 +134,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	if stored {
 		return runStoredCLI(storedRunOptions{WorkspaceID: *ws, MachineName: *machine, Channel: *channel, WorkspaceRoot: *root,
-			VirtualDesktop: *virtualDesktop, Display: *display}, stderr, logger)
+			VirtualDesktop: *virtualDesktop, Display: *display, Limits: limits}, stderr, logger)
 	}
 	a, err := agent.New(agent.Options{
 		Servers:        strings.Split(*natsURL, ","),
@@ -144,6 +150,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 		VirtualDesktop: *virtualDesktop,
 		Display:        *display,
 		Logger:         logger,
+		MaxQueuedOps:   limits.MaxQueuedOps,
+		PtyIdleTimeout: limits.PtyIdleTimeout,
+		MaxPtys:        limits.MaxPtys,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "opengeni-agent:", err)
@@ -161,4 +170,11 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// agentLimits are the run flags bounding what one agent holds at once.
+type agentLimits struct {
+	MaxQueuedOps   int
+	PtyIdleTimeout time.Duration
+	MaxPtys        int
 }

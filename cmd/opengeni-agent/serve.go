@@ -32,6 +32,7 @@ type storedRunOptions struct {
 	// VirtualDesktop and Display configure the desktop ops.
 	VirtualDesktop bool
 	Display        string
+	Limits         agentLimits
 }
 
 // serveFunc serves one connection until ctx ends (agent.Agent.Run).
@@ -113,8 +114,12 @@ func agentServe(store *config.Store, o storedRunOptions, logger *slog.Logger) se
 			HeldEpoch:      c.LastKnownEpoch,
 			RelayURL:       c.RelayURL,
 			RelayToken:     c.RelayToken,
+			APIURL:         c.APIURL,
 			VirtualDesktop: o.VirtualDesktop,
 			Display:        o.Display,
+			MaxQueuedOps:   o.Limits.MaxQueuedOps,
+			PtyIdleTimeout: o.Limits.PtyIdleTimeout,
+			MaxPtys:        o.Limits.MaxPtys,
 			Consent: func() agent.Consent {
 				w, sc := store.Consent(id)
 				return agent.Consent{WholeMachine: w, ScreenControl: sc}

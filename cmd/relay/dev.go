@@ -12,8 +12,12 @@ import (
 
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/internal/devstack"
+	"github.com/opengeni/opengeni-agent/internal/iplimit"
 	"github.com/opengeni/opengeni-agent/internal/logging"
 )
+
+// envDevTrustedProxies is -trusted-proxies' env var.
+const envDevTrustedProxies = "OPENGENI_DEV_TRUSTED_PROXIES"
 
 func cmdDev(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
@@ -25,12 +29,18 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	dataDir := fs.String("data-dir", "", "platform state directory; every file of this stack lives here (env "+devstack.EnvDevData+"; default <user cache dir>/opengeni-dev)")
 	virtualDesktop := fs.Bool("virtual-desktop", false, "let desktop_ensure start an Xvfb when this machine has no display")
 	allowScreen := fs.Bool("allow-screen-control", false, "consent to screen control (mouse, keyboard) for this machine, recorded in its agent config dir")
+	trusted := fs.String("trusted-proxies", os.Getenv(envDevTrustedProxies), "comma-separated CIDRs of reverse proxies (a tunnel on loopback: 127.0.0.1) whose X-Forwarded-For names the client for the API's and relay's per-IP limits; default none (env "+envDevTrustedProxies+")")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (env OPENGENI_LOG_LEVEL)")
 	logFormat := fs.String("log-format", "", logging.FormatUsage)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		return 2
+	}
+	proxies, err := iplimit.ParsePrefixes(*trusted)
+	if err != nil {
+		fmt.Fprintln(stderr, "relay dev: -trusted-proxies:", err)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -42,7 +52,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	}
 	stack, err := devstack.Start(ctx, devstack.Options{NATSPort: *port, RelayPort: *relayPort, APIPort: *apiPort,
 		DataDir: *dataDir, WorkspaceRoot: *root, VirtualDesktop: *virtualDesktop, AllowScreenControl: *allowScreen,
-		Out: stdout, Logger: logger})
+		TrustedProxies: proxies, Out: stdout, Logger: logger})
 	if err != nil {
 		fmt.Fprintln(stderr, "relay dev:", err)
 		return 1

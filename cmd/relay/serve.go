@@ -12,6 +12,7 @@ import (
 
 	"github.com/opengeni/opengeni-agent/internal/logging"
 	"github.com/opengeni/opengeni-agent/relay"
+	"github.com/opengeni/opengeni-agent/relay/revocation"
 )
 
 // cmdServe runs the stream relay (relay.md §1.1): defaults, then env vars,
@@ -23,13 +24,31 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "relay serve:", err)
 		return 2
 	}
+	var rev revocation.Config
+	rev.ApplyEnv(os.Getenv)
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: relay serve [flags]\n\nThe stream relay: splices PTY and desktop bytes between agents and viewers.\nEvery flag also reads its env var; a flag wins.\n\nFlags:\n")
+		fmt.Fprint(stderr, `Usage: relay serve [flags]
+
+The stream relay: splices PTY and desktop bytes between agents and viewers.
+Every flag also reads its env var; a flag wins.
+
+Revocation: with -nats-url the relay watches the platform's enrollments
+bucket; a revoked machine's ogr_ token is refused and its live channels are
+closed. Until the watch has synced, and while NATS is unreachable, agent
+opens are refused (retryable); viewers and open channels are unaffected.
+The NATS user needs only the permissions listed in relay/revocation.
+
+Client IP: the per-IP open limit keys on the socket address; only a peer in
+-trusted-proxies may name the client in X-Forwarded-For.
+
+Flags:
+`)
 		fs.PrintDefaults()
 	}
 	opts.RegisterFlags(fs)
+	rev.RegisterFlags(fs)
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (env OPENGENI_LOG_LEVEL)")
 	logFormat := fs.String("log-format", "", logging.FormatUsage)
 	metricsListen := fs.String("metrics-listen", os.Getenv(envMetricsListen), "also serve GET /metrics and /healthz on this address, e.g. 127.0.0.1:9090 (env "+envMetricsListen+")")
@@ -47,6 +66,17 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "relay serve:", err)
 		return 2
+	}
+	if rev.Enabled() {
+		w, stopWatch, err := rev.Connect(logger)
+		if err != nil {
+			fmt.Fprintln(stderr, "relay serve:", err)
+			return 2
+		}
+		defer stopWatch()
+		opts.Revocations = w
+	} else {
+		logger.Warn("revocation checking is off (no -nats-url): ogr_ tokens stay valid until they expire")
 	}
 	srv, err := relay.New(opts, logger)
 	if err != nil {

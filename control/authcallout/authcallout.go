@@ -59,6 +59,12 @@ const (
 	ErrMsgInvalidBearer = "invalid or expired enrollment bearer"
 	ErrMsgNotActive     = "enrollment is not active"
 	ErrMsgMismatch      = "enrollment identity mismatch"
+	// ErrMsgStaleGeneration: the bearer was issued before the enrollment
+	// was revoked and re-activated (control.md §9 credentialGeneration).
+	ErrMsgStaleGeneration = "stale enrollment credential generation"
+	// ErrMsgLeaseHeld: another live runner holds the enrollment's
+	// connection lease.
+	ErrMsgLeaseHeld = "enrollment is connected from another live runner"
 	// ErrMsgBadConnection: the CONNECT name claims a connection instance
 	// ("opengeni-agent/connection/<uuid>") that is not a UUID.
 	ErrMsgBadConnection = "invalid connection instance"
@@ -72,6 +78,12 @@ var ErrUndecodable = errors.New("authcallout: undecodable authorization request"
 // implements it.
 type Enrollments interface {
 	GetEnrollment(ctx context.Context, ws, id string) (store.Enrollment, error)
+}
+
+// Leases hold one live connection instance per enrollment (control.md §9
+// claimEnrollmentConnection); [*store.Store] implements it.
+type Leases interface {
+	ClaimConnection(ctx context.Context, ws, id, instance string) error
 }
 
 // Kicker disconnects one client connection of one server.
@@ -129,6 +141,10 @@ type Config struct {
 	// Kicker cuts live connections of revoked enrollments (see the package
 	// doc); nil leaves them until their JWT expires.
 	Kicker Kicker
+	// Leases, when set, admit one live connection instance per enrollment
+	// (next-revision connections only): a second runner with cloned
+	// credentials is denied while the first one's lease lives.
+	Leases Leases
 	// MaxConnsPerAgent bounds the remembered connections per enrollment
 	// (default 8; the oldest are forgotten).
 	MaxConnsPerAgent int
@@ -186,6 +202,10 @@ func (r *Responder) IssuerPublicKey() string { return r.issuerPub }
 // drop the reply of any exec longer than that; an exec runs at most an hour
 // (agent.md), and the control plane waits 5 s beyond its deadline.
 const ReplyWindow = time.Hour + 5*time.Minute
+
+// ConnectionJWTTTL is NATS_USER_JWT_TTL_SECONDS: the most a next-revision
+// connection's user JWT lives.
+const ConnectionJWTTTL = 300 * time.Second
 
 // Grant is the permission set of one agent connection: see
 // [subject.AgentGrant] for the rules and docs/security.md for why they
@@ -254,16 +274,35 @@ func (r *Responder) Authorize(ctx context.Context, requestJWT string) (Decision,
 		return Decision{}, fmt.Errorf("authcallout: read enrollment: %w", err) // fail closed: no reply
 	}
 	if e.ID != claims.EnrollmentID || e.WorkspaceID != claims.WorkspaceID || claims.AgentID != claims.EnrollmentID ||
-		!subject.ValidToken(claims.WorkspaceID) || !subject.ValidToken(claims.AgentID) {
+		!subject.ValidToken(claims.WorkspaceID) || !subject.ValidToken(claims.AgentID) ||
+		claims.SubjectPrefix != subject.Machine(claims.WorkspaceID, claims.AgentID) {
 		return deny(ErrMsgMismatch)
+	}
+	if claims.Generation() != e.Generation() {
+		return deny(ErrMsgStaleGeneration)
 	}
 	inst := subject.InstanceFromName(req.ConnectOptions.Name)
 	if strings.HasPrefix(req.ConnectOptions.Name, subject.ConnectionNamePrefix) && (len(inst) != 36 || uuid.Validate(inst) != nil) {
 		return deny(ErrMsgBadConnection)
 	}
 
+	exp := claims.Exp
+	if inst != "" {
+		if r.cfg.Leases != nil {
+			err := r.cfg.Leases.ClaimConnection(ctx, claims.WorkspaceID, claims.AgentID, inst)
+			if errors.Is(err, store.ErrLeaseHeld) {
+				return deny(ErrMsgLeaseHeld)
+			}
+			if err != nil {
+				return Decision{}, fmt.Errorf("authcallout: claim connection lease: %w", err) // fail closed
+			}
+		}
+		// Short-lived: the agent reconnects at expiry, and every reconnect
+		// re-checks the enrollment, generation and lease (control.md §9).
+		exp = min(exp, r.cfg.Now().Add(ConnectionJWTTTL).Unix())
+	}
 	userJWT, err := encodeUser(r.cfg.Issuer, r.issuerPub, r.cfg.AccountName, claims.AgentID, userNkey,
-		Grant(claims.WorkspaceID, claims.AgentID, inst), r.cfg.Now().Unix(), claims.Exp)
+		Grant(claims.WorkspaceID, claims.AgentID, inst), r.cfg.Now().Unix(), exp)
 	if err != nil {
 		return Decision{}, err
 	}

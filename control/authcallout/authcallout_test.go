@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -371,7 +372,7 @@ func calloutServer(t testing.TB, issuer string) *server.Server {
 	})
 }
 
-func newWorld(t testing.TB, kick string) *world {
+func newWorld(t testing.TB, kick string, mod ...func(*store.Options, *Config)) *world {
 	t.Helper()
 	// The store lives on its own JetStream server (the callout server's
 	// accounts are config-defined and have no JetStream).
@@ -379,14 +380,22 @@ func newWorld(t testing.TB, kick string) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.New(context.Background(), js, store.Options{})
+	var sopts store.Options
+	cfg := Config{SigningSecret: secret}
+	for _, m := range mod {
+		m(&sopts, &cfg)
+	}
+	st, err := store.New(context.Background(), js, sopts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	acc, _ := nkeys.CreateAccount()
 	accPub, _ := acc.PublicKey()
 	srv := calloutServer(t, accPub)
-	cfg := Config{Issuer: acc, SigningSecret: secret, Enrollments: st}
+	cfg.Issuer, cfg.Enrollments = acc, st
+	if cfg.Leases != nil {
+		cfg.Leases = st
+	}
 	switch kick {
 	case "sys":
 		cfg.Kicker = SysKicker{Conn: natstest.Connect(t, srv, nats.UserInfo("sys", pw))}
@@ -609,6 +618,83 @@ func TestRepliesAreNotReadableByOtherAgents(t *testing.T) {
 	}
 }
 
+// Next-revision connections (CONNECT name opengeni-agent/connection/<uuid>):
+// one live runner per enrollment. A second runner with cloned credentials
+// is denied while the first one's lease lives, admitted once it lapses or is
+// released (GoingOffline); the first runner's own reconnects are admitted;
+// v1 connections (no instance) hold no lease.
+func TestConnectionLease(t *testing.T) {
+	var offset atomic.Int64 // the store's clock runs ahead by this many ns
+	w := newWorld(t, "", func(o *store.Options, c *Config) {
+		o.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+		c.Leases = struct{ Leases }{} // replaced by the world's store
+	})
+	e, b := w.enroll(t, wsA, "pk-lease")
+	name := func(inst string) nats.Option { return nats.Name(subject.ConnectionNamePrefix + inst) }
+	first, second := uuid.NewString(), uuid.NewString()
+	nc1, err := w.agentConn(b, name(first))
+	if err != nil {
+		t.Fatalf("first runner: %v", err)
+	}
+	defer nc1.Close()
+	refused := 0
+	for i := 0; i < 3; i++ {
+		if nc, err := w.agentConn(b, name(second)); err == nil {
+			nc.Close()
+			t.Fatal("a second live runner with cloned credentials connected")
+		}
+		refused++
+	}
+	t.Logf("ATTACK class=cloned-credentials-second-runner attempts=3 refused=%d", refused)
+	if nc, err := w.agentConn(b, name(first)); err != nil { // the first runner reconnecting
+		t.Fatalf("reconnect of the lease holder: %v", err)
+	} else {
+		nc.Close()
+	}
+	if nc, err := w.agentConn(b); err != nil { // a v1 connection holds no lease
+		t.Fatalf("v1 connection: %v", err)
+	} else {
+		nc.Close()
+	}
+	// The lease lapses without heartbeats: the second runner is admitted.
+	offset.Store(int64(store.ConnectionLeaseTTL + time.Second))
+	nc2, err := w.agentConn(b, name(second))
+	if err != nil {
+		t.Fatalf("after the lease lapsed: %v", err)
+	}
+	nc2.Close()
+	// GoingOffline releases it at once.
+	offset.Store(0)
+	if err := w.store.ReleaseConnection(context.Background(), wsA, e.ID, second); err != nil {
+		t.Fatal(err)
+	}
+	nc3, err := w.agentConn(b, name(first))
+	if err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+	nc3.Close()
+}
+
+// A next-revision connection's user JWT lives at most 300 s.
+func TestConnectionJWTLifetime(t *testing.T) {
+	u := newUnit(t)
+	req, _ := u.request(t, bearer(t, wsA, "agent-a", uNow), subject.ConnectionNamePrefix+"11111111-1111-4111-8111-111111111111")
+	d, err := u.r.Authorize(context.Background(), req)
+	if err != nil || d.Error != "" {
+		t.Fatal(d, err)
+	}
+	uc, _ := jwt.DecodeUserClaims(d.UserJWT)
+	if uc.Expires != uNow.Add(ConnectionJWTTTL).Unix() {
+		t.Fatalf("exp %d, want now+300", uc.Expires)
+	}
+	req, _ = u.request(t, bearer(t, wsA, "agent-a", uNow))
+	d, _ = u.r.Authorize(context.Background(), req)
+	uc, _ = jwt.DecodeUserClaims(d.UserJWT)
+	if bc, _ := enroll.VerifyBearer(secret, bearer(t, wsA, "agent-a", uNow), uNow); uc.Expires != bc.Exp {
+		t.Fatalf("v1 exp %d, want the bearer's %d", uc.Expires, bc.Exp)
+	}
+}
+
 // The embedded-server kicker (DisconnectClientByID) cuts a revoked machine too.
 func TestRevokeKicksEmbedded(t *testing.T) {
 	w := newWorld(t, "embedded")
@@ -627,13 +713,24 @@ func TestRevokeKicksEmbedded(t *testing.T) {
 		}
 		return nil
 	})
-	// Re-enrolling the same pubkey re-activates it: the bearer works again.
-	if _, err := w.store.UpsertEnrollment(context.Background(), store.FinalizeInput{WorkspaceID: wsA, Pubkey: "pk", OS: "linux"}); err != nil {
+	// Re-enrolling the same pubkey re-activates the same id with a new
+	// credential generation: the bearer from before the revocation (which
+	// may be the stolen one) stays dead; a new one works.
+	re, err := w.store.UpsertEnrollment(context.Background(), store.FinalizeInput{WorkspaceID: wsA, Pubkey: "pk", OS: "linux"})
+	if err != nil || re.ID != e.ID || re.Generation() != 2 {
+		t.Fatalf("re-activated %+v %v", re, err)
+	}
+	if nc, err := w.agentConn(b); err == nil {
+		nc.Close()
+		t.Fatal("a bearer from before the revocation connected")
+	}
+	fresh, _, err := enroll.MintBearerGeneration(secret, wsA, e.ID, re.Generation(), time.Now())
+	if err != nil {
 		t.Fatal(err)
 	}
-	nc2, err := w.agentConn(b)
+	nc2, err := w.agentConn(fresh)
 	if err != nil {
-		t.Fatalf("re-activated: %v", err)
+		t.Fatalf("new generation: %v", err)
 	}
 	nc2.Close()
 }
@@ -661,5 +758,25 @@ func BenchmarkConnect(b *testing.B) {
 		b.ReportMetric(float64(len(lat))/b.Elapsed().Seconds(), "conns/s")
 	}
 	b.Run("callout", func(b *testing.B) { run(b, nats.Token(tok)) })
+	// A next-revision connection: the lease claim (a KV read and
+	// compare-and-set) and the short JWT on top.
+	lw := newWorld(b, "", func(_ *store.Options, c *Config) { c.Leases = struct{ Leases }{} })
+	_, ltok := lw.enroll(b, wsA, "pk")
+	inst := nats.Name(subject.ConnectionNamePrefix + uuid.NewString())
+	b.Run("callout-connection", func(b *testing.B) {
+		lat := make([]time.Duration, 0, b.N)
+		for b.Loop() {
+			t0 := time.Now()
+			nc, err := nats.Connect(lw.srv.ClientURL(), nats.Token(ltok), inst, nats.NoReconnect())
+			if err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(t0))
+			nc.Close()
+		}
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+		b.ReportMetric(float64(len(lat))/b.Elapsed().Seconds(), "conns/s")
+	})
 	b.Run("baseline", func(b *testing.B) { run(b, nats.UserInfo("control", pw)) })
 }

@@ -25,6 +25,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -34,6 +35,7 @@ import (
 
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/control/store"
+	"github.com/opengeni/opengeni-agent/internal/iplimit"
 	"github.com/opengeni/opengeni-agent/relay/token"
 )
 
@@ -67,7 +69,11 @@ type Config struct {
 	PublicURL string
 	// RateLimits are the per-IP buckets; zero uses DefaultRateLimits.
 	RateLimits RateLimits
-	// ClientIP keys the rate limits; nil uses [ClientIP].
+	// TrustedProxies are the peers whose X-Forwarded-For / X-Real-IP name
+	// the client; from any other peer the socket address keys the limits.
+	TrustedProxies []netip.Prefix
+	// ClientIP keys the rate limits; nil resolves the client from the
+	// socket address and TrustedProxies.
 	ClientIP func(*http.Request) string
 	Now      func() time.Time
 	Logger   *slog.Logger
@@ -78,7 +84,7 @@ type API struct {
 	cfg                           Config
 	log                           *slog.Logger
 	now                           func() time.Time
-	start, poll, lookup, exchange *ipLimiter
+	start, poll, lookup, exchange *iplimit.Limiter
 	mux                           *http.ServeMux
 }
 
@@ -94,16 +100,16 @@ func New(cfg Config) (*API, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.ClientIP == nil {
-		cfg.ClientIP = ClientIP
+		cfg.ClientIP = iplimit.NewResolver(cfg.TrustedProxies).ClientIP
 	}
 	if cfg.RateLimits == (RateLimits{}) {
 		cfg.RateLimits = DefaultRateLimits
 	}
 	a := &API{cfg: cfg, log: cfg.Logger.With("component", "enroll"), now: cfg.Now}
-	a.start = newIPLimiter(cfg.RateLimits.Start, cfg.Now)
-	a.poll = newIPLimiter(cfg.RateLimits.Poll, cfg.Now)
-	a.lookup = newIPLimiter(cfg.RateLimits.Lookup, cfg.Now)
-	a.exchange = newIPLimiter(cfg.RateLimits.Exchange, cfg.Now)
+	a.start = iplimit.New(cfg.RateLimits.Start, cfg.Now)
+	a.poll = iplimit.New(cfg.RateLimits.Poll, cfg.Now)
+	a.lookup = iplimit.New(cfg.RateLimits.Lookup, cfg.Now)
+	a.exchange = iplimit.New(cfg.RateLimits.Exchange, cfg.Now)
 
 	m := http.NewServeMux()
 	m.HandleFunc("POST /v1/enrollments/device/start", a.agentRoute(a.start, a.handleStart))
@@ -149,14 +155,14 @@ var (
 type handler func(w http.ResponseWriter, r *http.Request, body []byte) (int, any, error)
 
 // agentRoute: flag → per-IP bucket → read the body → handler.
-func (a *API) agentRoute(l *ipLimiter, h handler) http.HandlerFunc {
+func (a *API) agentRoute(l *iplimit.Limiter, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !a.cfg.Enabled {
 			a.reply(w, r, 0, nil, errNotFound)
 			return
 		}
-		if !l.allow(a.cfg.ClientIP(r)) {
-			w.Header().Set("Retry-After", strconv.Itoa(retryAfter(l.b)))
+		if !l.Allow(a.cfg.ClientIP(r)) {
+			w.Header().Set("Retry-After", strconv.Itoa(l.Bucket().RetryAfter()))
 			a.reply(w, r, 0, nil, errRateLimit)
 			return
 		}
@@ -168,13 +174,6 @@ func (a *API) agentRoute(l *ipLimiter, h handler) http.HandlerFunc {
 		status, v, err := h(w, r, body)
 		a.reply(w, r, status, v, err)
 	}
-}
-
-func retryAfter(b Bucket) int {
-	if b.Refill <= 0 {
-		return 60
-	}
-	return max(1, int(1/b.Refill+0.999))
 }
 
 // userRoute: authenticate (401) and check the permission in {ws} (403)
@@ -335,7 +334,7 @@ type Credentials struct {
 // credentials mints a fresh credential set for an enrollment.
 func (a *API) credentials(e store.Enrollment) (*Credentials, error) {
 	now := a.now()
-	bearer, claims, err := MintBearer(a.cfg.SigningSecret, e.WorkspaceID, e.ID, now)
+	bearer, claims, err := MintBearerGeneration(a.cfg.SigningSecret, e.WorkspaceID, e.ID, e.Generation(), now)
 	if err != nil {
 		return nil, err
 	}

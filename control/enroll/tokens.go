@@ -38,7 +38,14 @@ type BearerClaims struct {
 	EnrollmentID  string `json:"enrollmentId"` // == AgentID
 	SubjectPrefix string `json:"subjectPrefix"`
 	Exp           int64  `json:"exp"`
+	// CredentialGeneration is the enrollment's credential generation
+	// (control.md §9); absent (0) counts as 1, and generation 1 bearers
+	// omit it, so they stay byte-identical to the reference's v1 bearers.
+	CredentialGeneration int `json:"credentialGeneration,omitempty"`
 }
+
+// Generation is the bearer's credential generation (absent = 1).
+func (c BearerClaims) Generation() int { return max(c.CredentialGeneration, 1) }
 
 // EnrollClaims are the claims of an "oget_" enroll token, in key order.
 type EnrollClaims struct {
@@ -58,8 +65,17 @@ func SubjectPrefix(workspaceID, agentID string) string {
 // MintBearer signs an enrollment bearer for (ws, agent) expiring BearerTTL
 // after now.
 func MintBearer(secret, workspaceID, agentID string, now time.Time) (string, BearerClaims, error) {
+	return MintBearerGeneration(secret, workspaceID, agentID, 1, now)
+}
+
+// MintBearerGeneration is MintBearer for a credential generation (see
+// [BearerClaims.CredentialGeneration]).
+func MintBearerGeneration(secret, workspaceID, agentID string, generation int, now time.Time) (string, BearerClaims, error) {
 	c := BearerClaims{WorkspaceID: workspaceID, AgentID: agentID, EnrollmentID: agentID,
 		SubjectPrefix: SubjectPrefix(workspaceID, agentID), Exp: now.Add(BearerTTL).Unix()}
+	if generation > 1 {
+		c.CredentialGeneration = generation
+	}
 	if secret == "" || workspaceID == "" || agentID == "" {
 		return "", c, errors.New("enroll: MintBearer: secret, workspace and agent are required")
 	}
@@ -76,6 +92,7 @@ func VerifyBearer(secret, tok string, now time.Time) (BearerClaims, error) {
 		EnrollmentID  *string `json:"enrollmentId"`
 		SubjectPrefix *string `json:"subjectPrefix"`
 		Exp           *int64  `json:"exp"`
+		Generation    *int    `json:"credentialGeneration"`
 	}
 	if err := token.Verify(BearerPrefix, secret, tok, &w); err != nil {
 		return BearerClaims{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
@@ -85,6 +102,12 @@ func VerifyBearer(secret, tok string, now time.Time) (BearerClaims, error) {
 		return BearerClaims{}, fmt.Errorf("%w: %w", ErrInvalidToken, token.ErrBadClaims)
 	}
 	c := BearerClaims{WorkspaceID: *w.WorkspaceID, AgentID: *w.AgentID, EnrollmentID: *w.EnrollmentID, SubjectPrefix: *w.SubjectPrefix, Exp: *w.Exp}
+	if w.Generation != nil {
+		if *w.Generation < 1 {
+			return BearerClaims{}, fmt.Errorf("%w: %w", ErrInvalidToken, token.ErrBadClaims)
+		}
+		c.CredentialGeneration = *w.Generation
+	}
 	if c.Exp < now.Unix() {
 		return BearerClaims{}, fmt.Errorf("%w: %w", ErrInvalidToken, token.ErrExpired)
 	}

@@ -36,7 +36,14 @@ type Enrollment struct {
 	CreatedAt          time.Time  `json:"createdAt"`
 	UpdatedAt          time.Time  `json:"updatedAt"`
 	RevokedAt          *time.Time `json:"revokedAt"`
+	// CredentialGeneration (control.md §9; absent = 1) is bumped when a
+	// revoked enrollment is re-activated, so bearers issued before the
+	// revocation never work again, even though the id is reused.
+	CredentialGeneration int `json:"credentialGeneration,omitempty"`
 }
+
+// Generation is the credential generation (absent = 1).
+func (e Enrollment) Generation() int { return max(e.CredentialGeneration, 1) }
 
 // Active reports status == "active".
 func (e Enrollment) Active() bool { return e.Status == control.EnrollmentActive }
@@ -70,6 +77,32 @@ func SandboxName(machineName, os string) string {
 }
 
 func enrollmentKey(ws, id string) string { return "e." + ws + "." + id }
+
+// EnrollmentKeys is the key filter of the enrollment records (for watchers
+// outside the store, such as the relay's revocation watch).
+const EnrollmentKeys = "e.>"
+
+// EnrollmentsBucket is the enrollments bucket's name under prefix ("" is
+// DefaultPrefix).
+func EnrollmentsBucket(prefix string) string {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return prefix + "_enrollments"
+}
+
+// ParseEnrollmentKey splits an enrollment record key "e.<ws>.<id>".
+func ParseEnrollmentKey(key string) (ws, id string, ok bool) {
+	rest, ok := strings.CutPrefix(key, "e.")
+	if !ok {
+		return "", "", false
+	}
+	ws, id, ok = strings.Cut(rest, ".")
+	if !ok || !validID(ws) || !validID(id) {
+		return "", "", false
+	}
+	return ws, id, true
+}
 
 func pubkeyKey(ws, pubkey string) string {
 	h := sha256.Sum256([]byte(pubkey))
@@ -122,6 +155,9 @@ func (s *Store) UpsertEnrollment(ctx context.Context, in FinalizeInput) (Enrollm
 		cur.HasDisplay = in.HasDisplay
 		cur.AllowScreenControl = in.AllowScreenControl
 		cur.OS, cur.Arch = in.OS, in.Arch
+		if rev != 0 && !cur.Active() {
+			cur.CredentialGeneration = cur.Generation() + 1
+		}
 		cur.Status = control.EnrollmentActive
 		cur.RevokedAt = nil
 		cur.UpdatedAt = now
@@ -269,7 +305,7 @@ func (s *Store) enrollmentExists(ctx context.Context, ws, id string) (bool, erro
 // WatchEnrollments calls f with every enrollment change (and, first, every
 // current enrollment) until ctx ends. f runs on one goroutine.
 func (s *Store) WatchEnrollments(ctx context.Context, f func(Enrollment)) error {
-	w, err := s.enrollments.Watch(ctx, "e.>")
+	w, err := s.enrollments.Watch(ctx, EnrollmentKeys)
 	if err != nil {
 		return fmt.Errorf("store: watch enrollments: %w", err)
 	}

@@ -17,6 +17,10 @@ import (
 const (
 	HelloSubjects  = "agent.*.*.hello"
 	EventsSubjects = "agent.*.*.events"
+	// ConnectionHelloSubjects and ConnectionEventsSubjects are the next
+	// revision's per-connection subjects (control.md §9).
+	ConnectionHelloSubjects  = "agent.*.*.connection.*.hello"
+	ConnectionEventsSubjects = "agent.*.*.connection.*.events"
 )
 
 // DefaultIngestQueue bounds the messages waiting for the ingestion loop.
@@ -42,7 +46,7 @@ type Ingestor struct {
 func (s *Store) Ingest(nc *nats.Conn) (*Ingestor, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &Ingestor{s: s, ch: make(chan *nats.Msg, DefaultIngestQueue), done: make(chan struct{}), stop: cancel}
-	for _, subj := range []string{HelloSubjects, EventsSubjects} {
+	for _, subj := range []string{HelloSubjects, EventsSubjects, ConnectionHelloSubjects, ConnectionEventsSubjects} {
 		sub, err := nc.ChanSubscribe(subj, in.ch)
 		if err != nil {
 			cancel()
@@ -103,17 +107,23 @@ func (in *Ingestor) loop(ctx context.Context) {
 }
 
 // HandleMessage applies one message published on an agent's hello or events
-// subject (exactly "agent.<ws>.<id>.hello|events"; ws and id come from the
-// subject, never from the payload).
+// subject (exactly "agent.<ws>.<id>.hello|events", or the next revision's
+// "agent.<ws>.<id>.connection.<inst>.hello|events"; ws, id and inst come
+// from the subject, never from the payload). On a connection subject, hello
+// and heartbeats renew the instance's connection lease and GoingOffline
+// releases it.
 func (s *Store) HandleMessage(ctx context.Context, subject string, data []byte) error {
-	if ws, id, err := parseAgentSubject(subject, "hello"); err == nil {
+	if ws, id, inst, err := parseAgentSubject(subject, "hello"); err == nil {
 		var h agentpb.Hello
 		if err := proto.Unmarshal(data, &h); err != nil {
 			return fmt.Errorf("store: decode hello: %w", err)
 		}
-		return s.ApplyHello(ctx, ws, id, &h)
+		if err := s.ApplyHello(ctx, ws, id, &h); err != nil {
+			return err
+		}
+		return s.connectionSeen(ctx, ws, id, inst)
 	}
-	ws, id, err := parseAgentSubject(subject, "events")
+	ws, id, inst, err := parseAgentSubject(subject, "events")
 	if err != nil {
 		return err
 	}
@@ -123,9 +133,37 @@ func (s *Store) HandleMessage(ctx context.Context, subject string, data []byte) 
 	}
 	switch e := ev.GetEvent().(type) {
 	case *agentpb.AgentEvent_Heartbeat:
-		return s.ApplyHeartbeat(ctx, ws, id, e.Heartbeat)
+		if err := s.ApplyHeartbeat(ctx, ws, id, e.Heartbeat); err != nil {
+			return err
+		}
+		return s.connectionSeen(ctx, ws, id, inst)
 	case *agentpb.AgentEvent_GoingOffline:
-		return s.ApplyGoingOffline(ctx, ws, id, e.GoingOffline)
+		if err := s.ApplyGoingOffline(ctx, ws, id, e.GoingOffline); err != nil {
+			return err
+		}
+		if inst != "" {
+			return s.ReleaseConnection(ctx, ws, id, inst)
+		}
 	}
 	return nil
+}
+
+// connectionSeen renews a next-revision instance's lease and records it as
+// the machine's live instance (for routing); v1 subjects (inst "") have
+// neither.
+func (s *Store) connectionSeen(ctx context.Context, ws, id, inst string) error {
+	if inst == "" {
+		return nil
+	}
+	ok, err := s.enrollmentExists(ctx, ws, id)
+	if err != nil || !ok {
+		return err
+	}
+	if err := s.RenewConnection(ctx, ws, id, inst); err != nil {
+		return err // ErrLeaseHeld: a runner the callout should not have admitted
+	}
+	if m, err := s.GetMachine(ctx, ws, id); err == nil && m.Instance == inst {
+		return nil // written once per instance, not per heartbeat
+	}
+	return s.updateMachine(ctx, ws, id, func(m *Machine) { m.Instance = inst })
 }

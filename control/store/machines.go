@@ -13,11 +13,14 @@ import (
 // Machine is what the platform knows about a connected machine from its
 // Hello and events.
 type Machine struct {
-	WorkspaceID   string        `json:"workspaceId"`
-	AgentID       string        `json:"agentId"`
-	OS            string        `json:"os,omitempty"`   // linux | macos | windows | unknown
-	Arch          string        `json:"arch,omitempty"` // x86_64 | aarch64 | unknown
-	AgentVersion  string        `json:"agentVersion,omitempty"`
+	WorkspaceID  string `json:"workspaceId"`
+	AgentID      string `json:"agentId"`
+	OS           string `json:"os,omitempty"`   // linux | macos | windows | unknown
+	Arch         string `json:"arch,omitempty"` // x86_64 | aarch64 | unknown
+	AgentVersion string `json:"agentVersion,omitempty"`
+	// Instance is the connection instance of the latest next-revision
+	// Hello (agent.<ws>.<id>.connection.<instance>.hello); "" for v1 agents.
+	Instance      string        `json:"instance,omitempty"`
 	MachineName   string        `json:"machineName,omitempty"`
 	WorkspaceRoot string        `json:"workspaceRoot,omitempty"`
 	UpdateChannel string        `json:"updateChannel,omitempty"`
@@ -58,6 +61,44 @@ type HeartbeatInfo struct {
 	UptimeMs       uint64 `json:"uptimeMs"`
 	ActiveSessions uint32 `json:"activeSessions"`
 	Draining       bool   `json:"draining"`
+	// Capacity and Admission are the next revision's heartbeat telemetry
+	// (nil from v1 agents).
+	Capacity  *HostCapacity `json:"capacity,omitempty"`
+	Admission *Admission    `json:"admission,omitempty"`
+}
+
+// HostCapacity is a heartbeat's HostCapacitySample.
+type HostCapacity struct {
+	MemAvailableBytes uint64 `json:"memAvailableBytes"`
+	DiskFreeBytes     uint64 `json:"diskFreeBytes"`
+	FdHeadroom        uint64 `json:"fdHeadroom"`
+	PidHeadroom       uint64 `json:"pidHeadroom"`
+	Nproc             uint64 `json:"nproc"`
+}
+
+// Admission is a heartbeat's AdmissionTelemetry.
+type Admission struct {
+	LightRunning         uint64 `json:"lightRunning"`
+	LightQueued          uint64 `json:"lightQueued"`
+	HeavyRunning         uint64 `json:"heavyRunning"`
+	HeavyQueued          uint64 `json:"heavyQueued"`
+	LiveOps              uint64 `json:"liveOps"`
+	OpFramesDroppedTotal uint64 `json:"opFramesDroppedTotal"`
+	EvictedUnackedTotal  uint64 `json:"evictedUnackedTotal"`
+}
+
+func heartbeatInfo(hb *agentpb.Heartbeat) *HeartbeatInfo {
+	h := &HeartbeatInfo{Seq: hb.GetSeq(), UptimeMs: hb.GetUptimeMs(), ActiveSessions: hb.GetActiveSessions(), Draining: hb.GetDraining()}
+	if c := hb.GetCapacity(); c != nil {
+		h.Capacity = &HostCapacity{MemAvailableBytes: c.GetMemAvailableBytes(), DiskFreeBytes: c.GetDiskFreeBytes(),
+			FdHeadroom: c.GetFdHeadroom(), PidHeadroom: c.GetPidHeadroom(), Nproc: c.GetNproc()}
+	}
+	if a := hb.GetAdmission(); a != nil {
+		h.Admission = &Admission{LightRunning: a.GetLightRunning(), LightQueued: a.GetLightQueued(), HeavyRunning: a.GetHeavyRunning(),
+			HeavyQueued: a.GetHeavyQueued(), LiveOps: a.GetLiveOps(), OpFramesDroppedTotal: a.GetOpFramesDroppedTotal(),
+			EvictedUnackedTotal: a.GetEvictedUnackedTotal()}
+	}
+	return h
 }
 
 // MetricsPoint is one metrics sample as the platform keeps it (the
@@ -275,7 +316,7 @@ func (s *Store) ApplyHeartbeat(ctx context.Context, ws, id string, hb *agentpb.H
 	p := PointFromSample(hb.GetMetrics(), now)
 	if err := s.updateMachine(ctx, ws, id, func(m *Machine) {
 		m.LastSeenAt, m.LatestMetrics = &now, &p
-		m.Heartbeat = &HeartbeatInfo{Seq: hb.GetSeq(), UptimeMs: hb.GetUptimeMs(), ActiveSessions: hb.GetActiveSessions(), Draining: hb.GetDraining()}
+		m.Heartbeat = heartbeatInfo(hb)
 		m.WentOfflineAt, m.WentOfflineReason = nil, ""
 	}); err != nil {
 		return err
@@ -297,11 +338,16 @@ func (s *Store) ApplyGoingOffline(ctx context.Context, ws, id string, g *agentpb
 	})
 }
 
-// parseAgentSubject splits "agent.<ws>.<id>.<tail>" (exactly 4 tokens).
-func parseAgentSubject(subject, tail string) (ws, id string, err error) {
+// parseAgentSubject splits "agent.<ws>.<id>.<tail>" (v1, exactly 4 tokens)
+// or "agent.<ws>.<id>.connection.<inst>.<tail>" (next revision, exactly 6;
+// inst is "" for v1).
+func parseAgentSubject(subject, tail string) (ws, id, inst string, err error) {
 	t := strings.Split(subject, ".")
-	if len(t) != 4 || t[0] != "agent" || t[3] != tail || t[1] == "" || t[2] == "" {
-		return "", "", fmt.Errorf("store: not an agent %s subject: %q", tail, subject)
+	switch {
+	case len(t) == 4 && t[0] == "agent" && t[3] == tail && t[1] != "" && t[2] != "":
+		return t[1], t[2], "", nil
+	case len(t) == 6 && t[0] == "agent" && t[3] == "connection" && t[5] == tail && t[1] != "" && t[2] != "" && t[4] != "":
+		return t[1], t[2], t[4], nil
 	}
-	return t[1], t[2], nil
+	return "", "", "", fmt.Errorf("store: not an agent %s subject: %q", tail, subject)
 }

@@ -11,6 +11,7 @@
 //	                      u.<userCode>       the code hash of the newest request with that user code
 //	<prefix>_machines     m.<ws>.<id>        Machine (JSON): Hello facts, last seen, latest metrics
 //	                      s.<ws>.<id>        the downsampled metrics series (JSON array)
+//	                      l.<ws>.<id>        ConnectionLease: the live connection instance (next revision)
 //
 // Read-modify-write goes through KV revisions (compare-and-set), so several
 // control-plane replicas may share the buckets. Last-seen lives on the machine
@@ -102,9 +103,9 @@ type cachedSeries struct {
 
 // New creates (or binds to) the buckets.
 func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
-	return open(opts, func(name, desc string, maxAge time.Duration, o Options) (jetstream.KeyValue, error) {
+	return open(opts, func(bucket, desc string, maxAge time.Duration, o Options) (jetstream.KeyValue, error) {
 		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: o.Prefix + "_" + name, Description: desc, History: 1,
+			Bucket: bucket, Description: desc, History: 1,
 			Replicas: o.Replicas, Storage: o.Storage, TTL: maxAge,
 		})
 	})
@@ -114,12 +115,13 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, err
 // for a client that reads the platform's state (`relay ctl` reading a
 // machine's last-seen time). Missing buckets are an error.
 func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
-	return open(opts, func(name, _ string, _ time.Duration, o Options) (jetstream.KeyValue, error) {
-		return js.KeyValue(ctx, o.Prefix+"_"+name)
+	return open(opts, func(bucket, _ string, _ time.Duration, _ Options) (jetstream.KeyValue, error) {
+		return js.KeyValue(ctx, bucket)
 	})
 }
 
-type bucketFunc func(name, desc string, maxAge time.Duration, o Options) (jetstream.KeyValue, error)
+// bucketFunc creates or binds one bucket.
+type bucketFunc func(bucket, desc string, maxAge time.Duration, o Options) (jetstream.KeyValue, error)
 
 func open(opts Options, bucket bucketFunc) (*Store, error) {
 	if opts.Prefix == "" {
@@ -145,6 +147,7 @@ func open(opts Options, bucket bucketFunc) (*Store, error) {
 	}
 	s := &Store{opts: opts, log: opts.Logger.With("component", "store"),
 		machineC: map[string]*cachedMachine{}, seriesC: map[string]*cachedSeries{}}
+	var err error
 	mk := func(name, desc string, maxAge time.Duration) (jetstream.KeyValue, error) {
 		kv, err := bucket(name, desc, maxAge, opts)
 		if err != nil {
@@ -152,14 +155,13 @@ func open(opts Options, bucket bucketFunc) (*Store, error) {
 		}
 		return kv, nil
 	}
-	var err error
-	if s.enrollments, err = mk("enrollments", "connected-machine enrollments", 0); err != nil {
+	if s.enrollments, err = mk(EnrollmentsBucket(opts.Prefix), "connected-machine enrollments", 0); err != nil {
 		return nil, err
 	}
-	if s.devices, err = mk("devices", "pending device-flow enrollments", opts.DeviceMaxAge); err != nil {
+	if s.devices, err = mk(opts.Prefix+"_devices", "pending device-flow enrollments", opts.DeviceMaxAge); err != nil {
 		return nil, err
 	}
-	if s.machines, err = mk("machines", "connected-machine state and metrics", 0); err != nil {
+	if s.machines, err = mk(opts.Prefix+"_machines", "connected-machine state and metrics", 0); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -263,6 +263,68 @@ func waitHandled(t testing.TB, in *Ingestor, n uint64) {
 	})
 }
 
+// Next-revision connection subjects: hello and heartbeats renew the
+// instance's lease and name it the live instance; another instance is held
+// off while the lease lives and admitted once it lapses; GoingOffline
+// releases the lease at once.
+func TestIngestConnectionLease(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	en, err := e.store.UpsertEnrollment(ctx, FinalizeInput{WorkspaceID: testWS, Pubkey: "pk", OS: "linux"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := e.ingest(t)
+	n := uint64(0)
+	step := func(subject string, m proto.Message) {
+		t.Helper()
+		publish(t, e.nc, subject, m)
+		n++
+		waitHandled(t, in, n)
+	}
+	inst1, inst2 := "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
+	conn := func(inst string) string { return "agent." + testWS + "." + en.ID + ".connection." + inst }
+	if err := e.store.ClaimConnection(ctx, testWS, en.ID, inst1); err != nil {
+		t.Fatal(err)
+	}
+	step(conn(inst1)+".hello", hello(testWS, en.ID, false, nil))
+	if m, _ := e.store.GetMachine(ctx, testWS, en.ID); m.Instance != inst1 {
+		t.Fatalf("live instance %q", m.Instance)
+	}
+	if got, err := e.store.LiveInstance(ctx, testWS, en.ID); got != inst1 || err != nil {
+		t.Fatalf("LiveInstance = %q %v", got, err)
+	}
+	// Heartbeats keep the lease alive past its TTL, and their telemetry is kept.
+	for i := 0; i < 3; i++ {
+		e.clock.Advance(ConnectionLeaseTTL / 2)
+		step(conn(inst1)+".events", &agentpb.AgentEvent{Event: &agentpb.AgentEvent_Heartbeat{Heartbeat: &agentpb.Heartbeat{Seq: uint64(i), Metrics: &agentpb.MetricsSample{},
+			Capacity:  &agentpb.HostCapacitySample{MemAvailableBytes: 1 << 30, FdHeadroom: 1000, Nproc: 2},
+			Admission: &agentpb.AdmissionTelemetry{HeavyRunning: uint64(i), HeavyQueued: 3}}}})
+		if m, _ := e.store.GetMachine(ctx, testWS, en.ID); m.Heartbeat == nil || m.Heartbeat.Capacity == nil || m.Heartbeat.Capacity.FdHeadroom != 1000 ||
+			m.Heartbeat.Admission == nil || m.Heartbeat.Admission.HeavyRunning != uint64(i) || m.Heartbeat.Admission.HeavyQueued != 3 {
+			t.Fatalf("telemetry not kept: %+v", m.Heartbeat)
+		}
+		if err := e.store.ClaimConnection(ctx, testWS, en.ID, inst2); !errors.Is(err, ErrLeaseHeld) {
+			t.Fatalf("second instance while the lease lives: %v", err)
+		}
+	}
+	step(conn(inst1)+".events", &agentpb.AgentEvent{Event: &agentpb.AgentEvent_GoingOffline{GoingOffline: &agentpb.GoingOffline{}}})
+	if got, _ := e.store.LiveInstance(ctx, testWS, en.ID); got != "" {
+		t.Fatalf("LiveInstance after GoingOffline = %q", got)
+	}
+	if err := e.store.ClaimConnection(ctx, testWS, en.ID, inst2); err != nil {
+		t.Fatalf("after GoingOffline: %v", err)
+	}
+	// Claimed but not announced yet: still routed to the v1 subject.
+	if got, _ := e.store.LiveInstance(ctx, testWS, en.ID); got != "" {
+		t.Fatalf("LiveInstance before the new instance's hello = %q", got)
+	}
+	e.clock.Advance(ConnectionLeaseTTL + time.Second)
+	if err := e.store.ClaimConnection(ctx, testWS, en.ID, inst1); err != nil {
+		t.Fatalf("after the lease lapsed: %v", err)
+	}
+}
+
 func TestIngestHelloHeartbeatGoingOffline(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t)
@@ -386,7 +448,8 @@ func TestIngestHelloHeartbeatGoingOffline(t *testing.T) {
 	if in.Failed() == 0 {
 		t.Fatal("garbage payload did not count as failed")
 	}
-	for _, subj := range []string{"agent.x.events", "agent.a.b.c.events", "agent.a.b.rpc", "agents.a.b.events"} {
+	for _, subj := range []string{"agent.x.events", "agent.a.b.c.events", "agent.a.b.rpc", "agents.a.b.events",
+		"agent.a.b.connection.events", "agent.a.b.connection..events", "agent.a.b.conn.i.events", "agent.a.b.connection.i.rpc"} {
 		if err := e.store.HandleMessage(ctx, subj, nil); err == nil {
 			t.Errorf("%q accepted", subj)
 		}
@@ -470,5 +533,48 @@ func TestWatchEnrollments(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("no revocation seen")
+	}
+}
+
+// The exported bucket and key helpers (for the relay's revocation watch)
+// name what the store writes.
+func TestEnrollmentsBucketAndKeys(t *testing.T) {
+	ns := natstest.Start(t, natstest.JetStream(t.TempDir()))
+	js, err := jetstream.New(natstest.Connect(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, prefix := range []string{"", "other"} {
+		s, err := New(context.Background(), js, Options{Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.Enrollments().Bucket(); got != EnrollmentsBucket(prefix) {
+			t.Fatalf("bucket %q, want %q", got, EnrollmentsBucket(prefix))
+		}
+		e, err := s.UpsertEnrollment(context.Background(), FinalizeInput{WorkspaceID: "ws-1", Pubkey: "pk"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lister, err := s.Enrollments().ListKeysFiltered(context.Background(), EnrollmentKeys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for k := range lister.Keys() {
+			ws, id, ok := ParseEnrollmentKey(k)
+			if !ok || ws != "ws-1" || id != e.ID {
+				t.Fatalf("key %q parsed as %q %q %v", k, ws, id, ok)
+			}
+			n++
+		}
+		if n != 1 {
+			t.Fatalf("%d enrollment keys", n)
+		}
+	}
+	for _, bad := range []string{"p.ws.x", "e.ws", "e..id", "e.ws.a.b", "e.ws.a b"} {
+		if _, _, ok := ParseEnrollmentKey(bad); ok {
+			t.Fatalf("%q parsed", bad)
+		}
 	}
 }

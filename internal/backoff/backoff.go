@@ -88,8 +88,15 @@ func (b *Backoff) Attempt() int {
 }
 
 // Sleep waits for the next delay, returning early with ctx's error.
-func (b *Backoff) Sleep(ctx context.Context) error {
-	t := time.NewTimer(b.Next())
+func (b *Backoff) Sleep(ctx context.Context) error { return SleepCtx(ctx, b.Next()) }
+
+// SleepCtx waits d unless ctx ends first (then it returns ctx's error); d ≤ 0
+// only checks ctx.
+func SleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

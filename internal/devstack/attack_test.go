@@ -33,6 +33,7 @@ import (
 	agentenroll "github.com/opengeni/opengeni-agent/agent/enroll"
 
 	"github.com/opengeni/opengeni-agent/agent/config"
+	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/internal/natstest"
 	"github.com/opengeni/opengeni-agent/internal/subject"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
@@ -198,9 +199,8 @@ func TestAttackSuite(t *testing.T) {
 	}
 	// Every victim answers the control plane before the attack starts.
 	for _, m := range []*machine{a2, b1, b2} {
-		// The agents were just started: wait for each to connect.
 		sess := session(t, p.ControlConnFactory(), m.creds)
-		natstest.Eventually(t, 20*time.Second, func() error {
+		natstest.Eventually(t, 10*time.Second, func() error {
 			if !sess.Ping(ctx) {
 				return fmt.Errorf("control → %s: no answer", m.creds.AgentID)
 			}
@@ -483,6 +483,32 @@ func TestAttackSuite(t *testing.T) {
 			ta.attempt("consumed-device-code", err == nil && out.State != "authorized" && out.Credentials == nil, "poll of a consumed code: %+v %v", out, err)
 		}
 	}
+	// A cloned credential started as a second runner (a next-revision
+	// connection name) while the real machine is live: denied by the
+	// connection lease, and the real machine keeps its work, addressed by
+	// its live instance.
+	for i := 0; i < 3; i++ {
+		nc, err := nats.Connect(p.NATSURL(), nats.Token(a2.creds.NATSBearer), nats.NoReconnect(), nats.Timeout(3*time.Second),
+			nats.Name(subject.ConnectionNamePrefix+uuid.NewString()))
+		if err == nil {
+			nc.Close()
+		}
+		ta.attempt("cloned-credentials-second-runner", err != nil, "a second runner with A2's credentials connected")
+	}
+	routed := session(t, p.ControlConnFactory(), a2.creds)
+	inst, err := p.Store().LiveInstance(ctx, wsA, a2.creds.AgentID)
+	if err != nil || inst == "" {
+		t.Fatalf("A2's live instance: %q %v", inst, err)
+	}
+	rs, err := control.NewSession(control.SessionConfig{WorkspaceID: wsA, AgentID: a2.creds.AgentID, RPC: control.NewNATSRPC(p.ControlConnFactory()),
+		Instances: p.Store(), Timeout: 5 * time.Second})
+	if err != nil || !rs.Ping(ctx) || !routed.Ping(ctx) {
+		t.Fatalf("A2 over its instance subject and the v1 subject: %v", err)
+	}
+	if n := victims["A2"].delivered(t); n != 1 { // the v1 ping; the routed one went to the instance subject
+		t.Fatalf("A2's v1 subject saw %d requests, want 1", n)
+	}
+
 	delete(victims, "B2") // its observer is kicked with it
 	var revoked struct {
 		Revoked bool `json:"revoked"`

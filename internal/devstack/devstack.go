@@ -3,11 +3,12 @@
 // in-process agent that serves this machine (terminals included). `relay dev`
 // is a thin wrapper around it.
 //
-// The relay's secrets are generated per run. The viewer (stream-token)
-// secret and the relay URL are written to the data directory (mode 0600, removed on
-// stop) so `relay ctl shell` on the same account can attach without flags.
-// Every file of a stack lives in its data directory: two stacks with two
-// data directories share nothing.
+// The relay's secrets are the platform's. The viewer (stream-token) secret
+// and the relay URL are written to the platform's data directory (mode
+// 0600, removed on stop) so `relay ctl shell` on the same account can attach
+// without flags. Every file of the stack lives in that directory. The relay
+// watches the enrollments bucket as the least-privileged relay NATS user, so
+// revoking the machine closes its relay channels too.
 package devstack
 
 import (
@@ -15,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 
 	"github.com/opengeni/opengeni-agent/agent"
@@ -47,8 +49,11 @@ type Options struct {
 	// for a fresh pairing); the agent reads it live either way.
 	AllowScreenControl bool
 	APIPort            int // enrollment API; default 8444; -1 picks a free port
-	Out                io.Writer
-	Logger             *slog.Logger
+	// TrustedProxies may name the client in X-Forwarded-For (enrollment API
+	// and relay per-IP limits); default none: the socket address.
+	TrustedProxies []netip.Prefix
+	Out            io.Writer
+	Logger         *slog.Logger
 }
 
 // Stack is a running dev system.
@@ -74,11 +79,11 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	}
 	// The platform outlives ctx: the agent says GoingOffline before NATS stops.
 	p, err := StartPlatform(context.WithoutCancel(ctx), PlatformOptions{DataDir: opts.DataDir, Host: opts.Host,
-		NATSPort: opts.NATSPort, HTTPPort: opts.APIPort, Out: opts.Out, Logger: opts.Logger})
+		NATSPort: opts.NATSPort, HTTPPort: opts.APIPort, TrustedProxies: opts.TrustedProxies, Out: opts.Out, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
 	}
-	rl, err := startRelay(opts, []byte(p.StreamTokenSecret()), []byte(p.RelayTokenSecret()))
+	rl, err := startRelay(ctx, opts, []byte(p.StreamTokenSecret()), []byte(p.RelayTokenSecret()), p.RelayRevocationConfig())
 	if err != nil {
 		p.Close()
 		return nil, err

@@ -7,9 +7,12 @@ package devstack
 //
 // NATS layout (one server, no operator):
 //
-//	accounts { APP { jetstream: enabled, users: [ control (least privilege), auth (callout only) ] }, SYS {} }
+//	accounts { APP { jetstream: enabled, users: [ control (least privilege), auth (callout only), relay (enrollments watch only) ] }, SYS {} }
 //	system_account: SYS
-//	authorization { auth_callout { issuer: <callout account key>, auth_users: [control, auth], account: APP } }
+//	authorization { auth_callout { issuer: <callout account key>, auth_users: [control, auth, relay], account: APP } }
+//
+// The relay user may only watch the enrollments bucket (revocations reach
+// the stream relay that way).
 //
 // The control user bypasses the callout and carries the store (JetStream KV
 // in APP) and ingestion; the auth user only answers the callout. Agents
@@ -40,6 +43,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -61,7 +65,9 @@ import (
 	"github.com/opengeni/opengeni-agent/control/authcallout"
 	"github.com/opengeni/opengeni-agent/control/enroll"
 	"github.com/opengeni/opengeni-agent/control/store"
+	"github.com/opengeni/opengeni-agent/internal/backoff"
 	"github.com/opengeni/opengeni-agent/internal/subject"
+	"github.com/opengeni/opengeni-agent/relay/revocation"
 	"github.com/opengeni/opengeni-agent/relay/token"
 )
 
@@ -76,6 +82,9 @@ const (
 	// CalloutUser is the auth-callout responder's NATS user (it bypasses the
 	// callout and may only answer it).
 	CalloutUser = "auth"
+	// RelayUser is the stream relay's NATS user (it bypasses the callout):
+	// it may only watch the enrollments bucket.
+	RelayUser = "relay"
 
 	PlatformStateFile = "platform.json"
 	AdminTokenFile    = "admin.token"
@@ -102,6 +111,10 @@ type PlatformOptions struct {
 	// RelayURL is the stream relay handed to agents in their credentials
 	// (with an ogr_ token signed by RelayTokenSecret); "" hands out none.
 	RelayURL string
+	// TrustedProxies may name the client in X-Forwarded-For for the
+	// enrollment API's per-IP limits; from other peers the socket address
+	// is the client.
+	TrustedProxies []netip.Prefix
 	// Out receives what a human needs: the admin token, the pairing code.
 	// nil discards.
 	Out    io.Writer
@@ -117,6 +130,7 @@ type platformState struct {
 	CalloutSeed       string    `json:"calloutSeed"`       // SA… account seed: the callout issuer
 	ControlPassword   string    `json:"controlPassword"`
 	CalloutPassword   string    `json:"calloutPassword"`
+	RelayNATSPassword string    `json:"relayNatsPassword"` // the relay's NATS user (revocation watch)
 	AdminToken        string    `json:"adminToken"`
 	CreatedAt         time.Time `json:"createdAt"`
 }
@@ -301,20 +315,20 @@ func (p *Platform) natsConfig() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	list := func(subjects []string) string {
-		q := make([]string, len(subjects))
-		for i, s := range subjects {
-			q[i] = strconv.Quote(s)
-		}
-		return "[" + strings.Join(q, ", ") + "]"
-	}
+	// The relay user: least privilege for a KV watch of the enrollments
+	// bucket and nothing else (revocation.NATSPermissions: stream info,
+	// create/delete of its ordered consumer, flow-control replies; replies
+	// and deliveries only under its private inbox prefix). Found by running
+	// the watch with permissions on (relay/revocation_test.go).
+	relayPub, relaySub := revocation.NATSPermissions(store.EnrollmentsBucket(""))
 	return fmt.Sprintf(`
 accounts {
   APP {
     jetstream: enabled
     users: [
-      {user: %q, password: %q, permissions: { publish: { allow: %s }, subscribe: { allow: %s } }}
+      {user: %q, password: %q, permissions: { publish: { allow: [%s] }, subscribe: { allow: [%s] } }}
       {user: %q, password: %q, permissions: { publish: { deny: [">"] }, subscribe: { allow: [%q] }, allow_responses: true }}
+      {user: %q, password: %q, permissions: { publish: { allow: [%s] }, subscribe: { allow: [%s] } }}
     ]
   }
   SYS {}
@@ -323,13 +337,30 @@ system_account: SYS
 authorization {
   auth_callout {
     issuer: %q
-    auth_users: [ %q, %q ]
+    auth_users: [ %q, %q, %q ]
     account: APP
   }
 }
-`, ControlUser, p.state.ControlPassword, list(subject.ControlPublish), list(subject.ControlSubscribe),
+`, ControlUser, p.state.ControlPassword, natsList(subject.ControlPublish), natsList(subject.ControlSubscribe),
 		CalloutUser, p.state.CalloutPassword, subject.CalloutRequest,
-		pub, ControlUser, CalloutUser), nil
+		RelayUser, p.state.RelayNATSPassword, natsList(relayPub), natsList(relaySub),
+		pub, ControlUser, CalloutUser, RelayUser), nil
+}
+
+// natsList quotes subjects for a nats-server config array.
+func natsList(subjects []string) string {
+	q := make([]string, len(subjects))
+	for i, s := range subjects {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
+}
+
+// RelayRevocationConfig is how the dev relay reaches NATS for revocations:
+// the relay user.
+func (p *Platform) RelayRevocationConfig() revocation.Config {
+	return revocation.Config{URL: p.NATSURL(), User: RelayUser, Password: p.state.RelayNATSPassword,
+		Bucket: store.EnrollmentsBucket("")}
 }
 
 func (p *Platform) startNATS() error {
@@ -414,7 +445,7 @@ func (p *Platform) startControlPlane(ctx context.Context) error {
 	}
 	ns := p.ns
 	p.responder, err = authcallout.New(authcallout.Config{
-		Issuer: kp, SigningSecret: p.state.SigningSecret, Enrollments: p.store, Logger: p.opts.Logger,
+		Issuer: kp, SigningSecret: p.state.SigningSecret, Enrollments: p.store, Leases: p.store, Logger: p.opts.Logger,
 		Kicker: authcallout.KickFunc(func(_ context.Context, _ string, cid uint64) error { return ns.DisconnectClientByID(cid) }),
 	})
 	if err != nil {
@@ -436,7 +467,7 @@ func (p *Platform) newAPI(relayURL string) (*enroll.API, error) {
 	return enroll.New(enroll.Config{
 		Store: p.store, Authorizer: enroll.StaticToken{Token: p.state.AdminToken, Label: "relay dev admin"},
 		Enabled: true, SigningSecret: p.state.SigningSecret, RelayTokenSecret: relaySecret,
-		NATSURL: p.NATSURL(), RelayURL: relayURL, Logger: p.opts.Logger,
+		NATSURL: p.NATSURL(), RelayURL: relayURL, TrustedProxies: p.opts.TrustedProxies, Logger: p.opts.Logger,
 	})
 }
 
@@ -638,14 +669,7 @@ func (p *Platform) EnrollLocalMachine(ctx context.Context, configDir string) (*c
 	client := &agentenroll.Client{BaseURL: p.apiURL, UserAgent: "opengeni-relay-dev", Logger: p.opts.Logger,
 		// Approval happens before the first poll: no need to wait 5 s.
 		Sleep: func(ctx context.Context, d time.Duration) error {
-			t := time.NewTimer(min(d, 100*time.Millisecond))
-			defer t.Stop()
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-t.C:
-				return nil
-			}
+			return backoff.SleepCtx(ctx, min(d, 100*time.Millisecond))
 		}}
 	start, err := client.Start(ctx, agentenroll.StartRequest{
 		WorkspaceID: p.ws, PublicKey: id.PublicKey(), OS: agentenroll.HostOS(), Arch: agentenroll.HostArch(), MachineName: machine,
@@ -689,7 +713,7 @@ func (p *Platform) reuse(ctx context.Context, cs *config.Store) (*config.Credent
 			continue
 		}
 		e, err := p.store.GetEnrollment(ctx, p.ws, c.AgentID)
-		if errors.Is(err, store.ErrNotFound) || (err == nil && !e.Active()) {
+		if errors.Is(err, store.ErrNotFound) || (err == nil && (!e.Active() || e.Generation() != claims.Generation())) {
 			continue
 		}
 		if err != nil {
@@ -805,6 +829,7 @@ func platLoadState(path string) (_ platformState, adminCreated bool, _ error) {
 		{&st.CalloutSeed, seed},
 		{&st.ControlPassword, hexSecret(24)},
 		{&st.CalloutPassword, hexSecret(24)},
+		{&st.RelayNATSPassword, hexSecret(24)},
 		{&st.AdminToken, func() (string, error) { s, err := hexSecret(24)(); return "ogadm_" + s, err }},
 	} {
 		if err := fill(f.v, f.gen); err != nil {

@@ -1,7 +1,6 @@
 package devstack
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,8 +11,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,26 +25,10 @@ import (
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/control/store"
 	"github.com/opengeni/opengeni-agent/internal/natstest"
+	"github.com/opengeni/opengeni-agent/internal/subject"
+	"github.com/opengeni/opengeni-agent/internal/syncbuf"
 	"github.com/opengeni/opengeni-agent/relay/token"
 )
-
-// syncBuf is an io.Writer the platform prints to while the test reads it.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func quietLogger() *slog.Logger {
 	if testing.Verbose() && os.Getenv("DEVSTACK_TEST_LOG") != "" {
@@ -128,16 +111,19 @@ func perm0600(t *testing.T, paths ...string) {
 	}
 }
 
-// agentConns counts the server's client connections of an agent.
+// agentConns counts the server's client connections serving an agent's
+// rpc subject (agents connect named by their connection instance).
 func agentConns(t *testing.T, p *Platform, agentID string) int {
 	t.Helper()
-	cz, err := p.Server().Connz(&server.ConnzOptions{})
+	cz, err := p.Server().Connz(&server.ConnzOptions{Subscriptions: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
 	for _, c := range cz.Conns {
-		if c.Name == "opengeni-agent/"+agentID {
+		if strings.HasPrefix(c.Name, subject.ConnectionNamePrefix) && slices.ContainsFunc(c.Subs, func(s string) bool {
+			return strings.HasSuffix(s, "."+agentID+".rpc")
+		}) {
 			n++
 		}
 	}
@@ -153,7 +139,7 @@ func TestPlatformEndToEnd(t *testing.T) {
 	t0 := time.Now()
 
 	// ---- first run: pair through the device flow, drive the machine ----
-	out1 := &syncBuf{}
+	out1 := &syncbuf.Buffer{}
 	p1 := startPlatform(t, dataDir, out1)
 	if !strings.Contains(out1.String(), p1.AdminToken()) {
 		t.Fatalf("admin token not printed: %q", out1.String())
@@ -258,7 +244,7 @@ func TestPlatformEndToEnd(t *testing.T) {
 	p1.Close()
 
 	// ---- second run on the same data dir: state persisted ----
-	out2 := &syncBuf{}
+	out2 := &syncbuf.Buffer{}
 	p2 := startPlatform(t, dataDir, out2)
 	if p2.AdminToken() != adminToken || p2.WorkspaceID() != ws {
 		t.Fatalf("state not persisted: token %q→%q ws %q→%q", adminToken, p2.AdminToken(), ws, p2.WorkspaceID())
@@ -334,8 +320,18 @@ func TestPlatformEndToEnd(t *testing.T) {
 	if !userCodeLine.MatchString(out2.String()) || creds3.AgentID != creds.AgentID {
 		t.Fatalf("re-pair: %+v %q", creds3, out2.String())
 	}
-	// The still-running agent's reconnect loop gets back in (same bearer,
-	// enrollment active again).
+	// The bearer from before the revocation stays dead (a new credential
+	// generation); the still-running agent keeps being refused, and an
+	// agent on the new credentials is served.
+	if creds3.NATSBearer == creds.NATSBearer {
+		t.Fatal("re-pairing returned the revoked bearer")
+	}
+	if nc, err := nats.Connect(p2.NATSURL(), nats.Token(creds.NATSBearer), nats.NoReconnect(), nats.Timeout(3*time.Second)); err == nil {
+		nc.Close()
+		t.Fatal("the bearer from before the revocation connected after re-activation")
+	}
+	ag2.stop()
+	ag3 := runAgent(t, creds3)
 	natstest.Eventually(t, 30*time.Second, func() error {
 		if !sess2.Ping(ctx) || agentConns(t, p2, creds.AgentID) != 1 {
 			return errors.New("re-activated agent not back")
@@ -343,7 +339,7 @@ func TestPlatformEndToEnd(t *testing.T) {
 		return nil
 	})
 	t.Logf("%v: re-activated agent back", time.Since(t0))
-	ag2.stop()
+	ag3.stop()
 }
 
 // The store runs on the platform's own server: JetStream is on for the APP

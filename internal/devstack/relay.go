@@ -11,8 +11,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opengeni/opengeni-agent/relay"
+	"github.com/opengeni/opengeni-agent/relay/revocation"
 )
 
 // Files in the platform's data directory that `relay ctl shell` reads.
@@ -28,9 +30,14 @@ type devRelay struct {
 	done         chan struct{}
 }
 
+// revocationSyncTimeout bounds the wait for the relay's first revocation
+// sync (the local agent would be refused, retryably, until then).
+const revocationSyncTimeout = 15 * time.Second
+
 // startRelay runs a relay on loopback with the platform's persisted
-// secrets; the enrollment API mints the agent's ogr_ token.
-func startRelay(opts Options, streamSecret, agentSecret []byte) (*devRelay, error) {
+// secrets; the enrollment API mints the agent's ogr_ token. The relay
+// watches revocations through rev and is returned once that watch synced.
+func startRelay(ctx context.Context, opts Options, streamSecret, agentSecret []byte, rev revocation.Config) (*devRelay, error) {
 	port := opts.RelayPort
 	if port == 0 {
 		port = DefaultRelayPort
@@ -42,12 +49,31 @@ func startRelay(opts Options, streamSecret, agentSecret []byte) (*devRelay, erro
 	if err != nil {
 		return nil, fmt.Errorf("devstack: relay port %d is busy (another `relay dev`? use -relay-port): %w", port, err)
 	}
+	w, stopWatch, err := rev.Connect(opts.Logger)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	select {
+	case <-w.Synced():
+	case <-ctx.Done():
+		stopWatch()
+		ln.Close()
+		return nil, ctx.Err()
+	case <-time.After(revocationSyncTimeout):
+		stopWatch()
+		ln.Close()
+		return nil, fmt.Errorf("devstack: the relay's revocation watch did not sync within %v", revocationSyncTimeout)
+	}
 	ro := relay.DefaultOptions()
 	ro.Bind = ln.Addr().String()
 	ro.StreamTokenSecret = string(streamSecret)
 	ro.RelayTokenSecret = string(agentSecret)
+	ro.TrustedProxies = opts.TrustedProxies
+	ro.Revocations = w
 	srv, err := relay.New(ro, opts.Logger)
 	if err != nil {
+		stopWatch()
 		ln.Close()
 		return nil, err
 	}
@@ -60,6 +86,7 @@ func startRelay(opts Options, streamSecret, agentSecret []byte) (*devRelay, erro
 	}
 	go func() {
 		defer close(r.done)
+		defer stopWatch()
 		if err := srv.Serve(ctx, ln); err != nil {
 			opts.Logger.Error("dev relay stopped", "err", err)
 		}
@@ -80,9 +107,13 @@ func randomSecret() []byte {
 	return []byte(hex.EncodeToString(b))
 }
 
+// Dir is where a running dev stack with the default data directory leaves
+// its relay URL and viewer secret for `relay ctl`.
+func Dir() (string, error) { return PlatformDataDir() }
+
 // writeDevFiles writes the viewer secret and the relay URL into dir (the
-// stack's data directory, so two stacks never share a file), each 0600 in a
-// 0700 directory, replacing (never following) what was there.
+// platform's data directory), each 0600 in a 0700 directory, replacing
+// (never following) what was there.
 func writeDevFiles(dir, relayURL string, secret []byte) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -117,10 +148,10 @@ func writeDevFiles(dir, relayURL string, secret []byte) ([]string, error) {
 }
 
 // ReadDevFiles returns the relay URL and viewer secret a running `relay dev`
-// left in its data directory dir ("" = the default, [PlatformDataDir]).
+// left in its data directory dir ("" = the default, Dir()).
 func ReadDevFiles(dir string) (relayURL string, secret []byte, err error) {
 	if dir == "" {
-		if dir, err = PlatformDataDir(); err != nil {
+		if dir, err = Dir(); err != nil {
 			return "", nil, err
 		}
 	}

@@ -12,13 +12,14 @@ import (
 	"github.com/opengeni/opengeni-agent/agent"
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/internal/natstest"
+	"github.com/opengeni/opengeni-agent/internal/syncbuf"
 )
 
 // Secrets never reach the logs: the platform and an agent log at debug
 // level through pairing, ops, a bad bearer and a revocation, and no secret
 // of either side appears in what they wrote.
 func TestSecretsNeverLogged(t *testing.T) {
-	logs := &syncBuf{}
+	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	root := t.TempDir()
 	p, err := StartPlatform(t.Context(), PlatformOptions{DataDir: filepath.Join(root, "data"), NATSPort: -1, HTTPPort: -1,

@@ -31,7 +31,7 @@ func TestStackServesTerminals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	url, secret, err := ReadDevFiles(st.Platform().DataDir())
+	url, secret, err := ReadDevFiles("")
 	if err != nil || url != st.RelayURL() || !bytes.Equal(secret, st.StreamSecret()) {
 		t.Fatalf("dev files: %q %v (stack %q)", url, err, st.RelayURL())
 	}

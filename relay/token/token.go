@@ -70,6 +70,10 @@ var b64 = base64.RawURLEncoding
 // ViewerClaims are the claims of an "ogs_" token, in their JSON key order.
 // SubjectID and AuthorityEpoch are the optional additions of the next
 // protocol revision (relay.md §9.2); they are omitted from the JSON when zero.
+// AgentID is our optional addition: it scopes the token to one machine (the
+// relay refuses it on any other agent's channel). Without it the token is
+// workspace-wide, as in the reference; tokens minted without it are byte
+// for byte the reference's.
 type ViewerClaims struct {
 	WorkspaceID string `json:"workspaceId"`
 	SessionID   string `json:"sessionId"`
@@ -81,6 +85,7 @@ type ViewerClaims struct {
 
 	SubjectID      string `json:"subjectId,omitempty"`
 	AuthorityEpoch uint64 `json:"authorityEpoch,omitempty"`
+	AgentID        string `json:"agentId,omitempty"`
 }
 
 // AgentClaims are the claims of an "ogr_" token, in their JSON key order.
@@ -109,6 +114,8 @@ func MintViewer(secret string, c ViewerClaims, now time.Time) (string, error) {
 		return "", fmt.Errorf("%w: exp must be positive", ErrInvalidMint)
 	case len(c.SubjectID) > 512:
 		return "", fmt.Errorf("%w: subjectId longer than 512", ErrInvalidMint)
+	case len(c.AgentID) > 512:
+		return "", fmt.Errorf("%w: agentId longer than 512", ErrInvalidMint)
 	}
 	return Mint(ViewerPrefix, secret, c)
 }
@@ -136,6 +143,7 @@ func VerifyViewer(secret, tok string, now time.Time) (ViewerClaims, error) {
 		Exp            *int64  `json:"exp"`
 		SubjectID      *string `json:"subjectId"`
 		AuthorityEpoch *uint64 `json:"authorityEpoch"`
+		AgentID        *string `json:"agentId"`
 	}
 	if err := Verify(ViewerPrefix, secret, tok, &w); err != nil {
 		return ViewerClaims{}, err
@@ -153,6 +161,9 @@ func VerifyViewer(secret, tok string, now time.Time) (ViewerClaims, error) {
 	}
 	if w.AuthorityEpoch != nil {
 		c.AuthorityEpoch = *w.AuthorityEpoch
+	}
+	if w.AgentID != nil {
+		c.AgentID = *w.AgentID
 	}
 	if c.Exp < now.Unix() {
 		return ViewerClaims{}, ErrExpired

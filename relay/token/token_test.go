@@ -278,3 +278,28 @@ func isKind(err error) bool {
 	}
 	return false
 }
+
+// The machine scope (agentId) is optional: minted only when set, verified
+// when present, and tokens without it are the reference's bytes.
+func TestViewerAgentScope(t *testing.T) {
+	now := time.Unix(1000, 0)
+	c := ViewerClaims{WorkspaceID: "w", SessionID: "s", ViewerID: "v", Port: 7681, Exp: 2000}
+	unscoped, _ := MintViewer("k", c, now)
+	raw, _ := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(strings.Split(unscoped, ".")[0], ViewerPrefix))
+	if strings.Contains(string(raw), "agentId") {
+		t.Fatalf("unscoped token carries agentId: %s", raw)
+	}
+	c.AgentID = "machine-a"
+	scoped, _ := MintViewer("k", c, now)
+	got, err := VerifyViewer("k", scoped, now)
+	if err != nil || got.AgentID != "machine-a" {
+		t.Fatalf("scoped: %+v %v", got, err)
+	}
+	if got, err := VerifyViewer("k", unscoped, now); err != nil || got.AgentID != "" {
+		t.Fatalf("unscoped: %+v %v", got, err)
+	}
+	c.AgentID = strings.Repeat("a", 513)
+	if _, err := MintViewer("k", c, now); !errors.Is(err, ErrInvalidMint) {
+		t.Fatalf("long agentId: %v", err)
+	}
+}

@@ -1,0 +1,7 @@
+//go:build !unix && !windows
+
+package capture
+
+import "os"
+
+func pipeStateOf(*os.File) pipeState { return pipeUnknown }
