@@ -48,7 +48,17 @@ type Error struct {
 	// RequestID is the request_id of the ControlRequest that failed, when
 	// known.
 	RequestID string
+	// Cause is the transport condition behind an AGENT_OFFLINE that
+	// [NATSRPC] synthesized (a failed dial such as nats.ErrNoServers or
+	// nats.ErrAuthorization, nats.ErrNoResponders, a dropped connection);
+	// nil otherwise. It is never on the wire: the synthesized AgentError is
+	// exactly control.md §2.2's. errors.Is/As reach it through Unwrap.
+	Cause error
 }
+
+// Unwrap returns [Error.Cause], so callers can tell "the platform is
+// unreachable" from "the machine is offline".
+func (e *Error) Unwrap() error { return e.Cause }
 
 // Error implements error: "selfhosted <CODE>[ (<reason>)]: <message>".
 func (e *Error) Error() string {

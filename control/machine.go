@@ -13,10 +13,15 @@ const maxNonce = 1 << 53
 
 // Ping reports whether the machine answers: true iff the round trip succeeded
 // and the result is a ping. It never fails; the nonce echo is not checked.
-func (s *Session) Ping(ctx context.Context) bool {
+func (s *Session) Ping(ctx context.Context) bool { return s.Probe(ctx) == nil }
+
+// Probe is Ping that says why the machine did not answer: a [*Error]
+// (AGENT_OFFLINE with its transport Cause, TIMEOUT, ...) or the caller's
+// cancellation.
+func (s *Session) Probe(ctx context.Context) error {
 	return invokeAck[*agentpb.ControlResponse_Ping](ctx, s, "ping", func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_Ping{Ping: &agentpb.PingRequest{Nonce: rand.Uint64N(maxNonce)}}
-	}) == nil
+	})
 }
 
 // Metrics samples the machine's load, memory, disk and GPUs.

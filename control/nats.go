@@ -236,9 +236,17 @@ func (r *NATSRPC) MaxPayload(ctx context.Context) int64 {
 // Request implements [RPC]. timeout <= 0 means [DefaultTimeout]; it bounds the
 // dial and the round trip together.
 func (r *NATSRPC) Request(ctx context.Context, subject string, req *agentpb.ControlRequest, timeout time.Duration) (*agentpb.ControlResponse, error) {
+	resp, _, err := r.request(ctx, subject, req, timeout)
+	return resp, err
+}
+
+// request is Request that also returns the transport error behind a
+// synthesized AGENT_OFFLINE (nil otherwise); [Session] keeps it as
+// [Error.Cause].
+func (r *NATSRPC) request(ctx context.Context, subject string, req *agentpb.ControlRequest, timeout time.Duration) (*agentpb.ControlResponse, error, error) {
 	data, err := proto.Marshal(req)
 	if err != nil {
-		return nil, fmt.Errorf("control: encode request: %w", err)
+		return nil, nil, fmt.Errorf("control: encode request: %w", err)
 	}
 	if timeout <= 0 {
 		timeout = DefaultTimeout
@@ -250,37 +258,42 @@ func (r *NATSRPC) Request(ctx context.Context, subject string, req *agentpb.Cont
 	nc, err := r.conn(rctx)
 	if err != nil {
 		if canceled(ctx) {
-			return nil, fmt.Errorf("control: request %s: %w", subject, ctx.Err())
+			return nil, nil, fmt.Errorf("control: request %s: %w", subject, ctx.Err())
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("control: no NATS connection within %v: %w", timeout, err)
 		}
 		resp := OfflineResponse(id)
 		resp.Error.Detail[DetailNeverSent] = "1" // no connection: nothing left this process
-		return resp, nil
+		return resp, err, nil
 	}
 	msg, err := nc.RequestWithContext(rctx, subject, data)
 	if err != nil {
 		return r.failed(ctx, subject, nc, req, len(data), err)
 	}
-	return decodeReply(id, msg.Data), nil
+	return decodeReply(id, msg.Data), nil, nil
 }
 
 // failed maps a transport error of one request (the table on [NATSRPC]);
-// [Pending.Wait] and [Pipeline.Send] share it. The caller's own cancellation
-// of ctx is the only error returned. n is the encoded request size.
-func (r *NATSRPC) failed(ctx context.Context, subject string, nc *nats.Conn, req *agentpb.ControlRequest, n int, err error) (*agentpb.ControlResponse, error) {
+// [Pending.Wait] and [Pipeline.Send] share it. It returns the synthesized
+// response, the transport error behind an AGENT_OFFLINE (its cause), and an
+// error only for the caller's own cancellation of ctx. n is the encoded
+// request size.
+func (r *NATSRPC) failed(ctx context.Context, subject string, nc *nats.Conn, req *agentpb.ControlRequest, n int, err error) (*agentpb.ControlResponse, error, error) {
 	if canceled(ctx) {
-		return nil, fmt.Errorf("control: request %s: %w", subject, ctx.Err())
+		return nil, nil, fmt.Errorf("control: request %s: %w", subject, ctx.Err())
 	}
 	id := req.GetRequestId()
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return OfflineResponse(id), nil
+		return OfflineResponse(id), err, nil
 	case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		return TimeoutResponse(id), nil
+		return TimeoutResponse(id), nil, nil
 	case errors.Is(err, nats.ErrMaxPayload):
-		return requestTooLarge(id, req, n, nc.MaxPayload()), nil
+		return requestTooLarge(id, req, n, nc.MaxPayload()), nil, nil
 	default:
 		r.drop(nc)
-		return OfflineResponse(id), nil
+		return OfflineResponse(id), err, nil
 	}
 }
 

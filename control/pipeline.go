@@ -41,8 +41,10 @@ type Pending struct {
 	req  *agentpb.ControlRequest
 	ch   chan *nats.Msg
 	resp *agentpb.ControlResponse // set when the outcome is known at send time
-	p    *Pipeline
-	tok  string
+	// cause is the transport error behind a synthesized AGENT_OFFLINE.
+	cause error
+	p     *Pipeline
+	tok   string
 }
 
 // Pipeline opens a pipeline to subject (dialing if needed).
@@ -85,7 +87,7 @@ func (p *Pipeline) Send(req *agentpb.ControlRequest) (*Pending, error) {
 	if err := p.nc.PublishMsg(&nats.Msg{Subject: p.subject, Reply: p.inbox + "." + tok, Data: data}); err != nil {
 		p.forget(tok)
 		// Without a context failed never returns an error.
-		f.resp, _ = p.rpc.failed(context.Background(), p.subject, p.nc, req, len(data), err)
+		f.resp, f.cause, _ = p.rpc.failed(context.Background(), p.subject, p.nc, req, len(data), err)
 	}
 	return f, nil
 }
@@ -120,12 +122,13 @@ func (f *Pending) Wait(ctx context.Context, timeout time.Duration) (*agentpb.Con
 			err = ctx.Err()
 		}
 		if err != nil {
-			if resp, err = f.p.rpc.failed(ctx, f.p.subject, f.p.nc, f.req, 0, err); err != nil {
+			if resp, f.cause, err = f.p.rpc.failed(ctx, f.p.subject, f.p.nc, f.req, 0, err); err != nil {
 				return nil, err
 			}
 		}
 	}
-	return checkResponse(f.req, resp)
+	out, err := checkResponse(f.req, resp)
+	return out, attachCause(err, f.cause)
 }
 
 // Close releases the inbox. Replies still in flight are dropped.

@@ -245,15 +245,31 @@ func (s *Session) send(ctx context.Context, req *agentpb.ControlRequest, timeout
 	if err != nil {
 		return nil, err
 	}
-	resp, err := s.rpc.Request(ctx, subj, req, timeout)
+	var resp *agentpb.ControlResponse
+	var cause error
+	if nr, ok := s.rpc.(*NATSRPC); ok {
+		resp, cause, err = nr.request(ctx, subj, req, timeout)
+	} else {
+		resp, err = s.rpc.Request(ctx, subj, req, timeout)
+	}
 	if err != nil {
 		return nil, s.rerouted(ctx, inst, err)
 	}
 	resp, err = checkResponse(req, resp)
 	if err != nil {
-		return nil, s.rerouted(ctx, inst, err)
+		return nil, s.rerouted(ctx, inst, attachCause(err, cause))
 	}
 	return resp, nil
+}
+
+// attachCause keeps the transport error behind a synthesized AGENT_OFFLINE
+// as the *Error's Cause (the wire-visible error is unchanged).
+func attachCause(err, cause error) error {
+	var e *Error
+	if cause != nil && errors.As(err, &e) && e.AgentOffline {
+		e.Cause = cause
+	}
+	return err
 }
 
 // report tells the observer how one op ended.

@@ -17,6 +17,18 @@ import (
 // screenshots and input (agent.md §5.8).
 const HeadlessMessage = "no desktop display available on this host (headless; enable --virtual-desktop)"
 
+// NotStartedMessage is the same refusal on a host that may start a virtual
+// display (--virtual-desktop) but has not yet: desktop_ensure starts it.
+// Its detail carries DetailVirtualDisplay = VirtualDisplayNotStarted.
+const NotStartedMessage = "no desktop display started yet on this host (headless; desktop_ensure starts the virtual display --virtual-desktop allows)"
+
+// DetailVirtualDisplay is the detail key of a headless refusal on a host
+// allowed to start a virtual display; its value is VirtualDisplayNotStarted.
+const (
+	DetailVirtualDisplay     = "virtual_display"
+	VirtualDisplayNotStarted = "not_started"
+)
+
 // Defaults.
 const (
 	DefaultFPS           = 5
@@ -209,18 +221,23 @@ func (d *Desktop) Close() error {
 }
 
 // headless is the UNSUPPORTED answer for a host without a display; the
-// concrete reason travels in detail.
-func headless(err error) error {
-	e := agenterr.Unsupported("%s", HeadlessMessage)
-	e.Detail = map[string]string{"reason": err.Error()}
+// concrete reason travels in detail. A host allowed to start a virtual
+// display says so, rather than asking for the flag it already has.
+func (d *Desktop) headless(err error) error {
+	msg, detail := HeadlessMessage, map[string]string{"reason": err.Error()}
+	if d.opts.AllowVirtualDisplay {
+		msg, detail[DetailVirtualDisplay] = NotStartedMessage, VirtualDisplayNotStarted
+	}
+	e := agenterr.Unsupported("%s", msg)
+	e.Detail = detail
 	e.Err = err
 	return e
 }
 
 // captureErr maps a capture failure onto the wire model.
-func captureErr(err error) error {
+func (d *Desktop) captureErr(err error) error {
 	if errors.Is(err, errNoDisplay) {
-		return headless(err)
+		return d.headless(err)
 	}
 	var ae *agenterr.Error
 	if errors.As(err, &ae) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {

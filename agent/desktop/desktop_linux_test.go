@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -295,7 +296,7 @@ func TestInputWithoutConsentIsRefusedAndHasNoEffect(t *testing.T) {
 	x0, y0 := x.pointer()
 	err := ptr(200, 100)
 	if !errors.Is(err, agenterr.ErrConsentRequired) || errCode(err) != agentpb.ErrorCode_ERROR_CODE_CONSENT_REQUIRED ||
-		agenterr.ToProto(err).GetMessage() != "screen control not consented" || agenterr.ToProto(err).GetRetryable() {
+		agenterr.ToProto(err).GetMessage() != ConsentMessage || agenterr.ToProto(err).GetRetryable() {
 		t.Fatalf("without consent: %v (%v)", err, agenterr.ToProto(err))
 	}
 	if px, py := x.pointer(); px != x0 || py != y0 {
@@ -320,6 +321,23 @@ func TestInputWithoutConsentIsRefusedAndHasNoEffect(t *testing.T) {
 	// Screenshots are a view op: not gated.
 	if _, err := d.Screenshot(ctx, &agentpb.DesktopScreenshotRequest{}); err != nil {
 		t.Fatalf("screenshot without consent: %v", err)
+	}
+}
+
+// With --virtual-desktop the refusal does not ask for the flag the host
+// already has: it says desktop_ensure starts the display, in words and in
+// detail.
+func TestHeadlessWithVirtualDisplayAllowedSaysEnsure(t *testing.T) {
+	d := New(Options{Display: ":31998", AllowVirtualDisplay: true})
+	defer d.Close()
+	_, err := d.Screenshot(context.Background(), &agentpb.DesktopScreenshotRequest{})
+	pe := agenterr.ToProto(err)
+	if pe.GetCode() != agentpb.ErrorCode_ERROR_CODE_UNSUPPORTED || pe.GetMessage() != "unsupported operation: "+NotStartedMessage ||
+		pe.GetDetail()[DetailVirtualDisplay] != VirtualDisplayNotStarted || pe.GetDetail()["reason"] == "" {
+		t.Fatalf("screenshot: %v", pe)
+	}
+	if strings.Contains(pe.GetMessage(), "enable --virtual-desktop") {
+		t.Fatalf("asks for a flag that is on: %q", pe.GetMessage())
 	}
 }
 

@@ -116,7 +116,7 @@ func (d *Desktop) ensureDisplay(ctx context.Context, w, h int) (*agentpb.Display
 		return disp, nil
 	}
 	if !errors.Is(err, errNoDisplay) {
-		return nil, captureErr(err)
+		return nil, d.captureErr(err)
 	}
 	if !d.opts.AllowVirtualDisplay {
 		e := agenterr.Unsupported("no desktop display available on this host (display_unavailable)")

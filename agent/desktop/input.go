@@ -10,12 +10,17 @@ import (
 // maxScrollClicks caps one scroll event's wheel clicks per axis.
 const maxScrollClicks = 32
 
-// consentRefused is CONSENT_REQUIRED "screen control not consented"
-// (agent.md §4.3); errors.Is(err, agenterr.ErrConsentRequired) holds.
+// ConsentMessage is CONSENT_REQUIRED's message: agent.md §4.3's "screen
+// control not consented", then how the machine's owner grants it.
+const ConsentMessage = "screen control not consented; the machine's owner grants it with " +
+	"`opengeni-agent consent screen-control on` (with OPENGENI_CONFIG_DIR set to the agent's config dir when it is not the default)"
+
+// consentRefused is CONSENT_REQUIRED [ConsentMessage] (agent.md §4.3);
+// errors.Is(err, agenterr.ErrConsentRequired) holds.
 func consentRefused() error {
 	return &agenterr.Error{
 		Code:    agentpb.ErrorCode_ERROR_CODE_CONSENT_REQUIRED,
-		Message: "screen control not consented",
+		Message: ConsentMessage,
 		Err:     agenterr.ErrConsentRequired,
 	}
 }
@@ -72,7 +77,7 @@ func (d *Desktop) inject(ctx context.Context, ev *agentpb.DesktopInput) error {
 		}
 	}
 	if _, err := d.target().probe(); err != nil {
-		return captureErr(err)
+		return d.captureErr(err)
 	}
 	inj, err := d.injector()
 	if err != nil {
@@ -93,7 +98,7 @@ func (d *Desktop) inject(ctx context.Context, ev *agentpb.DesktopInput) error {
 		err = inj.scroll(int(s.GetX()), int(s.GetY()), clampClicks(s.GetDeltaX()), clampClicks(s.GetDeltaY()))
 	}
 	if err != nil {
-		return captureErr(err)
+		return d.captureErr(err)
 	}
 	return nil
 }

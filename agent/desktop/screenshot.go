@@ -193,7 +193,7 @@ func fitPNG(img *image.RGBA, budget int) (frame, error) {
 func (d *Desktop) Screenshot(ctx context.Context, _ *agentpb.DesktopScreenshotRequest) (*agentpb.DesktopScreenshotResponse, error) {
 	img, err := d.target().capture(ctx)
 	if err != nil {
-		return nil, captureErr(err)
+		return nil, d.captureErr(err)
 	}
 	budget := opctx.PayloadBudget(ctx)
 	f, err := fitPNG(img, budget)

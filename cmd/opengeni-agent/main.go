@@ -98,6 +98,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	machine := fs.String("machine-name", "", "machine name reported to the platform (default: hostname)")
 	channel := fs.String("channel", "stable", "update channel")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (env OPENGENI_LOG_LEVEL)")
+	logFormat := fs.String("log-format", "", logging.FormatUsage)
 	relayURL := fs.String("relay-url", os.Getenv("OPENGENI_RELAY_URL"), "stream relay for terminals and the desktop (env OPENGENI_RELAY_URL; stored connections carry their own)")
 	virtualDesktop := fs.Bool("virtual-desktop", false, "let desktop_ensure start an Xvfb when this machine has no display")
 	display := fs.String("display", "", "X11 display for desktop ops (default $DISPLAY)")
@@ -126,7 +127,11 @@ func cmdRun(args []string, stderr io.Writer) int {
 		defer f.Close()
 		stderr = f
 	}
-	logger := logging.New(stderr, *logLevel)
+	logger, err := logging.NewFormat(stderr, *logLevel, *logFormat)
+	if err != nil {
+		fmt.Fprintln(stderr, "opengeni-agent run:", err)
+		return 2
+	}
 	if stored {
 		return runStoredCLI(storedRunOptions{WorkspaceID: *ws, MachineName: *machine, Channel: *channel, WorkspaceRoot: *root,
 			VirtualDesktop: *virtualDesktop, Display: *display, Limits: limits}, stderr, logger)

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"image/png"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -15,8 +18,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	"golang.org/x/term"
 
+	"github.com/opengeni/opengeni-agent/agent/desktop"
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/control/gitsvc"
 	"github.com/opengeni/opengeni-agent/internal/devstack"
@@ -28,7 +32,8 @@ const ctlUsage = `relay ctl drives one machine through the control library.
 Usage: relay ctl [flags] <command> [args]
 
 Commands:
-  ping                       is the machine online?
+  ping                       is the machine online? (says why not: platform unreachable,
+                             credential refused, machine offline or reconnecting)
   metrics                    cpu, load, memory, disk
   exec [--cwd D] -- CMD ...  run a program (argv, no shell); exit code is relayed
   sh 'CMD'                   run a command line through the machine's shell
@@ -46,23 +51,39 @@ Commands:
   git diff [--staged] [REPO] structured diff (JSON)
   git log [-n N] [REPO]      commits (JSON, paged)
   shell [-- CMD ...]         an interactive terminal through the relay ("shell -h")
+  approve CODE [--allow-screen-control]
+                             approve a machine's pairing (its device-flow user code) on
+                             the relay dev platform, with the admin token of --data-dir
+
+Against a running "relay dev" no flag is needed: the NATS URL, control user
+and machine come from ctl.json in --data-dir.
 
 Flags:
 `
 
 type ctlEnv struct {
-	sess   *control.Session
-	stdout io.Writer
-	stderr io.Writer
+	sess    *control.Session
+	target  ctlTarget
+	dataDir string // the dev platform's data directory
+	stdout  io.Writer
+	stderr  io.Writer
+}
+
+// defaultDataDir is $OPENGENI_DEV_DATA, else the default data directory
+// ("" when there is none; devstack then says why).
+func defaultDataDir() string {
+	d, _ := devstack.PlatformDataDir()
+	return d
 }
 
 func cmdCtl(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, ctlUsage); fs.PrintDefaults() }
-	natsURL := fs.String("nats", envOr("OPENGENI_NATS_URL", "nats://127.0.0.1:"+strconv.Itoa(devstack.DefaultNATSPort)), "NATS URL (env OPENGENI_NATS_URL)")
+	natsURL := fs.String("nats", envOr("OPENGENI_NATS_URL", "nats://127.0.0.1:"+strconv.Itoa(devstack.DefaultNATSPort)), "NATS URL (env OPENGENI_NATS_URL; default: the dev platform's, from its ctl.json)")
 	ws := fs.String("workspace", envOr("OPENGENI_WORKSPACE_ID", devstack.DefaultWorkspaceID), "workspace id (env OPENGENI_WORKSPACE_ID)")
 	agentID := fs.String("agent", envOr("OPENGENI_AGENT_ID", devstack.DefaultAgentID), "agent id (env OPENGENI_AGENT_ID)")
+	dataDir := fs.String("data-dir", defaultDataDir(), "data directory of the relay dev platform to drive (env "+devstack.EnvDevData+")")
 	workdir := fs.String("workdir", "", "session working directory (paths under /workspace map here)")
 	timeout := fs.Duration("timeout", control.DefaultTimeout, "per-op timeout")
 	if err := fs.Parse(args); err != nil {
@@ -75,26 +96,36 @@ func cmdCtl(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
+	if fs.Arg(0) == "approve" {
+		return cmdApprove(*dataDir, fs.Args()[1:], stdout, stderr)
+	}
 	// Against `relay dev`, take the control user and the paired machine from
 	// the dev platform's ctl.json unless told otherwise.
-	var natsOpts []nats.Option
+	t := ctlTarget{natsURL: *natsURL, ws: *ws, agentID: *agentID, dataDir: *dataDir, timeout: *timeout}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if !set["nats"] && os.Getenv("OPENGENI_NATS_URL") == "" {
-		if c, err := devstack.ReadCtlFile(""); err == nil {
-			*natsURL, natsOpts = c.NATSURL, c.NATSOptions()
+		c, err := devstack.ReadCtlFile(*dataDir)
+		if err == nil {
+			t.dev = c
+			t.natsURL, t.natsOpts, t.user = c.NATSURL, c.NATSOptions(), c.User
 			if !set["workspace"] && os.Getenv("OPENGENI_WORKSPACE_ID") == "" {
-				*ws = c.WorkspaceID
+				t.ws = c.WorkspaceID
 			}
 			if !set["agent"] && os.Getenv("OPENGENI_AGENT_ID") == "" && c.AgentID != "" {
-				*agentID = c.AgentID
+				t.agentID = c.AgentID
 			}
+		} else {
+			t.devErr = err
 		}
 	}
-	rpc := control.NewNATSRPC(control.DialNATS(*natsURL, natsOpts...))
+	if u, err := url.Parse(t.natsURL); err == nil && u.User != nil {
+		t.user = u.User.Username()
+	}
+	rpc := control.NewNATSRPC(control.DialNATS(t.natsURL, t.natsOpts...))
 	defer rpc.Close()
 	sess, err := control.NewSession(control.SessionConfig{
-		WorkspaceID: *ws, AgentID: *agentID, RPC: rpc, Timeout: *timeout, WorkingDir: *workdir,
+		WorkspaceID: t.ws, AgentID: t.agentID, RPC: rpc, Timeout: t.timeout, WorkingDir: *workdir,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "relay ctl:", err)
@@ -102,15 +133,59 @@ func cmdCtl(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	e := &ctlEnv{sess: sess, stdout: stdout, stderr: stderr}
+	e := &ctlEnv{sess: sess, target: t, dataDir: *dataDir, stdout: stdout, stderr: stderr}
 	code, err := e.run(ctx, fs.Arg(0), fs.Args()[1:])
 	if err != nil {
-		fmt.Fprintln(stderr, "relay ctl:", describe(err))
+		fmt.Fprintln(stderr, "relay ctl:", e.explain(ctx, err))
 		if code == 0 {
 			code = 1
 		}
 	}
 	return code
+}
+
+// cmdApprove is `relay ctl approve USER-CODE [--allow-screen-control]`: it
+// approves a device-flow pairing on the dev platform with the admin token
+// from its data directory.
+func cmdApprove(dataDir string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("approve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	allow := fs.Bool("allow-screen-control", false, "let the platform control the machine's mouse and keyboard (the owner must consent on the machine too)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: relay ctl [--data-dir D] approve USER-CODE [--allow-screen-control]\n\nApprove a machine's pairing (the code `opengeni-agent enroll` prints) on the `relay dev` platform.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	code, rest := "", args
+	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		code, rest = rest[0], rest[1:]
+	}
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if code == "" && fs.NArg() == 1 {
+		code = fs.Arg(0)
+	} else if fs.NArg() > 0 || code == "" {
+		fs.Usage()
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	r, err := devstack.Approve(ctx, dataDir, code, *allow)
+	if err != nil {
+		var ae *devstack.APIError
+		if errors.As(err, &ae) {
+			fmt.Fprintf(stderr, "relay ctl: approve %s: %s (HTTP %d)\n", code, ae.Message, ae.Status)
+			return 1
+		}
+		fmt.Fprintln(stderr, "relay ctl: approve:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "approved: agent %s (sandbox %s), screen control %s; the machine gets its credentials at its next poll\n",
+		r.EnrollmentID, r.SandboxID, map[bool]string{true: "allowed", false: "not allowed"}[r.AllowScreenControl])
+	return 0
 }
 
 func (e *ctlEnv) run(ctx context.Context, cmd string, args []string) (int, error) {
@@ -120,8 +195,8 @@ func (e *ctlEnv) run(ctx context.Context, cmd string, args []string) (int, error
 		return e.shell(ctx, args)
 	case "ping":
 		start := time.Now()
-		if !s.Ping(ctx) {
-			return 1, errors.New("machine did not answer (offline)")
+		if err := s.Probe(ctx); err != nil {
+			return 1, err
 		}
 		fmt.Fprintf(e.stdout, "pong from %s in %v\n", s.AgentID(), time.Since(start).Round(time.Microsecond))
 		return 0, nil
@@ -175,7 +250,8 @@ func (e *ctlEnv) run(ctx context.Context, cmd string, args []string) (int, error
 			return 1, err
 		}
 		for _, en := range entries {
-			kind := map[int32]string{1: "-", 2: "d", 3: "l"}[int32(en.GetKind())]
+			kind := map[agentpb.FsEntryKind]string{agentpb.FsEntryKind_FS_ENTRY_KIND_FILE: "-",
+				agentpb.FsEntryKind_FS_ENTRY_KIND_DIRECTORY: "d", agentpb.FsEntryKind_FS_ENTRY_KIND_SYMLINK: "l"}[en.GetKind()]
 			fmt.Fprintf(e.stdout, "%s %10s  %s  %s\n", kind, human(int64(en.GetSize())),
 				time.UnixMilli(en.GetModifiedMs()).Format("2006-01-02 15:04"), en.GetPath())
 		}
@@ -193,7 +269,7 @@ func (e *ctlEnv) run(ctx context.Context, cmd string, args []string) (int, error
 			return 1, nil
 		}
 		en := st.GetEntry()
-		fmt.Fprintf(e.stdout, "%s: %s, %d bytes, mode %o, modified %s\n", en.GetPath(), en.GetKind(), en.GetSize(), en.GetMode(),
+		fmt.Fprintf(e.stdout, "%s: %s, %d bytes, mode %o, modified %s\n", en.GetPath(), kindName(en.GetKind()), en.GetSize(), en.GetMode(),
 			time.UnixMilli(en.GetModifiedMs()).Format(time.RFC3339))
 		return 0, nil
 	case "cat":
@@ -315,20 +391,29 @@ func (e *ctlEnv) put(ctx context.Context, local, remote string) error {
 	return err
 }
 
-// progress draws a one-line progress bar on a terminal, at most 10 times a second.
+// progress draws a one-line progress bar, at most 10 times a second, only
+// when w is a terminal; elsewhere (logs, pipes) it prints just the final
+// line.
 type progress struct {
 	w     io.Writer
+	tty   bool
 	label string
 	start time.Time
 	last  time.Time
 }
 
 func newProgress(w io.Writer, label string) *progress {
-	return &progress{w: w, label: label, start: time.Now()}
+	return &progress{w: w, tty: isTerminal(w), label: label, start: time.Now()}
+}
+
+// isTerminal reports whether w is a terminal (an *os.File on a tty).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 func (p *progress) update(done, total int64) {
-	if time.Since(p.last) < 100*time.Millisecond && done != total {
+	if !p.tty || (time.Since(p.last) < 100*time.Millisecond && done != total) {
 		return
 	}
 	p.last = time.Now()
@@ -346,11 +431,18 @@ func (p *progress) update(done, total int64) {
 
 func (p *progress) done(n int64, err error) {
 	if err != nil {
-		fmt.Fprintln(p.w)
+		if p.tty && !p.last.IsZero() {
+			fmt.Fprintln(p.w) // end the bar's line before the error
+		}
 		return
 	}
-	fmt.Fprintf(p.w, "\r%s: %s in %v (%s/s)%s\n", p.label, human(n), time.Since(p.start).Round(time.Millisecond),
-		human(int64(float64(n)/max(time.Since(p.start).Seconds(), 1e-9))), strings.Repeat(" ", 30))
+	line := fmt.Sprintf("%s: %s in %v (%s/s)", p.label, human(n), time.Since(p.start).Round(time.Millisecond),
+		human(int64(float64(n)/max(time.Since(p.start).Seconds(), 1e-9))))
+	if p.tty {
+		fmt.Fprintf(p.w, "\r%s%s\n", line, strings.Repeat(" ", 30))
+		return
+	}
+	fmt.Fprintln(p.w, line)
 }
 
 func human(n int64) string {
@@ -366,17 +458,17 @@ func human(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// describe renders a control error with its code and reason.
-func describe(err error) string {
-	var ce *control.Error
-	if errors.As(err, &ce) {
-		s := ce.Message
-		if ce.Reason != "" {
-			s += " (" + string(ce.Reason) + ")"
-		}
-		return s + " [" + ce.Code.String() + "]"
+// kindName is a readable entry kind.
+func kindName(k agentpb.FsEntryKind) string {
+	switch k {
+	case agentpb.FsEntryKind_FS_ENTRY_KIND_FILE:
+		return "file"
+	case agentpb.FsEntryKind_FS_ENTRY_KIND_DIRECTORY:
+		return "directory"
+	case agentpb.FsEntryKind_FS_ENTRY_KIND_SYMLINK:
+		return "symlink"
 	}
-	return err.Error()
+	return "unknown kind"
 }
 
 func envOr(k, def string) string {
@@ -414,7 +506,7 @@ func (e *ctlEnv) desktop(ctx context.Context, cmd string, args []string) (int, e
 		if len(args) != 1 {
 			return 2, errors.New("screenshot: want OUT.png")
 		}
-		shot, err := e.sess.Screenshot(ctx)
+		shot, err := e.screenshot(ctx)
 		if err != nil {
 			return 1, err
 		}
@@ -423,6 +515,9 @@ func (e *ctlEnv) desktop(ctx context.Context, cmd string, args []string) (int, e
 		}
 		fmt.Fprintf(e.stdout, "%s: %dx%d PNG, %s (screen %dx%d)\n", args[0], shot.Width, shot.Height,
 			human(int64(len(shot.PNG))), shot.NativeWidth, shot.NativeHeight)
+		if allBlack(shot.PNG) {
+			fmt.Fprintln(e.stderr, "note: the screenshot is all black: nothing is drawn on the display yet (a bare virtual display is black; start a program on it)")
+		}
 		return 0, nil
 	case "click", "move":
 		xy, err := ints(2)
@@ -456,4 +551,40 @@ func (e *ctlEnv) desktop(ctx context.Context, cmd string, args []string) (int, e
 		in = &agentpb.DesktopInputRequest{Event: &agentpb.DesktopInputRequest_Scroll{Scroll: &agentpb.ScrollEvent{X: v[0], Y: v[1], DeltaX: v[2], DeltaY: v[3]}}}
 	}
 	return 0, e.sess.DesktopInput(ctx, in)
+}
+
+// screenshot captures the screen. On a headless machine allowed to start a
+// virtual display (relay dev --virtual-desktop) that has not started one
+// yet, it asks for the desktop first (desktop_ensure) and captures again.
+func (e *ctlEnv) screenshot(ctx context.Context) (*control.Screenshot, error) {
+	shot, err := e.sess.Screenshot(ctx)
+	var ce *control.Error
+	if err == nil || !errors.As(err, &ce) || ce.Code != agentpb.ErrorCode_ERROR_CODE_UNSUPPORTED ||
+		ce.Detail[desktop.DetailVirtualDisplay] != desktop.VirtualDisplayNotStarted {
+		return shot, err
+	}
+	ens, err := e.sess.DesktopEnsure(ctx, 0, 0)
+	if err != nil {
+		return nil, fmt.Errorf("starting the virtual display: %w", err)
+	}
+	d := ens.GetDisplay()
+	fmt.Fprintf(e.stderr, "started the machine's virtual display %s (%dx%d)\n", d.GetId(), d.GetWidth(), d.GetHeight())
+	return e.sess.Screenshot(ctx)
+}
+
+// allBlack reports whether a PNG decodes to black pixels only.
+func allBlack(b []byte) bool {
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		return false
+	}
+	r := img.Bounds()
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		for x := r.Min.X; x < r.Max.X; x++ {
+			if cr, cg, cb, _ := img.At(x, y).RGBA(); cr|cg|cb != 0 {
+				return false
+			}
+		}
+	}
+	return true
 }

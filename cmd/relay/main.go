@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/opengeni/opengeni-agent/agent"
 )
 
 const usage = `relay: the OpenGeni platform side.
@@ -20,7 +22,7 @@ Usage:
   relay dev [flags]                 run NATS, a relay and this machine's agent on loopback
   relay ctl [flags] <command> ...   drive a machine (ping, exec, ls, cat, put, get, ...)
 
-Run "relay <command> -h" for flags.
+Run "relay <command> -h" for flags; "relay --version" prints the version.
 `
 
 func main() {
@@ -39,6 +41,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDev(args[1:], stdout, stderr)
 	case "ctl":
 		return cmdCtl(args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintf(stdout, "relay %s\n", agent.Version)
+		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

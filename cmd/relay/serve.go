@@ -50,6 +50,8 @@ Flags:
 	opts.RegisterFlags(fs)
 	rev.RegisterFlags(fs)
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (env OPENGENI_LOG_LEVEL)")
+	logFormat := fs.String("log-format", "", logging.FormatUsage)
+	metricsListen := fs.String("metrics-listen", os.Getenv(envMetricsListen), "also serve GET /metrics and /healthz on this address, e.g. 127.0.0.1:9090 (env "+envMetricsListen+")")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -60,7 +62,11 @@ Flags:
 		fmt.Fprintf(stderr, "relay serve: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	logger := logging.New(stderr, *logLevel)
+	logger, err := logging.NewFormat(stderr, *logLevel, *logFormat)
+	if err != nil {
+		fmt.Fprintln(stderr, "relay serve:", err)
+		return 2
+	}
 	if rev.Enabled() {
 		w, stopWatch, err := rev.Connect(logger)
 		if err != nil {
@@ -79,6 +85,12 @@ Flags:
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *metricsListen != "" {
+		if err := serveMetricsOn(ctx, *metricsListen, srv.Handler(), logger); err != nil {
+			logger.Error("relay stopped", "err", err)
+			return 1
+		}
+	}
 	if err := srv.ListenAndServe(ctx); err != nil {
 		logger.Error("relay stopped", "err", err)
 		return 1

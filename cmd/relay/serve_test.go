@@ -44,17 +44,17 @@ func TestViewerConfigPrecedence(t *testing.T) {
 	t.Setenv("HOME", t.TempDir())
 	t.Setenv(control.EnvStreamSecret, "")
 	t.Setenv(envRelayURL, "")
-	if _, _, err := viewerConfig("", ""); err == nil {
+	if _, _, err := viewerConfig(t.TempDir(), "", ""); err == nil {
 		t.Fatal("no secret anywhere: want an error")
 	}
 	t.Setenv(control.EnvStreamSecret, "from-env")
-	url, secret, err := viewerConfig("", "")
+	url, secret, err := viewerConfig(t.TempDir(), "", "")
 	if err != nil || string(secret) != "from-env" || url != "ws://127.0.0.1:8443/stream" {
 		t.Fatalf("env: %q %q %v", url, secret, err)
 	}
 	f := filepath.Join(t.TempDir(), "secret")
 	os.WriteFile(f, []byte("from-file\n"), 0o600)
-	url, secret, err = viewerConfig("ws://relay:1/stream", f)
+	url, secret, err = viewerConfig(t.TempDir(), "ws://relay:1/stream", f)
 	if err != nil || string(secret) != "from-file" || url != "ws://relay:1/stream" {
 		t.Fatalf("flags: %q %q %v", url, secret, err)
 	}

@@ -39,7 +39,7 @@ func (e *ctlEnv) shell(ctx context.Context, args []string) (int, error) {
 		}
 		return 2, nil
 	}
-	url, secret, err := viewerConfig(*relayURL, *secretFile)
+	url, secret, err := viewerConfig(e.dataDir, *relayURL, *secretFile)
 	if err != nil {
 		return 2, err
 	}
@@ -139,7 +139,7 @@ loop:
 
 // viewerConfig finds the relay URL and viewer secret: flags, then env,
 // then what a running `relay dev` wrote for this user.
-func viewerConfig(url, secretFile string) (string, []byte, error) {
+func viewerConfig(dataDir, url, secretFile string) (string, []byte, error) {
 	var secret []byte
 	if secretFile != "" {
 		b, err := os.ReadFile(secretFile)
@@ -154,7 +154,7 @@ func viewerConfig(url, secretFile string) (string, []byte, error) {
 		url = os.Getenv(envRelayURL)
 	}
 	if url == "" || len(secret) == 0 {
-		devURL, devSecret, err := devstack.ReadDevFiles("")
+		devURL, devSecret, err := devstack.ReadDevFiles(dataDir)
 		if err == nil {
 			if url == "" {
 				url = devURL

@@ -103,6 +103,27 @@ type cachedSeries struct {
 
 // New creates (or binds to) the buckets.
 func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
+	return open(opts, func(bucket, desc string, maxAge time.Duration, o Options) (jetstream.KeyValue, error) {
+		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: bucket, Description: desc, History: 1,
+			Replicas: o.Replicas, Storage: o.Storage, TTL: maxAge,
+		})
+	})
+}
+
+// Open binds to buckets that [New] created, creating and changing nothing:
+// for a client that reads the platform's state (`relay ctl` reading a
+// machine's last-seen time). Missing buckets are an error.
+func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
+	return open(opts, func(bucket, _ string, _ time.Duration, _ Options) (jetstream.KeyValue, error) {
+		return js.KeyValue(ctx, bucket)
+	})
+}
+
+// bucketFunc creates or binds one bucket.
+type bucketFunc func(bucket, desc string, maxAge time.Duration, o Options) (jetstream.KeyValue, error)
+
+func open(opts Options, bucket bucketFunc) (*Store, error) {
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultPrefix
 	}
@@ -127,13 +148,10 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, err
 	s := &Store{opts: opts, log: opts.Logger.With("component", "store"),
 		machineC: map[string]*cachedMachine{}, seriesC: map[string]*cachedSeries{}}
 	var err error
-	mk := func(bucket, desc string, maxAge time.Duration) (jetstream.KeyValue, error) {
-		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: bucket, Description: desc, History: 1,
-			Replicas: opts.Replicas, Storage: opts.Storage, TTL: maxAge,
-		})
+	mk := func(name, desc string, maxAge time.Duration) (jetstream.KeyValue, error) {
+		kv, err := bucket(name, desc, maxAge, opts)
 		if err != nil {
-			return nil, fmt.Errorf("store: bucket %s: %w", bucket, err)
+			return nil, fmt.Errorf("store: bucket %s: %w", name, err)
 		}
 		return kv, nil
 	}

@@ -13,6 +13,7 @@ package devstack
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -42,7 +43,12 @@ type Options struct {
 	// VirtualDesktop lets the local agent start an Xvfb for desktop_ensure
 	// when this machine has no display.
 	VirtualDesktop bool
-	APIPort        int // enrollment API; default 8444; -1 picks a free port
+	// AllowScreenControl records the owner's screen-control consent for the
+	// local machine in its agent config dir at start (`relay dev
+	// --allow-screen-control`). Without it the stored consent stands (off
+	// for a fresh pairing); the agent reads it live either way.
+	AllowScreenControl bool
+	APIPort            int // enrollment API; default 8444; -1 picks a free port
 	// TrustedProxies may name the client in X-Forwarded-For (enrollment API
 	// and relay per-IP limits); default none: the socket address.
 	TrustedProxies []netip.Prefix
@@ -59,6 +65,8 @@ type Stack struct {
 	secret   []byte // the relay's stream-token (viewer) secret
 	files    []string
 	done     chan error
+	// screenControl reads the local machine's consent live.
+	screenControl func() bool
 }
 
 // Start brings the stack up; it runs until ctx ends, then Wait returns.
@@ -92,17 +100,32 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		return nil, err
 	}
 	opts.WorkspaceID, opts.AgentID = creds.WorkspaceID, creds.AgentID
+	cs := config.NewStore(p.AgentConfigDir())
+	if opts.AllowScreenControl {
+		if err := cs.SetScreenControl(creds.ID(), true); err != nil {
+			rl.stop()
+			p.Close()
+			return nil, fmt.Errorf("devstack: record screen-control consent: %w", err)
+		}
+	}
 	a, err := agent.New(agent.Options{
 		Servers: creds.NATSURLs, Token: creds.NATSBearer, WorkspaceID: creds.WorkspaceID, AgentID: creds.AgentID,
 		WorkspaceRoot: opts.WorkspaceRoot, Logger: opts.Logger, RelayURL: creds.RelayURL, RelayToken: creds.RelayToken,
 		VirtualDesktop: opts.VirtualDesktop,
+		// Read live, like `opengeni-agent run`: `opengeni-agent consent`
+		// with OPENGENI_CONFIG_DIR=<data dir>/agent applies at once.
+		Consent: func() agent.Consent {
+			w, sc := cs.Consent(creds.ID())
+			return agent.Consent{WholeMachine: w, ScreenControl: sc}
+		},
 	})
 	if err != nil {
 		rl.stop()
 		p.Close()
 		return nil, err
 	}
-	s := &Stack{opts: opts, platform: p, agent: a, relayURL: rl.url, secret: rl.streamSecret, done: make(chan error, 1)}
+	s := &Stack{opts: opts, platform: p, agent: a, relayURL: rl.url, secret: rl.streamSecret, done: make(chan error, 1),
+		screenControl: func() bool { _, sc := cs.Consent(creds.ID()); return sc }}
 	s.files, err = writeDevFiles(p.DataDir(), rl.url, rl.streamSecret)
 	if err != nil {
 		opts.Logger.Warn("dev relay files not written; pass the viewer secret explicitly", "err", err)
@@ -142,6 +165,10 @@ func (s *Stack) Platform() *Platform { return s.platform }
 // WorkspaceID and AgentID name the local machine.
 func (s *Stack) WorkspaceID() string { return s.opts.WorkspaceID }
 func (s *Stack) AgentID() string     { return s.opts.AgentID }
+
+// ScreenControl reports the local machine's screen-control consent now (read
+// from its agent config dir, as the agent reads it).
+func (s *Stack) ScreenControl() bool { return s.screenControl() }
 
 // Agent is the in-process agent.
 func (s *Stack) Agent() *agent.Agent { return s.agent }

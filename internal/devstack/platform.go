@@ -250,14 +250,15 @@ func StartPlatform(ctx context.Context, opts PlatformOptions) (_ *Platform, err 
 	if err := platPrivateDir(p.dataDir); err != nil {
 		return nil, err
 	}
-	if p.state, err = platLoadState(filepath.Join(p.dataDir, PlatformStateFile)); err != nil {
+	var adminCreated bool
+	if p.state, adminCreated, err = platLoadState(filepath.Join(p.dataDir, PlatformStateFile)); err != nil {
 		return nil, err
 	}
 	p.ws = p.state.WorkspaceID
 	if opts.WorkspaceID != "" {
 		p.ws = opts.WorkspaceID
 	}
-	if err := config.WriteFileAtomic(filepath.Join(p.dataDir, AdminTokenFile), []byte(p.state.AdminToken+"\n")); err != nil {
+	if err := config.WriteFileAtomic(p.AdminTokenFile(), []byte(p.state.AdminToken+"\n")); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -282,8 +283,13 @@ func StartPlatform(ctx context.Context, opts PlatformOptions) (_ *Platform, err 
 	if err := p.writeCtl(agentID); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(p.out, "  admin token  %s   (also in %s; send as \"Authorization: Bearer <token>\")\n",
-		p.state.AdminToken, filepath.Join(p.dataDir, AdminTokenFile))
+	// The token is shown once, when it is made; later starts say where it is.
+	if adminCreated {
+		fmt.Fprintf(p.out, "  admin token  %s   (new; shown only this once, stored in %s; send as \"Authorization: Bearer <token>\")\n",
+			p.state.AdminToken, p.AdminTokenFile())
+	} else {
+		fmt.Fprintf(p.out, "  admin token  in %s   (send as \"Authorization: Bearer <token>\")\n", p.AdminTokenFile())
+	}
 	p.log.Info("dev platform up", "nats", p.NATSURL(), "api", p.apiURL, "workspace", p.ws, "data", p.dataDir)
 	go func() {
 		select {
@@ -497,7 +503,14 @@ func (p *Platform) startAPI() error {
 	}
 	p.apiURL = "http://" + ln.Addr().String()
 	p.httpSrv = &http.Server{ReadHeaderTimeout: 10 * time.Second,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.handler.Load().ServeHTTP(w, r) })}
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// The verification URI the API hands out (origin + /device).
+			if r.URL.Path == "/device" {
+				p.serveDevicePage(w, r)
+				return
+			}
+			p.handler.Load().ServeHTTP(w, r)
+		})}
 	go func() {
 		if err := p.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			p.log.Error("enrollment API stopped", "err", err)
@@ -514,6 +527,9 @@ func (p *Platform) APIURL() string { return p.apiURL }
 
 // AdminToken is the enrollment API's admin bearer.
 func (p *Platform) AdminToken() string { return p.state.AdminToken }
+
+// AdminTokenFile is where the admin bearer is stored (0600).
+func (p *Platform) AdminTokenFile() string { return filepath.Join(p.dataDir, AdminTokenFile) }
 
 // WorkspaceID is the local workspace.
 func (p *Platform) WorkspaceID() string { return p.ws }
@@ -580,6 +596,11 @@ func (p *Platform) shutdown() {
 // AdminDo sends one admin request to the enrollment API (body JSON-encoded
 // unless nil; a 2xx answer is decoded into out unless nil).
 func (p *Platform) AdminDo(ctx context.Context, method, path string, body, out any) error {
+	return adminDo(ctx, p.http, p.apiURL, p.state.AdminToken, method, path, body, out)
+}
+
+// adminDo is one admin request to the enrollment API at apiURL.
+func adminDo(ctx context.Context, hc *http.Client, apiURL, adminToken, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -588,20 +609,27 @@ func (p *Platform) AdminDo(ctx context.Context, method, path string, body, out a
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, agentenroll.JoinURL(p.apiURL, path), rd)
+	req, err := http.NewRequestWithContext(ctx, method, agentenroll.JoinURL(apiURL, path), rd)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+p.state.AdminToken)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := p.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("devstack: %s %s: HTTP %d: %s", method, path, resp.StatusCode, strings.TrimSpace(string(data)))
+		e := &APIError{Method: method, Path: path, Status: resp.StatusCode, Message: strings.TrimSpace(string(data))}
+		var body struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(data, &body) == nil && body.Error != "" {
+			e.Message = body.Error
+		}
+		return e
 	}
 	if out != nil {
 		return json.Unmarshal(data, out)
@@ -651,7 +679,7 @@ func (p *Platform) EnrollLocalMachine(ctx context.Context, configDir string) (*c
 	}
 	fmt.Fprintf(p.out, "  pairing this machine: user code %s (approved automatically in dev mode)\n", start.UserCode)
 	var approved enroll.ApproveResponse
-	if err := p.AdminDo(ctx, http.MethodPost, "/v1/workspaces/"+p.ws+"/enrollments/device/approve",
+	if err := p.AdminDo(ctx, http.MethodPost, approvePath(p.ws),
 		map[string]any{"userCode": start.UserCode, "allowScreenControl": false}, &approved); err != nil {
 		return nil, fmt.Errorf("devstack: approve: %w", err)
 	}
@@ -747,20 +775,21 @@ func (p *Platform) writeCtl(agentID string) error {
 }
 
 // platLoadState reads platform.json, creating it (every secret fresh) on
-// first start and filling in anything an older file lacks.
-func platLoadState(path string) (platformState, error) {
+// first start and filling in anything an older file lacks; adminCreated
+// says the admin token was made now.
+func platLoadState(path string) (_ platformState, adminCreated bool, _ error) {
 	var st platformState
 	b, err := os.ReadFile(path)
 	switch {
 	case err == nil:
 		if err := json.Unmarshal(b, &st); err != nil {
-			return st, fmt.Errorf("devstack: %s is unreadable (%v); delete the data directory to start over", path, err)
+			return st, false, fmt.Errorf("devstack: %s is unreadable (%v); delete the data directory to start over", path, err)
 		}
 	case errors.Is(err, fs.ErrNotExist):
 	default:
-		return st, err
+		return st, false, err
 	}
-	changed := false
+	changed, adminCreated := false, st.AdminToken == ""
 	fill := func(v *string, gen func() (string, error)) error {
 		if *v != "" {
 			return nil
@@ -804,20 +833,20 @@ func platLoadState(path string) (platformState, error) {
 		{&st.AdminToken, func() (string, error) { s, err := hexSecret(24)(); return "ogadm_" + s, err }},
 	} {
 		if err := fill(f.v, f.gen); err != nil {
-			return st, err
+			return st, false, err
 		}
 	}
 	if st.CreatedAt.IsZero() {
 		st.CreatedAt, changed = time.Now().UTC(), true
 	}
 	if !changed {
-		return st, nil
+		return st, false, nil
 	}
 	b, err = json.MarshalIndent(&st, "", "  ")
 	if err != nil {
-		return st, err
+		return st, false, err
 	}
-	return st, config.WriteFileAtomic(path, append(b, '\n'))
+	return st, adminCreated, config.WriteFileAtomic(path, append(b, '\n'))
 }
 
 // platPrivateDir creates dir 0700 and refuses one others can read.

@@ -249,6 +249,10 @@ func TestPlatformEndToEnd(t *testing.T) {
 	if p2.AdminToken() != adminToken || p2.WorkspaceID() != ws {
 		t.Fatalf("state not persisted: token %q→%q ws %q→%q", adminToken, p2.AdminToken(), ws, p2.WorkspaceID())
 	}
+	// The token was shown once, at creation; a restart says where it is.
+	if strings.Contains(out2.String(), adminToken) || !strings.Contains(out2.String(), p2.AdminTokenFile()) {
+		t.Fatalf("restart output reprints the admin token or hides where it is: %q", out2.String())
+	}
 	if _, err := p2.Store().GetEnrollment(ctx, ws, creds.AgentID); err != nil {
 		t.Fatalf("enrollment lost across restart: %v", err)
 	}
