@@ -79,6 +79,11 @@ type Options struct {
 	ExecDefaultTimeout time.Duration // exec timeout when a request says 0; default 10m
 	ExecMaxTimeout     time.Duration // upper bound of any exec; default 1h
 
+	// SelfUpdate serves the control plane's fleet update
+	// (agent_update_apply) and supplies Hello's completed_update_*. One per
+	// process, shared by its connections. Nil: the op answers UNSUPPORTED.
+	SelfUpdate *SelfUpdate
+
 	Logger      *slog.Logger
 	NATSOptions []nats.Option // appended last (tests, TLS)
 }
@@ -169,6 +174,9 @@ func New(opts Options) (*Agent, error) {
 	}
 	a.dispatch.SetHeldEpoch(opts.HeldEpoch)
 	a.dispatch.SetQueueLimit(opts.MaxQueuedOps)
+	if opts.SelfUpdate != nil {
+		opts.SelfUpdate.attach(a.dispatch) // its idle check waits for this connection's ops too
+	}
 	a.register()
 	return a, nil
 }
@@ -210,6 +218,9 @@ func (a *Agent) ping(_ context.Context, req *agentpb.PingRequest) (*agentpb.Ping
 func (a *Agent) Run(ctx context.Context) error {
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
+	if su := a.opts.SelfUpdate; su != nil {
+		defer su.detach(a.dispatch)
+	}
 
 	for {
 		closedUnexpectedly := make(chan struct{})
@@ -360,7 +371,7 @@ func (a *Agent) onRequest(opsCtx context.Context, nc *nats.Conn, msg *nats.Msg) 
 func (a *Agent) Hello() *agentpb.Hello {
 	consent := a.opts.Consent()
 	hasDesktop, display, desktopReason := a.desktop.Capability()
-	return &agentpb.Hello{
+	h := &agentpb.Hello{
 		AgentId:       a.opts.AgentID,
 		WorkspaceId:   a.opts.WorkspaceID,
 		AgentVersion:  Version,
@@ -384,6 +395,14 @@ func (a *Agent) Hello() *agentpb.Hello {
 		ResumeToken:   a.opts.ResumeToken,
 		BinarySha256:  a.exeSHA(),
 	}
+	if su := a.opts.SelfUpdate; su != nil {
+		if c := su.Completed(); c != nil {
+			h.CompletedUpdateOperationId = c.OperationID
+			h.CompletedUpdateTargetVersion = c.TargetVersion
+			h.CompletedUpdateBinarySha256 = c.BinarySHA256
+		}
+	}
+	return h
 }
 
 func (a *Agent) publishHello(nc *nats.Conn) error {
@@ -473,7 +492,12 @@ func executableSHA256() string {
 	if err != nil {
 		return ""
 	}
-	f, err := os.Open(exe)
+	return fileSHA256(exe)
+}
+
+// fileSHA256 is the hex SHA-256 of a file, "" when it cannot be read.
+func fileSHA256(path string) string {
+	f, err := os.Open(path)
 	if err != nil {
 		return ""
 	}

@@ -131,7 +131,11 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return runStoredCLI(storedRunOptions{WorkspaceID: *ws, MachineName: *machine, Channel: *channel, WorkspaceRoot: *root,
 			VirtualDesktop: *virtualDesktop, Display: *display, Limits: limits}, stderr, logger)
 	}
+	ctx, stop := stopContext()
+	defer stop()
+	ctx, restart := newUpdateRestart(ctx, logger)
 	a, err := agent.New(agent.Options{
+		SelfUpdate:     restart.su,
 		Servers:        strings.Split(*natsURL, ","),
 		Token:          *token,
 		CredsFile:      *creds,
@@ -153,18 +157,12 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "opengeni-agent:", err)
 		return 1
 	}
-	ctx, stop := stopContext()
-	defer stop()
 	logger.Info("agent online; press Ctrl-C to stop", "workspace_id", *ws, "agent_id", *agentID)
 	err = service.RunManaged(ctx,
 		agent.StopReason{Reason: agentpb.GoingOfflineReason_GOING_OFFLINE_REASON_USER_STOP, Message: "service stopped"},
 		agent.StopReason{Reason: agentpb.GoingOfflineReason_GOING_OFFLINE_REASON_HOST_SHUTDOWN, Message: "host shutting down"},
-		a.Run)
-	if err != nil {
-		logger.Error("agent exited with an error", "err", err)
-		return 1
-	}
-	return 0
+		restart.body(a.Run))
+	return restart.finish(0, err, logger)
 }
 
 // agentLimits are the run flags bounding what one agent holds at once.

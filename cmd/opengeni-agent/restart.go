@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"sync/atomic"
+
+	"github.com/opengeni/opengeni-agent/agent"
+	"github.com/opengeni/opengeni-agent/agent/service"
+	"github.com/opengeni/opengeni-agent/agent/update"
+)
+
+// exitRestartForUpdate is the exit status after a fleet update under a
+// service manager (EX_TEMPFAIL): non-zero, so a manager that restarts only
+// failures (Windows SCM recovery actions) restarts it too; systemd
+// (Restart=always) and launchd (KeepAlive) restart on any exit.
+const exitRestartForUpdate = 75
+
+// updateRestart wires a fleet update's restart into `run`: Restart cancels
+// the run context with the update's StopReason (every connection announces
+// GoingOffline UPDATE and drains), and once everything stopped finish
+// restarts the process onto the new binary.
+type updateRestart struct {
+	cancel    context.CancelCauseFunc
+	requested atomic.Bool
+	su        *agent.SelfUpdate
+}
+
+// newUpdateRestart wraps ctx so a fleet update can end it. The SelfUpdate
+// is nil (the op then answers UNSUPPORTED) when the binary cannot be read.
+func newUpdateRestart(ctx context.Context, logger *slog.Logger) (context.Context, *updateRestart) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	r := &updateRestart{cancel: cancel}
+	su, err := agent.NewSelfUpdate(agent.SelfUpdateOptions{
+		BaseURL: envOr("OPENGENI_INSTALL_BASE_URL", update.DefaultBaseURL),
+		Restart: func(why agent.StopReason) {
+			r.requested.Store(true)
+			cancel(why)
+		},
+		Logger: logger,
+	})
+	if err != nil {
+		logger.Warn("fleet updates disabled", "err", err)
+	}
+	r.su = su
+	return ctx, r
+}
+
+// errRestartForUpdate ends a service's run body after a fleet update: the
+// Windows SCM must see a failure exit for its recovery actions to start the
+// new binary (a clean exit stays stopped).
+var errRestartForUpdate = errors.New("restarting onto an updated binary")
+
+// body wraps a run body for service.RunManaged.
+func (r *updateRestart) body(fn func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		err := fn(ctx)
+		if err == nil && r.requested.Load() && service.Managed() {
+			return errRestartForUpdate
+		}
+		return err
+	}
+}
+
+// finish is run's exit status once the body returned err. After a fleet
+// update it restarts the process: under a service manager it exits
+// (exitRestartForUpdate) so the manager starts the new binary from its
+// service definition; in the foreground nothing else would bring the agent
+// back, so it re-executes the new binary in place (same pid, terminal and
+// arguments; unix) or starts it and exits (Windows).
+func (r *updateRestart) finish(code int, err error, logger *slog.Logger) int {
+	r.cancel(nil)
+	if errors.Is(err, errRestartForUpdate) {
+		logger.Info("exiting for the service manager to start the updated binary", "exit_code", exitRestartForUpdate)
+		return exitRestartForUpdate
+	}
+	if err != nil {
+		logger.Error("agent exited with an error", "err", err)
+		return 1
+	}
+	if code != 0 || !r.requested.Load() || r.su == nil {
+		return code
+	}
+	exe := r.su.Executable()
+	logger.Info("re-executing the updated binary", "path", exe)
+	if err := reexec(exe, os.Args, os.Environ()); err != nil {
+		logger.Error("could not start the updated binary; start the agent again", "err", err)
+		return 1
+	}
+	return 0
+}
