@@ -89,11 +89,19 @@ type SelfUpdate struct {
 	sha string // of the running binary, read before any swap
 
 	mu          sync.Mutex
-	ops         map[string]*agentpb.AgentUpdateApplyResponse // by operation id
-	order       []string                                     // ops in arrival order, for eviction
-	running     string                                       // the op that owns the binary now ("" when none)
-	completed   *CompletedUpdate                             // the record of the running binary
+	ops         map[string]*opRecord // by operation id
+	order       []string             // ops in arrival order, for eviction
+	running     string               // the op that owns the binary now ("" when none)
+	completed   *CompletedUpdate     // the record of the running binary
 	dispatchers map[*Dispatcher]struct{}
+}
+
+// opRecord is what a repeat of an operation id gets: the first answer, and
+// the latest progress, published again so a control plane that re-runs a
+// rollout re-attaches to its outcome (nothing is started again).
+type opRecord struct {
+	resp *agentpb.AgentUpdateApplyResponse
+	last *agentpb.AgentUpdateProgress
 }
 
 // NewSelfUpdate resolves the binary, hashes it and loads its completion
@@ -124,7 +132,7 @@ func NewSelfUpdate(o SelfUpdateOptions) (*SelfUpdate, error) {
 	if sha == "" {
 		return nil, fmt.Errorf("agent: cannot hash the running binary %s", exe)
 	}
-	su := &SelfUpdate{o: o, exe: exe, sha: sha, ops: map[string]*agentpb.AgentUpdateApplyResponse{},
+	su := &SelfUpdate{o: o, exe: exe, sha: sha, ops: map[string]*opRecord{},
 		dispatchers: map[*Dispatcher]struct{}{}}
 	if rec, err := readCompleted(exe); err == nil {
 		if strings.EqualFold(rec.BinarySHA256, sha) {
@@ -179,7 +187,7 @@ type updateRequest struct {
 
 // apply answers an AgentUpdateApply at once and, when it is accepted, runs
 // the update in the background. A repeated operation id gets the first
-// answer and starts nothing.
+// answer (and its latest progress again) and starts nothing.
 func (su *SelfUpdate) apply(r updateRequest) (*agentpb.AgentUpdateApplyResponse, error) {
 	req := r.req
 	id := req.GetOperationId()
@@ -188,8 +196,12 @@ func (su *SelfUpdate) apply(r updateRequest) (*agentpb.AgentUpdateApplyResponse,
 	}
 	su.mu.Lock()
 	if prev, ok := su.ops[id]; ok {
+		resp, last := cloneResponse(prev.resp), prev.last
 		su.mu.Unlock()
-		return cloneResponse(prev), nil
+		if last != nil {
+			r.publish(cloneProgress(last))
+		}
+		return resp, nil
 	}
 	if c := su.completed; c != nil && c.OperationID == id {
 		// This binary is that operation's result (we restarted onto it).
@@ -249,7 +261,7 @@ func (su *SelfUpdate) fence(req *agentpb.AgentUpdateApplyRequest) error {
 // remember records an answer for idempotency, evicting the oldest. Call
 // with su.mu held.
 func (su *SelfUpdate) remember(id string, resp *agentpb.AgentUpdateApplyResponse) {
-	su.ops[id] = resp
+	su.ops[id] = &opRecord{resp: resp}
 	su.order = append(su.order, id)
 	for len(su.order) > maxUpdateOps {
 		if su.order[0] != su.running {
@@ -308,6 +320,16 @@ type updateOp struct {
 func (op *updateOp) stage(s agentpb.AgentUpdateStage) {
 	p := cloneProgress(op.progress)
 	p.Stage = s
+	op.publish(p)
+}
+
+// publish records p as the operation's latest progress and sends it.
+func (op *updateOp) publish(p *agentpb.AgentUpdateProgress) {
+	op.su.mu.Lock()
+	if rec, ok := op.su.ops[p.GetOperationId()]; ok {
+		rec.last = cloneProgress(p)
+	}
+	op.su.mu.Unlock()
 	op.r.publish(p)
 }
 
@@ -316,7 +338,7 @@ func (op *updateOp) fail(code string, retryable, rolledBack bool, err error) {
 		"retryable", retryable, "rolled_back", rolledBack, "err", err)
 	p := cloneProgress(op.progress)
 	p.Stage, p.ErrorCode, p.Retryable, p.RolledBack = agentpb.AgentUpdateStage_AGENT_UPDATE_STAGE_FAILED, code, retryable, rolledBack
-	op.r.publish(p)
+	op.publish(p)
 	op.su.finished(op.progress.OperationId)
 }
 
