@@ -28,7 +28,9 @@ import (
 func (s *Session) AgentUpdateApply(ctx context.Context, req *agentpb.AgentUpdateApplyRequest) (*agentpb.AgentUpdateApplyResponse, error) {
 	return invokeCase[*agentpb.ControlResponse_AgentUpdateApply](ctx, s, "agentUpdateApply", func(r *agentpb.ControlRequest) {
 		r.Op = &agentpb.ControlRequest_AgentUpdateApply{AgentUpdateApply: req}
-	}, func(resp *agentpb.ControlResponse) *agentpb.AgentUpdateApplyResponse { return orEmpty(resp.GetAgentUpdateApply()) })
+	}, func(resp *agentpb.ControlResponse) *agentpb.AgentUpdateApplyResponse {
+		return orEmpty(resp.GetAgentUpdateApply())
+	})
 }
 
 // UpdateOutcome is how a machine's update ended.

@@ -52,13 +52,13 @@ type CompletedUpdate struct {
 
 // UpdateProgress is the latest AgentUpdateProgress of one operation.
 type UpdateProgress struct {
-	OperationID          string    `json:"operationId"`
-	TargetVersion        string    `json:"targetVersion,omitempty"`
-	Stage                string    `json:"stage"` // accepted | waiting_for_idle | downloading | verifying | applying | restarting | failed
-	ExpectedBinarySHA256 string    `json:"expectedBinarySha256,omitempty"`
-	ErrorCode            string    `json:"errorCode,omitempty"`
-	Retryable            bool      `json:"retryable,omitempty"`
-	RolledBack           bool      `json:"rolledBack,omitempty"`
+	OperationID          string `json:"operationId"`
+	TargetVersion        string `json:"targetVersion,omitempty"`
+	Stage                string `json:"stage"` // accepted | waiting_for_idle | downloading | verifying | applying | restarting | failed
+	ExpectedBinarySHA256 string `json:"expectedBinarySha256,omitempty"`
+	ErrorCode            string `json:"errorCode,omitempty"`
+	Retryable            bool   `json:"retryable,omitempty"`
+	RolledBack           bool   `json:"rolledBack,omitempty"`
 	// Completed is set when a Hello reported this operation as the one
 	// that installed the running binary (the only proof it finished).
 	Completed bool      `json:"completed,omitempty"`
