@@ -33,9 +33,19 @@ const fleetWS = "ws-fleet"
 type fleetMachine struct {
 	id     string
 	bin    string
-	cmd    *exec.Cmd
-	exited chan struct{}
 	sess   *control.Session
+	exited chan struct{} // the machine (and, when managed, its supervisor) ended
+
+	mu       sync.Mutex
+	cmd      *exec.Cmd // the current process
+	exits    []int     // exit statuses, in order
+	stopping bool
+}
+
+func (m *fleetMachine) exitCodes() []int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]int(nil), m.exits...)
 }
 
 // machineTraffic records what the machines publish on their v1 hello and
@@ -176,7 +186,10 @@ func TestFleetUpdateFromControlPlane(t *testing.T) {
 	rpc := control.NewNATSRPC(control.StaticConn(nc))
 
 	v1SHA := sha256File(t, v1)
-	start := func(id string) *fleetMachine {
+	// start runs a machine. A managed one runs as under a service manager
+	// (INVOCATION_ID set, as systemd does): the test restarts it whenever it
+	// exits with the update status, as Restart=always would.
+	start := func(id string, managed bool) *fleetMachine {
 		t.Helper()
 		home := t.TempDir()
 		bin := filepath.Join(home, "opengeni-agent")
@@ -188,20 +201,51 @@ func TestFleetUpdateFromControlPlane(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(bin, "run", "--nats-url", ns.ClientURL(), "--workspace-id", fleetWS, "--agent-id", id, "--log-level", "debug")
-		cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = home, agentEnv(home), logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+		env := agentEnv(home)
+		if managed {
+			env = append(env, "INVOCATION_ID=fleet-e2e")
 		}
-		exited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exited) }()
+		m := &fleetMachine{id: id, bin: bin, exited: make(chan struct{})}
+		launch := func() *exec.Cmd {
+			cmd := exec.Command(bin, "run", "--nats-url", ns.ClientURL(), "--workspace-id", fleetWS, "--agent-id", id, "--log-level", "debug")
+			cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = home, env, logf, logf
+			if err := cmd.Start(); err != nil {
+				t.Errorf("start %s: %v", id, err)
+				return nil
+			}
+			return cmd
+		}
+		m.cmd = launch()
+		go func() {
+			defer close(m.exited)
+			for cmd := m.cmd; cmd != nil; {
+				err := cmd.Wait()
+				code := cmd.ProcessState.ExitCode()
+				m.mu.Lock()
+				m.exits = append(m.exits, code)
+				stopping := m.stopping
+				m.mu.Unlock()
+				if err == nil || !managed || stopping || code != exitRestartForUpdate {
+					return
+				}
+				next := launch()
+				m.mu.Lock()
+				m.cmd, cmd = next, next
+				m.mu.Unlock()
+			}
+		}()
 		t.Cleanup(func() {
-			_ = cmd.Process.Signal(os.Interrupt)
+			m.mu.Lock()
+			m.stopping = true
+			_ = m.cmd.Process.Signal(os.Interrupt)
+			m.mu.Unlock()
 			select {
-			case <-exited:
+			case <-m.exited:
 			case <-time.After(15 * time.Second):
-				_ = cmd.Process.Kill()
-				<-exited
+				m.mu.Lock()
+				_ = m.cmd.Process.Kill()
+				m.mu.Unlock()
+				<-m.exited
 			}
 			logf.Close()
 			if t.Failed() {
@@ -209,11 +253,10 @@ func TestFleetUpdateFromControlPlane(t *testing.T) {
 				t.Logf("%s log:\n%s", id, b)
 			}
 		})
-		sess, err := control.NewSession(control.SessionConfig{WorkspaceID: fleetWS, AgentID: id, RPC: rpc, Timeout: 10 * time.Second})
+		m.sess, err = control.NewSession(control.SessionConfig{WorkspaceID: fleetWS, AgentID: id, RPC: rpc, Timeout: 10 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := &fleetMachine{id: id, bin: bin, cmd: cmd, exited: exited, sess: sess}
 		natstest.Eventually(t, 30*time.Second, func() error {
 			if tr.helloCount(id) == 0 {
 				return fmt.Errorf("%s: no hello yet", id)
@@ -225,7 +268,8 @@ func TestFleetUpdateFromControlPlane(t *testing.T) {
 		}
 		return m
 	}
-	good, crashy, fenced := start("m-good"), start("m-crash"), start("m-fenced")
+	good, crashy, fenced := start("m-good", false), start("m-crash", false), start("m-fenced", false)
+	svc := start("m-service", true)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -237,17 +281,20 @@ func TestFleetUpdateFromControlPlane(t *testing.T) {
 		progMu.Unlock()
 	}
 
-	// One rollout, two machines in parallel: one fenced to a binary it does
-	// not run (refused, untouched), one fenced correctly (updated).
+	// One rollout, three machines, two at a time: one fenced to a binary it
+	// does not run (refused, untouched), one fenced correctly (updated, in
+	// the foreground: re-executed in place), one under a "service manager"
+	// (exits with the update status and is started again).
 	res, err := control.RollOut(ctx, []control.RolloutMachine{
 		{Session: fenced.sess, ExpectedVersion: "1.0.0", ExpectedSHA256: strings.Repeat("0", 64)},
 		{Session: good.sess, ExpectedVersion: "1.0.0", ExpectedSHA256: v1SHA},
+		{Session: svc.sess, ExpectedVersion: "1.0.0"},
 	}, control.RolloutOptions{Conn: nc, TargetVersion: "2.0.0", ReleaseBaseURL: goodRelease, OperationID: "rollout-1",
 		Parallelism: 2, Timeout: 2 * time.Minute, Progress: onProgress})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fr, gr := res[0], res[1]
+	fr, gr, sr := res[0], res[1], res[2]
 	t.Logf("fenced: %s %v", fr.Outcome, fr.Err)
 	if fr.Outcome != control.UpdateFenced || fr.Retryable || !strings.Contains(fmt.Sprint(fr.Err), "sha256") {
 		t.Fatalf("fenced machine: %+v", fr)
@@ -269,7 +316,7 @@ func TestFleetUpdateFromControlPlane(t *testing.T) {
 		t.Fatalf("good machine's answer: %v", a)
 	}
 	progMu.Lock()
-	if len(seen["m-good"]) != len(wantStages) || len(seen["m-fenced"]) != 0 {
+	if len(seen["m-good"]) != len(wantStages) || len(seen["m-service"]) != len(wantStages) || len(seen["m-fenced"]) != 0 {
 		t.Fatalf("progress callback saw %v", seen)
 	}
 	progMu.Unlock()
@@ -296,6 +343,20 @@ func TestFleetUpdateFromControlPlane(t *testing.T) {
 	}
 	if !good.sess.Ping(ctx) {
 		t.Fatal("updated machine does not answer")
+	}
+	if codes := good.exitCodes(); len(codes) != 0 {
+		t.Fatalf("foreground machine exited: %v", codes)
+	}
+	// The managed machine exited once with the update status and its
+	// restart reported the completed operation.
+	if sr.Outcome != control.UpdateUpdated || sr.Version != "2.0.0" || sr.BinarySHA256 != v2SHA {
+		t.Fatalf("managed machine: %+v", sr)
+	}
+	if codes := svc.exitCodes(); fmt.Sprint(codes) != fmt.Sprint([]int{exitRestartForUpdate}) {
+		t.Fatalf("managed machine exit statuses %v, want [%d]", codes, exitRestartForUpdate)
+	}
+	if !svc.sess.Ping(ctx) {
+		t.Fatal("restarted managed machine does not answer")
 	}
 
 	// A crashing build: FAILED rolled_back=true, still 1.0.0 and serving.
