@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/opengeni/opengeni-agent/agent/service"
 	"github.com/opengeni/opengeni-agent/agent/update"
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/internal/cmd/release/publish"
@@ -27,6 +28,8 @@ import (
 )
 
 const fleetWS = "ws-fleet"
+
+const outdatedUnit = "[Service]\nExecStart=/old/place/opengeni-agent run\n"
 
 // fleetMachine is one real agent process (`opengeni-agent run`) on its own
 // copy of a build.
@@ -204,6 +207,13 @@ func TestFleetUpdateFromControlPlane(t *testing.T) {
 		env := agentEnv(home)
 		if managed {
 			env = append(env, "INVOCATION_ID=fleet-e2e")
+			// an installed user unit from an older release, for the new
+			// binary to reconcile before the manager restarts it
+			unit := filepath.Join(home, ".config", "systemd", "user", service.UnitName)
+			os.MkdirAll(filepath.Dir(unit), 0o755)
+			if err := os.WriteFile(unit, []byte(outdatedUnit), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 		m := &fleetMachine{id: id, bin: bin, exited: make(chan struct{})}
 		launch := func() *exec.Cmd {
@@ -357,6 +367,10 @@ func TestFleetUpdateFromControlPlane(t *testing.T) {
 	}
 	if !svc.sess.Ping(ctx) {
 		t.Fatal("restarted managed machine does not answer")
+	}
+	unit, _ := os.ReadFile(filepath.Join(filepath.Dir(svc.bin), ".config", "systemd", "user", service.UnitName))
+	if string(unit) == outdatedUnit || !strings.Contains(string(unit), svc.bin+" run") {
+		t.Fatalf("service definition not reconciled by the new binary:\n%s", unit)
 	}
 
 	// A crashing build: FAILED rolled_back=true, still 1.0.0 and serving.

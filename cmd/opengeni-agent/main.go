@@ -75,6 +75,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdUninstall(args[1:], stdout, stderr)
 	case "health": // hidden: the self-update health gate
 		return cmdHealth(stdout)
+	case "service-reconcile": // hidden: a fleet update's new binary rewrites the service definition
+		return cmdServiceReconcile(stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "opengeni-agent %s\n", agent.Version)
 		return 0

@@ -3,9 +3,14 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"os/exec"
+	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/opengeni/opengeni-agent/agent"
 	"github.com/opengeni/opengeni-agent/agent/service"
@@ -37,6 +42,9 @@ func newUpdateRestart(ctx context.Context, logger *slog.Logger) (context.Context
 		BaseURL: envOr("OPENGENI_INSTALL_BASE_URL", update.DefaultBaseURL),
 		Restart: func(why agent.StopReason) {
 			r.requested.Store(true)
+			if service.Managed() {
+				reconcileService(ctx, r.su.Executable(), logger)
+			}
 			cancel(why)
 		},
 		Logger: logger,
@@ -46,6 +54,41 @@ func newUpdateRestart(ctx context.Context, logger *slog.Logger) (context.Context
 	}
 	r.su = su
 	return ctx, r
+}
+
+// reconcileService has the new binary bring the installed service
+// definition up to what it renders (hidden `service-reconcile`), before
+// this process exits for the manager to start it. A failure is logged: the
+// new binary passed its health gate and the old definition still runs it.
+func reconcileService(ctx context.Context, exe string, logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, exe, "service-reconcile").CombinedOutput()
+	if err != nil {
+		logger.Warn("the updated binary could not reconcile the service definition", "err", err, "output", strings.TrimSpace(string(out)))
+		return
+	}
+	logger.Info("service definition reconciled by the updated binary", "output", strings.TrimSpace(string(out)))
+}
+
+// cmdServiceReconcile is the hidden `service-reconcile`: rewrite the
+// installed service definitions (user and system scope) this binary
+// renders differently; install, start and restart nothing.
+func cmdServiceReconcile(stdout, stderr io.Writer) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	code := 0
+	for _, scope := range []service.Scope{service.User, service.System} {
+		changed, err := service.Reconcile(ctx, service.Options{Scope: scope, Warn: func(string) {}})
+		switch {
+		case err != nil:
+			fmt.Fprintf(stderr, "%s scope: %v\n", scope, err)
+			code = 1
+		case changed:
+			fmt.Fprintf(stdout, "%s scope: service definition rewritten\n", scope)
+		}
+	}
+	return code
 }
 
 // errRestartForUpdate ends a service's run body after a fleet update: the
