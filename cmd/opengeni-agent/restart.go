@@ -41,6 +41,12 @@ func newUpdateRestart(ctx context.Context, logger *slog.Logger) (context.Context
 	su, err := agent.NewSelfUpdate(agent.SelfUpdateOptions{
 		BaseURL: envOr("OPENGENI_INSTALL_BASE_URL", update.DefaultBaseURL),
 		Restart: func(why agent.StopReason) {
+			if ctx.Err() != nil {
+				// Already stopping (the user or the host asked first): the
+				// new binary is installed and runs at the next start; no
+				// restart behind the user's back.
+				return
+			}
 			r.requested.Store(true)
 			if service.Managed() {
 				reconcileService(ctx, r.su.Executable(), logger)
