@@ -338,8 +338,10 @@ func (op *updateOp) fail(code string, retryable, rolledBack bool, err error) {
 		"retryable", retryable, "rolled_back", rolledBack, "err", err)
 	p := cloneProgress(op.progress)
 	p.Stage, p.ErrorCode, p.Retryable, p.RolledBack = agentpb.AgentUpdateStage_AGENT_UPDATE_STAGE_FAILED, code, retryable, rolledBack
-	op.publish(p)
+	// Free the binary before saying FAILED: a control plane that reacts to
+	// the event with a new operation must not find this one still running.
 	op.su.finished(op.progress.OperationId)
+	op.publish(p)
 }
 
 func (op *updateOp) run() {
