@@ -336,6 +336,8 @@ func (a *Agent) onConnect(nc *nats.Conn, what string) {
 	a.hbSeq.Store(0)
 	if err := a.publishHello(nc); err != nil {
 		a.logger.Warn("hello failed", "err", err)
+	} else if su := a.opts.SelfUpdate; su != nil {
+		su.confirm() // an updated binary that came online passed its boot probation
 	}
 	a.logger.Info("agent "+what, "server", nc.ConnectedUrlRedacted(), "subject", a.Subject("rpc"), "instance", a.instance,
 		"max_payload", nc.MaxPayload())

@@ -75,7 +75,21 @@ type CompletedUpdate struct {
 	BinarySHA256  string    `json:"binarySha256"`
 	FromVersion   string    `json:"fromVersion"`
 	CompletedAt   time.Time `json:"completedAt"`
+	// Confirmed is set once the new binary connected and said Hello;
+	// until then each start counts in Boots (the boot probation).
+	Confirmed bool `json:"confirmed"`
+	Boots     int  `json:"boots"`
 }
+
+// MaxUnconfirmedBoots is the boot probation of an updated binary: a binary
+// that passed its health gate but starts this many times without ever
+// connecting (a crash loop under the service manager) is rolled back to
+// the previous one at its next start.
+const MaxUnconfirmedBoots = 3
+
+// ErrUpdateRolledBack is NewSelfUpdate's answer when the boot probation
+// rolled the binary back: the caller restarts the process onto it.
+var ErrUpdateRolledBack = errors.New("the updated binary never came online; rolled back to the previous one")
 
 // CompletedUpdatePath is where the record of exe lives.
 func CompletedUpdatePath(exe string) string { return exe + ".update.json" }
@@ -136,6 +150,11 @@ func NewSelfUpdate(o SelfUpdateOptions) (*SelfUpdate, error) {
 		dispatchers: map[*Dispatcher]struct{}{}}
 	if rec, err := readCompleted(exe); err == nil {
 		if strings.EqualFold(rec.BinarySHA256, sha) {
+			if !rec.Confirmed {
+				if err := probation(exe, rec, o.Logger); err != nil {
+					return nil, err
+				}
+			}
 			su.completed = rec
 		} else {
 			o.Logger.Info("removing a stale update record: the binary changed since", "record", rec.OperationID)
@@ -143,6 +162,44 @@ func NewSelfUpdate(o SelfUpdateOptions) (*SelfUpdate, error) {
 		}
 	}
 	return su, nil
+}
+
+// probation counts a start of an updated binary that has not come online
+// yet; past MaxUnconfirmedBoots it restores the previous binary and
+// returns ErrUpdateRolledBack.
+func probation(exe string, rec *CompletedUpdate, log *slog.Logger) error {
+	rec.Boots++
+	if rec.Boots <= MaxUnconfirmedBoots {
+		if err := writeCompleted(exe, rec); err != nil {
+			log.Warn("could not count this start in the update record", "err", err)
+		}
+		return nil
+	}
+	if err := update.Rollback(exe); err != nil {
+		log.Error("the updated binary never came online and the rollback failed", "operation_id", rec.OperationID, "err", err)
+		return nil // keep running the new binary: nothing better to run
+	}
+	_ = os.Remove(CompletedUpdatePath(exe))
+	log.Error("the updated binary never came online; rolled back to the previous one", "operation_id", rec.OperationID,
+		"target_version", rec.TargetVersion, "starts", rec.Boots-1)
+	return fmt.Errorf("%w (update %s to %s)", ErrUpdateRolledBack, rec.OperationID, rec.TargetVersion)
+}
+
+// confirm ends the boot probation: this binary connected and said Hello.
+func (su *SelfUpdate) confirm() {
+	su.mu.Lock()
+	defer su.mu.Unlock()
+	c := su.completed
+	if c == nil || c.Confirmed {
+		return
+	}
+	next := *c
+	next.Confirmed = true
+	if err := writeCompleted(su.exe, &next); err != nil {
+		su.o.Logger.Warn("could not confirm the update record", "err", err)
+		return
+	}
+	su.completed = &next
 }
 
 // Executable is the binary the updater replaces (the one to restart).

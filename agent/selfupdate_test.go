@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -306,5 +308,78 @@ func TestAgentUpdateApplyUnsupportedWithoutSelfUpdate(t *testing.T) {
 	}
 	if _, err := NewSelfUpdate(SelfUpdateOptions{}); err == nil {
 		t.Fatal("a SelfUpdate without a restart hook")
+	}
+}
+
+// The boot probation: an updated binary counts its starts until it comes
+// online (Hello published, then the record is confirmed and starts stop
+// counting); one that starts MaxUnconfirmedBoots times without coming
+// online is rolled back to the previous binary at its next start.
+func TestUpdatedBinaryBootProbation(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "opengeni-agent")
+	v1, _ := os.ReadFile(fakeAgentBinary(t, t.TempDir(), "1.0.0"))
+	v2, _ := os.ReadFile(fakeAgentBinary(t, t.TempDir(), "2.0.0"))
+	install := func() {
+		t.Helper()
+		os.Remove(exe)
+		os.Remove(update.PreviousPath(exe))
+		if err := os.WriteFile(exe, v1, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := update.Swap(exe, v2); err != nil {
+			t.Fatal(err)
+		}
+		if err := writeCompleted(exe, &CompletedUpdate{OperationID: "op", TargetVersion: "2.0.0", BinarySHA256: fileSHA256(exe)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := func() (*SelfUpdate, error) {
+		return NewSelfUpdate(SelfUpdateOptions{Executable: exe, Restart: func(StopReason) {}})
+	}
+
+	install()
+	for i := 1; i <= MaxUnconfirmedBoots; i++ {
+		su, err := start()
+		if err != nil || su.Completed() == nil || su.Completed().Boots != i {
+			t.Fatalf("start %d: %v %+v", i, err, su)
+		}
+	}
+	if _, err := start(); !errors.Is(err, ErrUpdateRolledBack) {
+		t.Fatalf("start %d: %v", MaxUnconfirmedBoots+1, err)
+	}
+	if b, _ := os.ReadFile(exe); string(b) != string(v1) {
+		t.Fatal("not rolled back to the previous binary")
+	}
+	if _, err := os.Stat(CompletedUpdatePath(exe)); !os.IsNotExist(err) {
+		t.Fatalf("record kept after the rollback: %v", err)
+	}
+
+	// Coming online confirms: later starts do not count.
+	install()
+	su, err := start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := natstest.Start(t)
+	nc := natstest.Connect(t, ns)
+	hello := subscribe(t, nc, testSubject("hello"))
+	startAgent(t, ns.ClientURL(), func(o *Options) { o.SelfUpdate = su })
+	if h := next(t, hello, &agentpb.Hello{}); h.GetCompletedUpdateOperationId() != "op" {
+		t.Fatalf("hello: %v", h)
+	}
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if rec, err := readCompleted(exe); err != nil || !rec.Confirmed {
+			return fmt.Errorf("record %+v %v", rec, err)
+		}
+		return nil
+	})
+	for i := 0; i < MaxUnconfirmedBoots+1; i++ {
+		if su, err := start(); err != nil || su.Completed() == nil || su.Completed().Boots != 1 {
+			t.Fatalf("confirmed start %d: %v %+v", i, err, su.Completed())
+		}
+	}
+	if b, _ := os.ReadFile(exe); string(b) != string(v2) {
+		t.Fatal("a confirmed binary was rolled back")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/opengeni/opengeni-agent/agent"
 	"github.com/opengeni/opengeni-agent/agent/service"
 	"github.com/opengeni/opengeni-agent/agent/update"
 	"github.com/opengeni/opengeni-agent/control"
@@ -348,6 +350,18 @@ func TestFleetUpdateFromControlPlane(t *testing.T) {
 		t.Fatal("the updated agent's process exited instead of re-executing")
 	default:
 	}
+	// the new binary came online, which ends its boot probation
+	natstest.Eventually(t, 10*time.Second, func() error {
+		b, err := os.ReadFile(agent.CompletedUpdatePath(good.bin))
+		var rec agent.CompletedUpdate
+		if err == nil {
+			err = json.Unmarshal(b, &rec)
+		}
+		if err != nil || !rec.Confirmed || rec.OperationID != gr.OperationID || rec.BinarySHA256 != v2SHA || rec.Boots != 1 {
+			return fmt.Errorf("update record %s: %v", b, err)
+		}
+		return nil
+	})
 	if prev := sha256File(t, update.PreviousPath(good.bin)); prev != v1SHA {
 		t.Fatal("previous binary not kept")
 	}

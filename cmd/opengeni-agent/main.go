@@ -136,6 +136,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 	ctx, stop := stopContext()
 	defer stop()
 	ctx, restart := newUpdateRestart(ctx, logger)
+	if code, done := restart.rolledBackAtStart(logger); done {
+		return code
+	}
 	a, err := agent.New(agent.Options{
 		SelfUpdate:     restart.su,
 		Servers:        strings.Split(*natsURL, ","),

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -28,9 +29,10 @@ const exitRestartForUpdate = 75
 // GoingOffline UPDATE and drains), and once everything stopped finish
 // restarts the process onto the new binary.
 type updateRestart struct {
-	cancel    context.CancelCauseFunc
-	requested atomic.Bool
-	su        *agent.SelfUpdate
+	cancel     context.CancelCauseFunc
+	requested  atomic.Bool
+	rolledBack bool // the boot probation rolled this binary back at start
+	su         *agent.SelfUpdate
 }
 
 // newUpdateRestart wraps ctx so a fleet update can end it. The SelfUpdate
@@ -55,11 +57,37 @@ func newUpdateRestart(ctx context.Context, logger *slog.Logger) (context.Context
 		},
 		Logger: logger,
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, agent.ErrUpdateRolledBack):
+		r.rolledBack = true
+	case err != nil:
 		logger.Warn("fleet updates disabled", "err", err)
 	}
 	r.su = su
 	return ctx, r
+}
+
+// rolledBackAtStart restarts the process onto the previous binary when the
+// boot probation just rolled this updated one back (it never came online):
+// it reports the exit status and true, or false to go on serving.
+func (r *updateRestart) rolledBackAtStart(logger *slog.Logger) (int, bool) {
+	if !r.rolledBack {
+		return 0, false
+	}
+	r.requested.Store(true)
+	if service.Managed() {
+		return r.finish(0, errRestartForUpdate, logger), true
+	}
+	exe, err := os.Executable()
+	if err == nil {
+		if rp, err := filepath.EvalSymlinks(exe); err == nil {
+			exe = rp
+		}
+		logger.Info("re-executing the previous binary", "path", exe)
+		err = reexec(exe, os.Args, os.Environ())
+	}
+	logger.Error("could not start the previous binary; start the agent again", "err", err)
+	return 1, true
 }
 
 // reconcileService has the new binary bring the installed service

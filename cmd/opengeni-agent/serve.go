@@ -87,6 +87,9 @@ func runStoredCLI(o storedRunOptions, stderr io.Writer, logger *slog.Logger) int
 	ctx, stop := stopContext()
 	defer stop()
 	ctx, restart := newUpdateRestart(ctx, logger)
+	if code, done := restart.rolledBackAtStart(logger); done {
+		return code
+	}
 	o.SelfUpdate = restart.su
 	code := 0
 	err = service.RunManaged(ctx,
