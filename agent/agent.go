@@ -88,6 +88,10 @@ type Options struct {
 	// state (connecting, connected, retrying with the last error, denied);
 	// `opengeni-agent status` shows it. It must not block.
 	OnState func(ConnState)
+	// SelfUpdate serves the control plane's fleet update
+	// (agent_update_apply) and supplies Hello's completed_update_*. One per
+	// process, shared by its connections. Nil: the op answers UNSUPPORTED.
+	SelfUpdate *SelfUpdate
 
 	Logger      *slog.Logger
 	NATSOptions []nats.Option // appended last (tests, TLS)
@@ -205,6 +209,9 @@ func New(opts Options) (*Agent, error) {
 	}
 	a.dispatch.SetHeldEpoch(opts.HeldEpoch)
 	a.dispatch.SetQueueLimit(opts.MaxQueuedOps)
+	if opts.SelfUpdate != nil {
+		opts.SelfUpdate.attach(a.dispatch) // its idle check waits for this connection's ops too
+	}
 	a.register()
 	return a, nil
 }
@@ -246,6 +253,9 @@ func (a *Agent) ping(_ context.Context, req *agentpb.PingRequest) (*agentpb.Ping
 func (a *Agent) Run(ctx context.Context) error {
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
+	if su := a.opts.SelfUpdate; su != nil {
+		defer su.detach(a.dispatch)
+	}
 
 	for {
 		closedUnexpectedly := make(chan struct{})
@@ -368,6 +378,8 @@ func (a *Agent) onConnect(nc *nats.Conn, what string) {
 	a.hbSeq.Store(0)
 	if err := a.publishHello(nc); err != nil {
 		a.logger.Warn("hello failed", "err", err)
+	} else if su := a.opts.SelfUpdate; su != nil {
+		su.confirm() // an updated binary that came online passed its boot probation
 	}
 	a.logger.Info("agent "+what, "server", nc.ConnectedUrlRedacted(), "subject", a.Subject("rpc"), "instance", a.instance,
 		"max_payload", nc.MaxPayload())
@@ -404,7 +416,7 @@ func (a *Agent) onRequest(opsCtx context.Context, nc *nats.Conn, msg *nats.Msg) 
 func (a *Agent) Hello() *agentpb.Hello {
 	consent := a.opts.Consent()
 	hasDesktop, display, desktopReason := a.desktop.Capability()
-	return &agentpb.Hello{
+	h := &agentpb.Hello{
 		AgentId:       a.opts.AgentID,
 		WorkspaceId:   a.opts.WorkspaceID,
 		AgentVersion:  Version,
@@ -428,6 +440,14 @@ func (a *Agent) Hello() *agentpb.Hello {
 		ResumeToken:   a.opts.ResumeToken,
 		BinarySha256:  a.exeSHA(),
 	}
+	if su := a.opts.SelfUpdate; su != nil {
+		if c := su.Completed(); c != nil {
+			h.CompletedUpdateOperationId = c.OperationID
+			h.CompletedUpdateTargetVersion = c.TargetVersion
+			h.CompletedUpdateBinarySha256 = c.BinarySHA256
+		}
+	}
+	return h
 }
 
 func (a *Agent) publishHello(nc *nats.Conn) error {
@@ -517,7 +537,12 @@ func executableSHA256() string {
 	if err != nil {
 		return ""
 	}
-	f, err := os.Open(exe)
+	return fileSHA256(exe)
+}
+
+// fileSHA256 is the hex SHA-256 of a file, "" when it cannot be read.
+func fileSHA256(path string) string {
+	f, err := os.Open(path)
 	if err != nil {
 		return ""
 	}

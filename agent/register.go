@@ -1,6 +1,9 @@
 package agent
 
 import (
+	"context"
+	"time"
+
 	"github.com/opengeni/opengeni-agent/agent/desktop"
 	"github.com/opengeni/opengeni-agent/agent/exec"
 	"github.com/opengeni/opengeni-agent/agent/fs"
@@ -73,6 +76,35 @@ func (a *Agent) register() {
 	Handle(d, "desktop_screenshot", Heavy, a.desktop.Screenshot)
 	Handle(d, "desktop_input", Heavy, a.desktop.Input)
 	Handle(d, "desktop_ensure", Heavy, a.desktop.Ensure)
+
+	// Fleet update: answered at once (never waits for a slot), the update
+	// itself runs in the background and reports AgentUpdateProgress events.
+	if a.opts.SelfUpdate != nil {
+		Handle(d, "agent_update_apply", Light, a.agentUpdateApply)
+	}
+}
+
+func (a *Agent) agentUpdateApply(_ context.Context, req *agentpb.AgentUpdateApplyRequest) (*agentpb.AgentUpdateApplyResponse, error) {
+	return a.opts.SelfUpdate.apply(updateRequest{req: req, agentID: a.opts.AgentID, channel: a.opts.UpdateChannel,
+		publish: a.publishUpdateProgress})
+}
+
+// publishUpdateProgress sends one AgentUpdateProgress on this connection's
+// events subjects (v1 and instance) and flushes, so RESTARTING is out
+// before the process stops.
+func (a *Agent) publishUpdateProgress(p *agentpb.AgentUpdateProgress) {
+	a.mu.Lock()
+	nc := a.nc
+	a.mu.Unlock()
+	if nc == nil {
+		return
+	}
+	ev := &agentpb.AgentEvent{AgentId: a.opts.AgentID, Event: &agentpb.AgentEvent_AgentUpdateProgress{AgentUpdateProgress: p}}
+	if err := a.publishEvent(nc, ev); err != nil {
+		a.logger.Warn("update progress not published", "stage", p.GetStage().String(), "err", err)
+		return
+	}
+	_ = nc.FlushTimeout(2 * time.Second)
 }
 
 // streamDialer dials the relay for this machine's channels.

@@ -75,3 +75,6 @@ func (p *program) halt(cause error) error {
 
 func (p *program) Stop(ks.Service) error     { return p.halt(p.stopCause) }
 func (p *program) Shutdown(ks.Service) error { return p.halt(p.shutdownCause) }
+
+// Managed reports whether this process runs under the service manager.
+func Managed() bool { return !ks.Interactive() }

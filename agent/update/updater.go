@@ -45,7 +45,27 @@ type Options struct {
 	// rolls back to the previous binary and calls Restart again.
 	Verify func(ctx context.Context) error
 
+	// Progress, when set, is told when Check moves on to a stage (the
+	// fleet update's DOWNLOADING and VERIFYING progress events).
+	Progress func(Stage)
+
 	Logger *slog.Logger
+}
+
+// Stage is a step of Check reported to Options.Progress.
+type Stage int
+
+const (
+	// StageDownloading: fetching the manifest, the artifact and their signatures.
+	StageDownloading Stage = iota + 1
+	// StageVerifying: the artifact is downloaded; checking its signature and sha256.
+	StageVerifying
+)
+
+func (u *Updater) progress(s Stage) {
+	if u.o.Progress != nil {
+		u.o.Progress(s)
+	}
 }
 
 // Updater checks for and applies updates of one binary.
@@ -108,6 +128,7 @@ func (u *Updater) ManifestURL() string {
 // checksum, download and manifest problems are errors.
 func (u *Updater) Check(ctx context.Context) (*Result, error) {
 	pub, _ := ParsePublicKey(u.o.PublicKey)
+	u.progress(StageDownloading)
 	murl := u.ManifestURL()
 	body, err := u.fetch(ctx, murl)
 	if err != nil {
@@ -156,6 +177,7 @@ func (u *Updater) Check(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	u.progress(StageVerifying)
 	if err := VerifySignature(pub, bin, asig); err != nil {
 		return nil, fmt.Errorf("artifact %s: %w", aurl, err)
 	}

@@ -75,6 +75,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdUninstall(args[1:], stdout, stderr)
 	case "health": // hidden: the self-update health gate
 		return cmdHealth(stdout)
+	case "service-reconcile": // hidden: a fleet update's new binary rewrites the service definition
+		return cmdServiceReconcile(stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "opengeni-agent %s\n", agent.Version)
 		return 0
@@ -136,7 +138,14 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return runStoredCLI(storedRunOptions{WorkspaceID: *ws, MachineName: *machine, Channel: *channel, WorkspaceRoot: *root,
 			VirtualDesktop: *virtualDesktop, Display: *display, Limits: limits}, stderr, logger)
 	}
+	ctx, stop := stopContext()
+	defer stop()
+	ctx, restart := newUpdateRestart(ctx, logger)
+	if code, done := restart.rolledBackAtStart(logger); done {
+		return code
+	}
 	a, err := agent.New(agent.Options{
+		SelfUpdate:     restart.su,
 		Servers:        strings.Split(*natsURL, ","),
 		Token:          *token,
 		CredsFile:      *creds,
@@ -158,18 +167,12 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "opengeni-agent:", err)
 		return 1
 	}
-	ctx, stop := stopContext()
-	defer stop()
 	logger.Info("agent online; press Ctrl-C to stop", "workspace_id", *ws, "agent_id", *agentID)
 	err = service.RunManaged(ctx,
 		agent.StopReason{Reason: agentpb.GoingOfflineReason_GOING_OFFLINE_REASON_USER_STOP, Message: "service stopped"},
 		agent.StopReason{Reason: agentpb.GoingOfflineReason_GOING_OFFLINE_REASON_HOST_SHUTDOWN, Message: "host shutting down"},
-		a.Run)
-	if err != nil {
-		logger.Error("agent exited with an error", "err", err)
-		return 1
-	}
-	return 0
+		restart.body(a.Run))
+	return restart.finish(0, err, logger)
 }
 
 // agentLimits are the run flags bounding what one agent holds at once.

@@ -33,6 +33,8 @@ type storedRunOptions struct {
 	VirtualDesktop bool
 	Display        string
 	Limits         agentLimits
+	// SelfUpdate serves fleet updates for every connection (one binary).
+	SelfUpdate *agent.SelfUpdate
 }
 
 // serveFunc serves one connection until ctx ends (agent.Agent.Run).
@@ -84,25 +86,27 @@ func runStoredCLI(o storedRunOptions, stderr io.Writer, logger *slog.Logger) int
 	}
 	ctx, stop := stopContext()
 	defer stop()
+	ctx, restart := newUpdateRestart(ctx, logger)
+	if code, done := restart.rolledBackAtStart(logger); done {
+		return code
+	}
+	o.SelfUpdate = restart.su
 	code := 0
 	err = service.RunManaged(ctx,
 		agent.StopReason{Reason: agentpb.GoingOfflineReason_GOING_OFFLINE_REASON_USER_STOP, Message: "service stopped"},
 		agent.StopReason{Reason: agentpb.GoingOfflineReason_GOING_OFFLINE_REASON_HOST_SHUTDOWN, Message: "host shutting down"},
-		func(ctx context.Context) error {
+		restart.body(func(ctx context.Context) error {
 			code = runStored(ctx, store, o, os.Stdout, stderr, logger)
 			return nil
-		})
-	if err != nil {
-		logger.Error("agent exited with an error", "err", err)
-		return 1
-	}
-	return code
+		}))
+	return restart.finish(code, err, logger)
 }
 
 // agentServe builds and runs an agent.Agent for one stored connection.
 func agentServe(store *config.Store, o storedRunOptions, logger *slog.Logger) serveFunc {
 	return func(ctx context.Context, id string, c *config.Credentials) error {
 		a, err := agent.New(agent.Options{
+			SelfUpdate:     o.SelfUpdate,
 			Servers:        c.NATSURLs,
 			Token:          c.NATSBearer,
 			WorkspaceID:    c.WorkspaceID,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -8,17 +9,47 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/opengeni/opengeni-agent/agent/update"
 	"github.com/opengeni/opengeni-agent/internal/cmd/release/publish"
 )
 
+// buildCache holds the agent builds of one test run: each version (and
+// key) is built once and shared by every test that needs it.
+var buildCache = struct {
+	sync.Mutex
+	dir    string
+	builds map[string]string
+}{builds: map[string]string{}}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildCache.dir != "" {
+		os.RemoveAll(buildCache.dir)
+	}
+	os.Exit(code)
+}
+
 // buildAgent builds this command with a version and the TEST-ONLY release
-// key stamped in, the way internal/cmd/release does.
-func buildAgent(t *testing.T, dir, version, pub string) string {
+// key stamped in, the way internal/cmd/release does, once per test run.
+// Callers copy the result before running or replacing it.
+func buildAgent(t *testing.T, version, pub string) string {
 	t.Helper()
-	out := filepath.Join(dir, "opengeni-agent-"+version)
+	buildCache.Lock()
+	defer buildCache.Unlock()
+	if b, ok := buildCache.builds[version+"\x00"+pub]; ok {
+		return b
+	}
+	if buildCache.dir == "" {
+		d, err := os.MkdirTemp("", "opengeni-agent-builds-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		buildCache.dir = d
+	}
+	out := filepath.Join(buildCache.dir, fmt.Sprintf("opengeni-agent-%s-%d", version, len(buildCache.builds)))
 	ld := "-s -w -X github.com/opengeni/opengeni-agent/agent.Version=" + version +
 		" -X github.com/opengeni/opengeni-agent/agent/update.PublicKey=" + pub
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ld, "-o", out, ".")
@@ -26,6 +57,33 @@ func buildAgent(t *testing.T, dir, version, pub string) string {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build %s: %v\n%s", version, err, b)
 	}
+	buildCache.builds[version+"\x00"+pub] = out
+	return out
+}
+
+// buildCrasher builds a program that panics at start (a release whose
+// binary cannot even pass the health gate), once per test run.
+func buildCrasher(t *testing.T) string {
+	t.Helper()
+	buildCache.Lock()
+	defer buildCache.Unlock()
+	if b, ok := buildCache.builds["crasher"]; ok {
+		return b
+	}
+	if buildCache.dir == "" {
+		d, err := os.MkdirTemp("", "opengeni-agent-builds-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		buildCache.dir = d
+	}
+	src := filepath.Join(buildCache.dir, "crash.go")
+	out := filepath.Join(buildCache.dir, "crasher")
+	os.WriteFile(src, []byte("package main\n\nfunc main() { panic(\"crash at start\") }\n"), 0o644)
+	if b, err := exec.Command("go", "build", "-o", out, src).CombinedOutput(); err != nil {
+		t.Fatalf("build crasher: %v\n%s", err, b)
+	}
+	buildCache.builds["crasher"] = out
 	return out
 }
 
@@ -44,14 +102,9 @@ func TestSelfUpdateEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	builds := t.TempDir()
-	v1 := buildAgent(t, builds, "1.0.0", key.PublicKeyLine())
-	v2 := buildAgent(t, builds, "2.0.0", key.PublicKeyLine())
-	crasher := filepath.Join(builds, "crasher")
-	os.WriteFile(filepath.Join(builds, "crash.go"), []byte("package main\n\nfunc main() { panic(\"crash at start\") }\n"), 0o644)
-	if b, err := exec.Command("go", "build", "-o", crasher, filepath.Join(builds, "crash.go")).CombinedOutput(); err != nil {
-		t.Fatalf("build crasher: %v\n%s", err, b)
-	}
+	v1 := buildAgent(t, "1.0.0", key.PublicKeyLine())
+	v2 := buildAgent(t, "2.0.0", key.PublicKeyLine())
+	crasher := buildCrasher(t)
 
 	bin := filepath.Join(t.TempDir(), "opengeni-agent")
 	data, _ := os.ReadFile(v1)
@@ -123,7 +176,7 @@ func TestSelfUpdateEndToEnd(t *testing.T) {
 	}
 	// signed by a key other than the pinned one (the production default)
 	publishBuild("4.0.0", v2)
-	other := buildAgent(t, builds, "1.0.0", update.PublicKey)
+	other := buildAgent(t, "1.0.0", update.PublicKey)
 	data, _ = os.ReadFile(other)
 	os.WriteFile(bin, data, 0o755)
 	out, code = agent("update", "--base-url", srv.URL)

@@ -144,6 +144,8 @@ func (s *Store) HandleMessage(ctx context.Context, subject string, data []byte) 
 		if inst != "" {
 			return s.ReleaseConnection(ctx, ws, id, inst)
 		}
+	case *agentpb.AgentEvent_AgentUpdateProgress:
+		return s.ApplyUpdateProgress(ctx, ws, id, e.AgentUpdateProgress)
 	}
 	return nil
 }

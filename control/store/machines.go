@@ -33,6 +33,73 @@ type Machine struct {
 	WentOfflineReason string         `json:"wentOfflineReason,omitempty"`
 	LatestMetrics     *MetricsPoint  `json:"latestMetrics,omitempty"`
 	Heartbeat         *HeartbeatInfo `json:"heartbeat,omitempty"`
+	// BinarySHA256 is the running binary's sha256 from the latest Hello.
+	BinarySHA256 string `json:"binarySha256,omitempty"`
+	// CompletedUpdate is the fleet update that installed the running
+	// binary, as the latest Hello reports it (nil when none).
+	CompletedUpdate *CompletedUpdate `json:"completedUpdate,omitempty"`
+	// Updates are the fleet update operations seen for this machine, the
+	// latest stage of each, newest last (at most MaxUpdatesKept).
+	Updates []UpdateProgress `json:"updates,omitempty"`
+}
+
+// CompletedUpdate is Hello's completed_update_*.
+type CompletedUpdate struct {
+	OperationID   string `json:"operationId"`
+	TargetVersion string `json:"targetVersion"`
+	BinarySHA256  string `json:"binarySha256"`
+}
+
+// UpdateProgress is the latest AgentUpdateProgress of one operation.
+type UpdateProgress struct {
+	OperationID          string `json:"operationId"`
+	TargetVersion        string `json:"targetVersion,omitempty"`
+	Stage                string `json:"stage"` // accepted | waiting_for_idle | downloading | verifying | applying | restarting | failed
+	ExpectedBinarySHA256 string `json:"expectedBinarySha256,omitempty"`
+	ErrorCode            string `json:"errorCode,omitempty"`
+	Retryable            bool   `json:"retryable,omitempty"`
+	RolledBack           bool   `json:"rolledBack,omitempty"`
+	// Completed is set when a Hello reported this operation as the one
+	// that installed the running binary (the only proof it finished).
+	Completed bool      `json:"completed,omitempty"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// MaxUpdatesKept bounds Machine.Updates.
+const MaxUpdatesKept = 16
+
+// UpdateStageName is the lowercase name of a stage ("unspecified" when unset).
+func UpdateStageName(s agentpb.AgentUpdateStage) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "AGENT_UPDATE_STAGE_"))
+}
+
+// Update returns the latest progress of operation id.
+func (m *Machine) Update(id string) (UpdateProgress, bool) {
+	for _, u := range m.Updates {
+		if u.OperationID == id {
+			return u, true
+		}
+	}
+	return UpdateProgress{}, false
+}
+
+// putUpdate replaces (or appends) op's entry through f, keeping the newest
+// MaxUpdatesKept.
+func (m *Machine) putUpdate(id string, f func(*UpdateProgress)) {
+	u, _ := m.Update(id)
+	u.OperationID = id
+	f(&u)
+	out := make([]UpdateProgress, 0, len(m.Updates)+1)
+	for _, e := range m.Updates {
+		if e.OperationID != id {
+			out = append(out, e)
+		}
+	}
+	out = append(out, u)
+	if len(out) > MaxUpdatesKept {
+		out = out[len(out)-MaxUpdatesKept:]
+	}
+	m.Updates = out
 }
 
 // Capabilities are the Hello capabilities.
@@ -293,6 +360,26 @@ func (s *Store) ApplyHello(ctx context.Context, ws, id string, h *agentpb.Hello)
 		}
 		m.Capabilities, m.HelloAt = c, &now
 		m.WentOfflineAt, m.WentOfflineReason = nil, ""
+		m.BinarySHA256 = h.GetBinarySha256()
+		m.CompletedUpdate = nil
+		if id := h.GetCompletedUpdateOperationId(); id != "" {
+			m.CompletedUpdate = &CompletedUpdate{OperationID: id, TargetVersion: h.GetCompletedUpdateTargetVersion(),
+				BinarySHA256: h.GetCompletedUpdateBinarySha256()}
+			// Hello reconciles update progress: the operation finished
+			// when the binary it installed is the one running.
+			if u, ok := m.Update(id); !ok || !u.Completed {
+				m.putUpdate(id, func(u *UpdateProgress) {
+					u.Completed = strings.EqualFold(h.GetCompletedUpdateBinarySha256(), h.GetBinarySha256()) || h.GetBinarySha256() == ""
+					if u.TargetVersion == "" {
+						u.TargetVersion = h.GetCompletedUpdateTargetVersion()
+					}
+					if u.Stage == "" {
+						u.Stage = UpdateStageName(agentpb.AgentUpdateStage_AGENT_UPDATE_STAGE_RESTARTING)
+					}
+					u.UpdatedAt = now
+				})
+			}
+		}
 	})
 	if err != nil {
 		return err
@@ -322,6 +409,44 @@ func (s *Store) ApplyHeartbeat(ctx context.Context, ws, id string, hb *agentpb.H
 		return err
 	}
 	return s.appendSeries(ctx, ws, id, p)
+}
+
+// ApplyUpdateProgress keeps the latest stage of a fleet update operation.
+// A later event for the same operation replaces the stage, except that a
+// stage never moves backwards (events of one op arrive in order from one
+// connection, but v1 and instance subjects both carry them). An unknown
+// enrollment is a no-op.
+func (s *Store) ApplyUpdateProgress(ctx context.Context, ws, id string, p *agentpb.AgentUpdateProgress) error {
+	if p.GetOperationId() == "" {
+		return fmt.Errorf("store: update progress without an operation id")
+	}
+	ok, err := s.enrollmentExists(ctx, ws, id)
+	if err != nil || !ok {
+		return err
+	}
+	now := s.Now().UTC()
+	return s.updateMachine(ctx, ws, id, func(m *Machine) {
+		if u, ok := m.Update(p.GetOperationId()); ok && stageRank(u.Stage) > stageRank(UpdateStageName(p.GetStage())) {
+			return
+		}
+		m.putUpdate(p.GetOperationId(), func(u *UpdateProgress) {
+			u.Stage = UpdateStageName(p.GetStage())
+			if p.GetTargetVersion() != "" {
+				u.TargetVersion = p.GetTargetVersion()
+			}
+			if p.GetExpectedBinarySha256() != "" {
+				u.ExpectedBinarySHA256 = p.GetExpectedBinarySha256()
+			}
+			u.ErrorCode, u.Retryable, u.RolledBack = p.GetErrorCode(), p.GetRetryable(), p.GetRolledBack()
+			u.UpdatedAt = now
+		})
+	})
+}
+
+// stageRank orders stages: FAILED and RESTARTING are terminal for an
+// operation; the rest follow their wire numbers.
+func stageRank(name string) int32 {
+	return agentpb.AgentUpdateStage_value["AGENT_UPDATE_STAGE_"+strings.ToUpper(name)]
 }
 
 // ApplyGoingOffline marks the machine offline at once (the next revision's
