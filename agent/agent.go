@@ -57,6 +57,12 @@ type Options struct {
 	HeldEpoch     uint32 // the epoch the control plane assigned; 0 fences nothing
 
 	Consent func() Consent // default: whole machine, no screen control
+	// Pause is the owner's pause switch, read live on every op (nil: never
+	// paused). While paused every op but ping and metrics is refused.
+	Pause func() PauseState
+	// Observer sees every answered op, refusals included, and pause
+	// changes (the owner's audit log, agent/audit). Nil: none.
+	Observer Observer
 
 	// RelayURL and RelayToken come from the enrollment credentials: the
 	// stream relay's dial base (wss://host/stream) and the agent's ogr_
@@ -169,6 +175,12 @@ func New(opts Options) (*Agent, error) {
 	}
 	a.dispatch.SetHeldEpoch(opts.HeldEpoch)
 	a.dispatch.SetQueueLimit(opts.MaxQueuedOps)
+	if opts.Observer != nil {
+		a.dispatch.SetObserver(opts.Observer)
+	}
+	if opts.Pause != nil {
+		a.dispatch.SetPause(opts.Pause)
+	}
 	a.register()
 	return a, nil
 }
@@ -210,6 +222,10 @@ func (a *Agent) ping(_ context.Context, req *agentpb.PingRequest) (*agentpb.Ping
 func (a *Agent) Run(ctx context.Context) error {
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
+	pauseCtx, stopPause := context.WithCancel(ctx)
+	pauseDone := make(chan struct{})
+	go func() { defer close(pauseDone); a.watchPause(pauseCtx) }()
+	defer func() { stopPause(); <-pauseDone }()
 
 	for {
 		closedUnexpectedly := make(chan struct{})
@@ -360,6 +376,18 @@ func (a *Agent) onRequest(opsCtx context.Context, nc *nats.Conn, msg *nats.Msg) 
 func (a *Agent) Hello() *agentpb.Hello {
 	consent := a.opts.Consent()
 	hasDesktop, display, desktopReason := a.desktop.Capability()
+	if p := a.pauseState(); p.Paused {
+		// Capability honesty: while the owner has paused the machine nothing
+		// but ping and metrics is served, and the reason says why.
+		h := a.hello(consent, false, nil, p.Message())
+		c := h.Capabilities
+		c.Exec, c.Filesystem, c.Git, c.Pty = false, false, false, false
+		return h
+	}
+	return a.hello(consent, hasDesktop, display, desktopReason)
+}
+
+func (a *Agent) hello(consent Consent, hasDesktop bool, display *agentpb.Display, desktopReason string) *agentpb.Hello {
 	return &agentpb.Hello{
 		AgentId:       a.opts.AgentID,
 		WorkspaceId:   a.opts.WorkspaceID,
