@@ -284,6 +284,9 @@ func (l *Log) write(batch []Record) (int, error) {
 			if n > 0 {
 				_, _ = l.f.Write([]byte("\n"))
 			}
+			// Reopen on the retry: the file may have been replaced meanwhile.
+			_ = l.f.Close()
+			l.f = nil
 			return start, err
 		}
 		buf.Reset()
