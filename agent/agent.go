@@ -121,6 +121,12 @@ type Agent struct {
 	instance string
 	exeSHA   func() string
 
+	// pauseSeen is the pause switch as last read; pauseChanged wakes the
+	// watcher when a reader saw it change.
+	pauseMu      sync.Mutex
+	pauseSeen    PauseState
+	pauseChanged chan struct{}
+
 	mu      sync.Mutex
 	nc      *nats.Conn
 	hbSeq   atomic.Uint64
@@ -169,9 +175,11 @@ func New(opts Options) (*Agent, error) {
 		sampler:  metrics.New(root.Dir, logger),
 		dispatch: NewDispatcher(logger, opts.MaxConcurrentOps),
 		hbKick:   make(chan struct{}, 1),
-		redial:   backoff.Backoff{Policy: backoff.Standard()},
-		instance: uuid.NewString(),
-		exeSHA:   sync.OnceValue(executableSHA256),
+
+		pauseChanged: make(chan struct{}, 1),
+		redial:       backoff.Backoff{Policy: backoff.Standard()},
+		instance:     uuid.NewString(),
+		exeSHA:       sync.OnceValue(executableSHA256),
 	}
 	a.dispatch.SetHeldEpoch(opts.HeldEpoch)
 	a.dispatch.SetQueueLimit(opts.MaxQueuedOps)
@@ -179,7 +187,7 @@ func New(opts Options) (*Agent, error) {
 		a.dispatch.SetObserver(opts.Observer)
 	}
 	if opts.Pause != nil {
-		a.dispatch.SetPause(opts.Pause)
+		a.dispatch.SetPause(a.pauseState)
 	}
 	a.register()
 	return a, nil

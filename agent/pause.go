@@ -53,45 +53,58 @@ func (p PauseState) refusal() *agentpb.AgentError {
 	}
 }
 
-// pauseState reads the switch (never paused without Options.Pause).
+// pauseState reads the switch (never paused without Options.Pause). A
+// change is noticed by whichever reader sees it first, an op or the
+// watcher: it is recorded at once, so the log shows the pause before the
+// first op it refused, and handed to the watcher to tell the platform.
 func (a *Agent) pauseState() PauseState {
 	if a.opts.Pause == nil {
 		return PauseState{}
 	}
-	return a.opts.Pause()
+	p := a.opts.Pause()
+	a.pauseMu.Lock()
+	changed := p != a.pauseSeen
+	a.pauseSeen = p
+	if changed {
+		if o := a.opts.Observer; o != nil {
+			o.ObservePause(p.Paused, p.Until)
+		}
+	}
+	a.pauseMu.Unlock()
+	if changed {
+		select {
+		case a.pauseChanged <- struct{}{}:
+		default: // the watcher has a change pending; it reads the latest state
+		}
+	}
+	return p
 }
 
-// watchPause acts on pause and resume while the agent runs: it records the
-// change, says Hello again (capabilities unavailable, with the reason) and,
-// on pause, closes every terminal and the desktop stream with the reason.
+// watchPause reads the switch every PauseWatchInterval and acts on each
+// change: it says Hello again (capabilities unavailable, with the reason)
+// and, on pause, closes every terminal and the desktop stream with the reason.
 func (a *Agent) watchPause(ctx context.Context) {
 	if a.opts.Pause == nil {
 		return
 	}
-	var last PauseState
-	first := true
 	t := time.NewTicker(PauseWatchInterval)
 	defer t.Stop()
 	for {
-		now := a.pauseState()
-		if first || now != last {
-			if (first && now.Paused) || !first {
-				a.onPauseChange(ctx, now)
-			}
-			first, last = false, now
-		}
+		a.pauseState()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-a.pauseChanged:
+			a.pauseMu.Lock()
+			p := a.pauseSeen
+			a.pauseMu.Unlock()
+			a.onPauseChange(ctx, p)
 		}
 	}
 }
 
 func (a *Agent) onPauseChange(ctx context.Context, p PauseState) {
-	if o := a.opts.Observer; o != nil {
-		o.ObservePause(p.Paused, p.Until)
-	}
 	if p.Paused {
 		a.logger.Info("the machine's owner paused this machine; refusing every op but ping and metrics", "until", p.Until)
 	} else {
