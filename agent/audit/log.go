@@ -28,6 +28,9 @@ const (
 	// recorded once the disk takes writes again).
 	maxPending = 1 << 18
 	retryEvery = time.Second
+	// batchDelay gathers the records of a burst into one write, and keeps
+	// the encoding and the write off the moment an op sends its reply.
+	batchDelay = 50 * time.Millisecond
 )
 
 // Options configure a Log.
@@ -56,6 +59,7 @@ type Log struct {
 	written  uint64        // records ever written (or counted lost)
 	progress chan struct{} // closed and replaced whenever written advances
 	wake     chan struct{}
+	flushNow chan struct{} // skip the batch delay (Flush, Close)
 	closing  chan struct{}
 	done     chan struct{}
 	closed   bool
@@ -88,7 +92,7 @@ func Open(opts Options) (*Log, error) {
 	}
 	l := &Log{
 		opts: opts, logger: opts.Logger.With("component", "audit"),
-		progress: make(chan struct{}), wake: make(chan struct{}, 1),
+		progress: make(chan struct{}), wake: make(chan struct{}, 1), flushNow: make(chan struct{}, 1),
 		closing: make(chan struct{}), done: make(chan struct{}),
 		errLog: logthrottle.Throttle{Interval: time.Minute},
 	}
@@ -152,6 +156,10 @@ func (l *Log) Flush(ctx context.Context) error {
 	l.mu.Lock()
 	target := l.queued
 	l.mu.Unlock()
+	select {
+	case l.flushNow <- struct{}{}:
+	default:
+	}
 	for {
 		l.mu.Lock()
 		done, progress := l.written >= target, l.progress
@@ -202,9 +210,20 @@ func (l *Log) run() {
 		}
 	}()
 	var retry <-chan time.Time
+	batch := time.NewTimer(batchDelay)
+	batch.Stop()
 	for {
 		select {
 		case <-l.wake:
+			batch.Reset(batchDelay)
+			select {
+			case <-batch.C:
+			case <-l.flushNow:
+				batch.Stop()
+			case <-l.closing:
+				return
+			}
+		case <-l.flushNow:
 		case <-retry:
 		case <-l.closing:
 			return
