@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -486,4 +488,70 @@ func nextHello(t *testing.T, ch chan *nats.Msg) *agentpb.Hello {
 		t.Fatal("no Hello")
 	}
 	return nil
+}
+
+// Pausing closes the live desktop stream with the reason; the viewer sees it.
+func TestPauseClosesTheDesktopStream(t *testing.T) {
+	if _, err := exec.LookPath("Xvfb"); err != nil {
+		t.Skip("SKIP (not a pass): Xvfb is not installed (apt-get install xvfb)")
+	}
+	store := config.NewStore(t.TempDir())
+	r := startTestRelay(t)
+	e := newEnv(t, nil, func(o *agent.Options) {
+		withRelay(t, r)(o)
+		o.Display = ":976" // no such display: a virtual one is started
+		o.VirtualDesktop = true
+		o.Pause = func() agent.PauseState {
+			p, on := store.Paused(time.Now())
+			return agent.PauseState{Paused: on, Until: p.Until}
+		}
+	})
+	s := e.session(t, func(c *control.SessionConfig) { c.Relay = control.ParseRelayURL(r.URL()) })
+	ctx := ctxT(t)
+	first, err := s.DesktopEnsure(ctx, 320, 240)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := s.ResolveExposedPort(ctx, control.DesktopStreamPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url, err := control.BuildStreamURL(*ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := control.StreamTokenClaims{WorkspaceID: testWS, Mode: control.StreamModeView, Port: control.DesktopStreamPort}
+	v, err := control.DialStream(ctx, control.ViewerOptions{URL: url, Channel: first.GetChannel(),
+		Token: func(context.Context) (string, error) {
+			tok, _, err := control.MintViewerToken([]byte(relayStreamSecret), claims, 0)
+			return tok, err
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	select {
+	case <-v.Output(): // streaming
+	case <-ctx.Done():
+		t.Fatal("no desktop frame")
+	}
+	go func() {
+		for range v.Output() {
+		}
+	}()
+	if _, err := store.SetPause(time.Now(), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-v.Done():
+	case <-ctx.Done():
+		t.Fatal("the desktop stream was not closed on pause")
+	}
+	var closed *control.StreamClosedError
+	if err := v.Err(); !errors.As(err, &closed) || !strings.Contains(closed.Message, "paused by the machine's owner") {
+		t.Fatalf("desktop stream closed with %v", err)
+	}
+	if _, err := s.DesktopEnsure(ctx, 320, 240); asControlError(t, err).Detail["reason"] != "paused" {
+		t.Fatalf("desktop_ensure while paused: %v", err)
+	}
 }
