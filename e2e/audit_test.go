@@ -24,8 +24,8 @@ import (
 	"github.com/opengeni/opengeni-agent/agent/config"
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/internal/natstest"
-	"github.com/opengeni/opengeni-agent/relay/token"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
+	"github.com/opengeni/opengeni-agent/relay/token"
 )
 
 // The owner's view end to end: a real agent on a real nats-server and relay,
@@ -138,8 +138,8 @@ func TestAuditRecordsEveryOpWithoutSecrets(t *testing.T) {
 	if _, err := s.PtyClose(ctx, term.GetPtyId()); err != nil {
 		t.Fatal(err)
 	}
-	_, _ = s.Screenshot(ctx)                  // headless: UNSUPPORTED
-	_, _ = s.DesktopEnsure(ctx, 800, 600)     // headless: UNSUPPORTED
+	_, _ = s.Screenshot(ctx)              // headless: UNSUPPORTED
+	_, _ = s.DesktopEnsure(ctx, 800, 600) // headless: UNSUPPORTED
 	err = s.DesktopInput(ctx, &agentpb.DesktopInputRequest{Event: &agentpb.DesktopInputRequest_Key{Key: &agentpb.KeyEvent{Key: keySecret, IsText: true}}})
 	if ce := asControlError(t, err); ce.Code != agentpb.ErrorCode_ERROR_CODE_CONSENT_REQUIRED {
 		t.Fatalf("desktop input without consent: %v", err)
