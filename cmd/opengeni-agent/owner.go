@@ -75,6 +75,11 @@ func redactURL(s string) string {
 	return u.String()
 }
 
+// followContext ends `audit --follow` (Ctrl-C; tests replace it).
+var followContext = func() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt)
+}
+
 // cmdAudit is `audit [--json] [--follow] [--since 1h] [--connection ID] [--op exec]`.
 func cmdAudit(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
@@ -120,7 +125,7 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 	}
 	var err error
 	if *follow {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+		ctx, stop := followContext()
 		defer stop()
 		flush()
 		err = audit.Follow(ctx, *dir, f, 0, emit)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -153,4 +154,62 @@ func TestOwnerViewThroughTheCLI(t *testing.T) {
 			t.Errorf("%s contains the bearer", f)
 		}
 	}
+}
+
+// `audit --follow` prints an op the running agent serves after it started.
+func TestAuditFollowShowsNewOps(t *testing.T) {
+	store := isolate(t)
+	ns := startNATS(t, "oge_test")
+	c := saveConn(t, store, "ws-follow", ns.ClientURL())
+	nc := natstest.Connect(t, ns, nats.Token("oge_test"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- runStored(ctx, store, storedRunOptions{}, io.Discard, io.Discard, slog.New(slog.DiscardHandler))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	followCtx, stopFollow := context.WithCancel(context.Background())
+	prev := followContext
+	followContext = func() (context.Context, context.CancelFunc) { return followCtx, stopFollow }
+	t.Cleanup(func() { followContext = prev })
+	out := &lockedBuffer{}
+	followed := make(chan int, 1)
+	go func() { followed <- run([]string{"audit", "--follow", "--op", "fs_list"}, out, io.Discard) }()
+
+	req, _ := proto.Marshal(&agentpb.ControlRequest{RequestId: "followed-op", Op: &agentpb.ControlRequest_FsList{FsList: &agentpb.FsListRequest{Path: "."}}})
+	natstest.Eventually(t, 10*time.Second, func() error { // the agent may still be connecting
+		_, err := nc.Request(c.Subject("rpc"), req, 5*time.Second)
+		return err
+	})
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(out.String(), "fs_list") {
+			return io.ErrNoProgress
+		}
+		return nil
+	})
+	stopFollow()
+	if code := <-followed; code != 0 {
+		t.Fatalf("audit --follow exit %d", code)
+	}
+	if !strings.Contains(out.String(), c.ID()) {
+		t.Fatalf("followed output %q", out.String())
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

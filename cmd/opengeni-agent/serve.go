@@ -58,6 +58,14 @@ func runStored(ctx context.Context, store *config.Store, o storedRunOptions, std
 			return 1
 		}
 	}
+	if o.Audit == nil && !o.AuditFlags.Off {
+		var err error
+		if o.Audit, err = openAudit(store.Dir(), o.AuditFlags, logger); err != nil {
+			logger.Error("agent exited with an error", "err", err)
+			return 1
+		}
+		defer closeAudit(o.Audit)
+	}
 	sup := newSupervisor(store, logger, agentServe(store, o, logger))
 	if ce := sup.reconcile(ctx, true); ce != nil {
 		sup.stopAll(nil)
@@ -86,13 +94,6 @@ func runStoredCLI(o storedRunOptions, stderr io.Writer, logger *slog.Logger) int
 	if err != nil {
 		logger.Error("agent exited with an error", "err", err)
 		return 1
-	}
-	if o.Audit == nil && !o.AuditFlags.Off {
-		if o.Audit, err = openAudit(store.Dir(), o.AuditFlags, logger); err != nil {
-			logger.Error("agent exited with an error", "err", err)
-			return 1
-		}
-		defer closeAudit(o.Audit)
 	}
 	ctx, stop := stopContext()
 	defer stop()
