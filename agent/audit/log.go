@@ -312,6 +312,11 @@ func (l *Log) write(batch []Record) (int, error) {
 		return upTo, nil
 	}
 	for i, r := range batch {
+		if r.Args != nil && len(r.Args.Argv) > 0 {
+			a := *r.Args
+			a.Argv = redactArgv(a.Argv)
+			r.Args = &a
+		}
 		line, err := json.Marshal(r)
 		if err != nil { // cannot happen with these types; keep the op, say so
 			line, _ = json.Marshal(Record{Time: r.Time, Event: "audit", Op: r.Op, RequestID: r.RequestID, Note: "unencodable record: " + err.Error()})

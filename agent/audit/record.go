@@ -154,7 +154,7 @@ func args(req *agentpb.ControlRequest, resp *agentpb.ControlResponse, recordInpu
 	switch op := req.GetOp().(type) {
 	case *agentpb.ControlRequest_Exec:
 		x := op.Exec
-		a := &Args{Argv: redactArgv(x.GetCommand()), Shell: x.GetShell(), Cwd: x.GetCwd(), EnvKeys: keys(x.GetEnv()),
+		a := &Args{Argv: x.GetCommand(), Shell: x.GetShell(), Cwd: x.GetCwd(), EnvKeys: keys(x.GetEnv()),
 			StdinBytes: len(x.GetStdin()), TimeoutMs: x.GetTimeoutMs()}
 		if r := resp.GetExec(); r != nil {
 			a.ExitCode, a.TimedOut = ptr(r.GetExitCode()), r.GetTimedOut()
@@ -177,14 +177,14 @@ func args(req *agentpb.ControlRequest, resp *agentpb.ControlResponse, recordInpu
 		return &Args{Path: op.FsRemove.GetPath(), Recursive: op.FsRemove.GetRecursive()}
 	case *agentpb.ControlRequest_Git:
 		a := &Args{GitOp: strings.ToLower(strings.TrimPrefix(op.Git.GetOp().String(), "GIT_OP_")), Cwd: op.Git.GetCwd(),
-			Argv: redactArgv(op.Git.GetArgs())}
+			Argv: op.Git.GetArgs()}
 		if r := resp.GetGit(); r != nil {
 			a.ExitCode = ptr(r.GetExitCode())
 		}
 		return a
 	case *agentpb.ControlRequest_PtyOpen:
 		x := op.PtyOpen
-		return &Args{Argv: redactArgv(x.GetCommand()), Cwd: x.GetCwd(), EnvKeys: keys(x.GetEnv()), Cols: x.GetCols(), Rows: x.GetRows(),
+		return &Args{Argv: x.GetCommand(), Cwd: x.GetCwd(), EnvKeys: keys(x.GetEnv()), Cols: x.GetCols(), Rows: x.GetRows(),
 			ScopeID: x.GetScopeId(), PtyID: resp.GetPtyOpen().GetPtyId()}
 	case *agentpb.ControlRequest_PtyWrite:
 		a := &Args{PtyID: op.PtyWrite.GetPtyId(), Bytes: len(op.PtyWrite.GetData())}
@@ -267,7 +267,8 @@ func truncate(s string, n int) string {
 var secretShapes = regexp.MustCompile(`(?i)(\bog[a-z]{1,3}_[A-Za-z0-9._~+/=-]{8,})|((?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{8,}|(://[^/\s:@]+:)[^/\s@]+@`)
 
 // redactArgv masks credentials in a command line: an owner reading the log
-// sees that a token was passed, never the token.
+// sees that a token was passed, never the token. The writer applies it
+// (off the op's path) to a fresh slice; the request's own is never changed.
 func redactArgv(argv []string) []string {
 	if len(argv) == 0 {
 		return nil
