@@ -59,6 +59,12 @@ type Options struct {
 	HeldEpoch     uint32 // the epoch the control plane assigned; 0 fences nothing
 
 	Consent func() Consent // default: whole machine, no screen control
+	// Pause is the owner's pause switch, read live on every op (nil: never
+	// paused). While paused every op but ping and metrics is refused.
+	Pause func() PauseState
+	// Observer sees every answered op, refusals included, and pause
+	// changes (the owner's audit log, agent/audit). Nil: none.
+	Observer Observer
 
 	// RelayURL and RelayToken come from the enrollment credentials: the
 	// stream relay's dial base (wss://host/stream) and the agent's ogr_
@@ -154,6 +160,11 @@ type Agent struct {
 	nextDelay atomic.Int64
 	stateMu   sync.Mutex
 	state     ConnState
+	// pauseSeen is the pause switch as last read; pauseChanged wakes the
+	// watcher when a reader saw it change.
+	pauseMu      sync.Mutex
+	pauseSeen    PauseState
+	pauseChanged chan struct{}
 
 	mu      sync.Mutex
 	nc      *nats.Conn
@@ -203,14 +214,22 @@ func New(opts Options) (*Agent, error) {
 		sampler:  metrics.New(root.Dir, logger),
 		dispatch: NewDispatcher(logger, opts.MaxConcurrentOps),
 		hbKick:   make(chan struct{}, 1),
-		redial:   backoff.Backoff{Policy: backoff.Standard()},
-		instance: uuid.NewString(),
-		exeSHA:   sync.OnceValue(executableSHA256),
+
+		pauseChanged: make(chan struct{}, 1),
+		redial:       backoff.Backoff{Policy: backoff.Standard()},
+		instance:     uuid.NewString(),
+		exeSHA:       sync.OnceValue(executableSHA256),
 	}
 	a.dispatch.SetHeldEpoch(opts.HeldEpoch)
 	a.dispatch.SetQueueLimit(opts.MaxQueuedOps)
 	if opts.SelfUpdate != nil {
 		opts.SelfUpdate.attach(a.dispatch) // its idle check waits for this connection's ops too
+	}
+	if opts.Observer != nil {
+		a.dispatch.SetObserver(opts.Observer)
+	}
+	if opts.Pause != nil {
+		a.dispatch.SetPause(a.pauseState)
 	}
 	a.register()
 	return a, nil
@@ -256,6 +275,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if su := a.opts.SelfUpdate; su != nil {
 		defer su.detach(a.dispatch)
 	}
+	pauseCtx, stopPause := context.WithCancel(ctx)
+	pauseDone := make(chan struct{})
+	go func() { defer close(pauseDone); a.watchPause(pauseCtx) }()
+	defer func() { stopPause(); <-pauseDone }()
 
 	for {
 		closedUnexpectedly := make(chan struct{})
@@ -416,7 +439,28 @@ func (a *Agent) onRequest(opsCtx context.Context, nc *nats.Conn, msg *nats.Msg) 
 func (a *Agent) Hello() *agentpb.Hello {
 	consent := a.opts.Consent()
 	hasDesktop, display, desktopReason := a.desktop.Capability()
-	h := &agentpb.Hello{
+	var h *agentpb.Hello
+	if p := a.pauseState(); p.Paused {
+		// Capability honesty: while the owner has paused the machine nothing
+		// but ping and metrics is served, and the reason says why.
+		h = a.hello(consent, false, nil, p.Message())
+		c := h.Capabilities
+		c.Exec, c.Filesystem, c.Git, c.Pty = false, false, false, false
+	} else {
+		h = a.hello(consent, hasDesktop, display, desktopReason)
+	}
+	if su := a.opts.SelfUpdate; su != nil {
+		if c := su.Completed(); c != nil {
+			h.CompletedUpdateOperationId = c.OperationID
+			h.CompletedUpdateTargetVersion = c.TargetVersion
+			h.CompletedUpdateBinarySha256 = c.BinarySHA256
+		}
+	}
+	return h
+}
+
+func (a *Agent) hello(consent Consent, hasDesktop bool, display *agentpb.Display, desktopReason string) *agentpb.Hello {
+	return &agentpb.Hello{
 		AgentId:       a.opts.AgentID,
 		WorkspaceId:   a.opts.WorkspaceID,
 		AgentVersion:  Version,
@@ -440,14 +484,6 @@ func (a *Agent) Hello() *agentpb.Hello {
 		ResumeToken:   a.opts.ResumeToken,
 		BinarySha256:  a.exeSHA(),
 	}
-	if su := a.opts.SelfUpdate; su != nil {
-		if c := su.Completed(); c != nil {
-			h.CompletedUpdateOperationId = c.OperationID
-			h.CompletedUpdateTargetVersion = c.TargetVersion
-			h.CompletedUpdateBinarySha256 = c.BinarySHA256
-		}
-	}
-	return h
 }
 
 func (a *Agent) publishHello(nc *nats.Conn) error {

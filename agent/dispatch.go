@@ -83,6 +83,22 @@ type Dispatcher struct {
 	orderKeys map[protoreflect.Name]func(protoreflect.Message) string
 	orderMu   sync.Mutex
 	tails     map[string]chan struct{} // last accepted request per order key
+
+	observer Observer          // told about every answered request; nil: none
+	paused   func() PauseState // the owner's pause switch, read live; nil: never paused
+}
+
+// Observer is told about every request the dispatcher answered, refusals
+// included, once its reply is built (the owner's audit log, agent/audit).
+// ObserveOp runs on the op's goroutine before the reply is sent, so it must
+// only copy what it needs and return. req is nil when the request could not
+// be decoded; op is the op's label.
+type Observer interface {
+	ObserveOp(req *agentpb.ControlRequest, resp *agentpb.ControlResponse, op string,
+		start time.Time, took time.Duration, bytesIn, bytesOut int)
+	// ObservePause is told when the running agent sees the owner pause
+	// (until zero: until resumed) or resume the machine.
+	ObservePause(paused bool, until time.Time)
 }
 
 // Admission defaults.
@@ -174,6 +190,13 @@ func (d *Dispatcher) Serves(op string) bool {
 	return ok
 }
 
+// SetObserver makes o see every answered request. Call it before serving.
+func (d *Dispatcher) SetObserver(o Observer) { d.observer = o }
+
+// SetPause makes every op but ping and metrics answer CONSENT_REQUIRED
+// while paused() says so; it is read on every op. Call it before serving.
+func (d *Dispatcher) SetPause(paused func() PauseState) { d.paused = paused }
+
 // SetHeldEpoch sets the epoch the control plane assigned this connection;
 // requests carrying an older non-zero epoch are fenced. It is never raised
 // from request epochs: several sessions with unrelated epochs share a machine.
@@ -239,6 +262,7 @@ type Request struct {
 	done      chan struct{}
 	key       string
 
+	size     int                 // encoded request bytes
 	refusal  *agentpb.AgentError // set when the request was not admitted (draining, busy)
 	admitted bool                // counted in inflight
 	heavy    bool                // counted in the heavy queue
@@ -255,7 +279,7 @@ func (r *Request) Inline() bool { return r.refusal != nil || (r.h != nil && r.h.
 // Serve.
 func (d *Dispatcher) Accept(data []byte) *Request {
 	d.active.Add(1)
-	r := &Request{req: &agentpb.ControlRequest{}}
+	r := &Request{req: &agentpb.ControlRequest{}, size: len(data)}
 	if err := proto.Unmarshal(data, r.req); err != nil {
 		r.req, r.decodeErr = nil, err
 	} else if r.field = r.req.ProtoReflect().WhichOneof(opOneof); r.field != nil {
@@ -385,7 +409,11 @@ func (d *Dispatcher) Serve(ctx context.Context, r *Request, maxPayload int) []by
 		})
 		out, _ = proto.Marshal(resp)
 	}
-	d.logReply(ctx, resp, label, time.Since(start))
+	took := time.Since(start)
+	d.logReply(ctx, resp, label, took)
+	if d.observer != nil {
+		d.observer.ObserveOp(r.req, resp, label, start, took, r.size, len(out))
+	}
 	return out
 }
 
@@ -444,6 +472,11 @@ func (d *Dispatcher) serve(ctx context.Context, r *Request, maxPayload int) (*ag
 	if d.drainSeen.Load() { // admitted before the drain began but not started yet: nothing ran
 		return errorResponse(id, &agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_DRAINING,
 			Message: "the agent is draining", Retryable: true}), label
+	}
+	if field != nil && d.paused != nil && !pauseExempt[field.Name()] {
+		if p := d.paused(); p.Paused {
+			return errorResponse(id, p.refusal()), label
+		}
 	}
 	if field == nil {
 		if num, ok := unknownOp(req); ok {

@@ -65,7 +65,7 @@ func (a *Agent) register() {
 	// owner consents to screen control, read live on every event.
 	dopts := desktop.Options{
 		Display:             a.opts.Display,
-		Consent:             func() bool { return a.opts.Consent().ScreenControl },
+		Consent:             func() bool { return a.opts.Consent().ScreenControl && !a.pauseState().Paused },
 		AllowVirtualDisplay: a.opts.VirtualDesktop,
 		Logger:              a.logger.With("component", "desktop"),
 	}

@@ -8,6 +8,8 @@
 //	<dir>/locks/<id>.lock         the per-connection instance lock
 //	<dir>/identity.key            the install's ed25519 key (0600, PKCS#8 PEM)
 //	<dir>/credentials.json        the v1 single-connection file (migrated)
+//	<dir>/pause.json              the owner's pause switch (read live)
+//	<dir>/audit/audit*.jsonl      the owner's audit log (agent/audit; 0600, rotated)
 package config
 
 import (

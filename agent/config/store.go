@@ -55,6 +55,7 @@ type Store struct {
 
 	mu    sync.Mutex
 	files map[string]*cachedFile // connection id → last parse (List, Consent)
+	pause *cachedPause           // the pause switch as last parsed
 }
 
 // NewStore opens the config directory dir (it need not exist yet).

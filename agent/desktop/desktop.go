@@ -198,6 +198,22 @@ func (d *Desktop) Capability() (desktop bool, display *agentpb.Display, reason s
 	return true, disp, ""
 }
 
+// CloseStream stops the pump and closes the live desktop channel with
+// reason NORMAL and message why; a later desktop_ensure opens a new one.
+func (d *Desktop) CloseStream(why string) bool {
+	if d == nil {
+		return false
+	}
+	d.ensureMu.Lock()
+	defer d.ensureMu.Unlock()
+	if d.live == nil {
+		return false
+	}
+	d.live.stopWith(why)
+	d.live = nil
+	return true
+}
+
 // Close stops the pump, closes the desktop channel and stops a virtual
 // display this Desktop started.
 func (d *Desktop) Close() error {

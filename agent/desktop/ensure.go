@@ -63,11 +63,13 @@ func (l *liveChannel) alive() bool {
 	}
 }
 
-func (l *liveChannel) stop() {
+func (l *liveChannel) stop() { l.stopWith("desktop closed") }
+
+func (l *liveChannel) stopWith(why string) {
 	l.once.Do(func() {
 		l.cancel()
 		<-l.done
-		_ = l.ch.Close(agentpb.StreamCloseReason_STREAM_CLOSE_REASON_NORMAL, "desktop closed")
+		_ = l.ch.Close(agentpb.StreamCloseReason_STREAM_CLOSE_REASON_NORMAL, why)
 	})
 }
 

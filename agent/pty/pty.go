@@ -442,6 +442,34 @@ func (s *Service) Close(ctx context.Context, req *agentpb.PtyCloseRequest) (*age
 	return &agentpb.PtyCloseResponse{ExitCode: int32(code)}, nil
 }
 
+// CloseAll ends every terminal the way pty_close does, closing its channel
+// with reason NORMAL and message why (viewers see why their terminal went
+// away), and forgets them. New terminals may open afterwards.
+func (s *Service) CloseAll(ctx context.Context, why string) int {
+	s.mu.Lock()
+	all := make([]*session, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		all = append(all, ss)
+	}
+	clear(s.sessions)
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, ss := range all {
+		ss.closeWhy.Store(&why)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ss.terminate(ctx)
+			select { // the channel closes once the output is drained
+			case <-ss.closed:
+			case <-ctx.Done():
+			}
+		}()
+	}
+	wg.Wait()
+	return len(all)
+}
+
 // Shutdown kills every terminal and refuses new ones (agent exit).
 func (s *Service) Shutdown(ctx context.Context) {
 	s.mu.Lock()

@@ -41,6 +41,9 @@ type session struct {
 	releaseLive func()       // gives the MaxLive place back when the process has exited
 	lastInputNs atomic.Int64 // svc.opts.Now() of the last input, in unix nanoseconds
 	expiring    atomic.Bool  // the idle reaper is closing it
+	// closeWhy, when set, is why the agent closed the terminal (the owner
+	// paused the machine): the channel closes NORMAL with it, not PROCESS_EXIT.
+	closeWhy atomic.Pointer[string]
 
 	gotOutput chan struct{} // first output read from the PTY
 	outOnce   sync.Once
@@ -214,7 +217,11 @@ func (s *session) finish() {
 	t.Stop()
 	s.proc.Close()
 	<-s.outDone
-	if err := s.ch.Close(agentpb.StreamCloseReason_STREAM_CLOSE_REASON_PROCESS_EXIT, "pty exited"); err != nil {
+	reason, msg := agentpb.StreamCloseReason_STREAM_CLOSE_REASON_PROCESS_EXIT, "pty exited"
+	if why := s.closeWhy.Load(); why != nil {
+		reason, msg = agentpb.StreamCloseReason_STREAM_CLOSE_REASON_NORMAL, *why
+	}
+	if err := s.ch.Close(reason, msg); err != nil {
 		s.log.Warn("pty channel close not delivered", "err", err)
 	}
 	close(s.closed)

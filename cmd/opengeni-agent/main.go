@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/opengeni/opengeni-agent/agent"
+	"github.com/opengeni/opengeni-agent/agent/audit"
+	"github.com/opengeni/opengeni-agent/agent/config"
 	"github.com/opengeni/opengeni-agent/agent/pty"
 	"github.com/opengeni/opengeni-agent/agent/service"
 	"github.com/opengeni/opengeni-agent/internal/logging"
@@ -29,6 +31,10 @@ Usage:
   opengeni-agent connections     list the stored connections
   opengeni-agent disconnect <id> remove a connection (id, id prefix or workspace id)
   opengeni-agent consent screen-control on|off [--connection <id>]
+  opengeni-agent audit [--json] [--follow] [--since 1h] [--connection <id>] [--op exec]
+                                 what the platform did on this machine
+  opengeni-agent pause [--for 30m] | resume
+                                 stop the platform at once (read live), and let it back
   opengeni-agent start [--restart] | stop | status [--system]
                                  the background service
   opengeni-agent service install|uninstall|start|stop|status [--system] [--print] [--restart]
@@ -63,6 +69,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdConsent(args[1:], stdout, stderr)
 	case "status":
 		return cmdStatus(args[1:], stdout, stderr)
+	case "audit":
+		return cmdAudit(args[1:], stdout, stderr)
+	case "pause":
+		return cmdPause(args[1:], stdout, stderr)
+	case "resume":
+		return cmdResume(args[1:], stdout, stderr)
 	case "run":
 		return cmdRun(args[1:], stderr)
 	case "service":
@@ -109,6 +121,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 	fs.IntVar(&limits.MaxQueuedOps, "max-queued-ops", 0, "heavy ops that may wait for a free slot before new ones are refused as busy (default 4 per slot, 128)")
 	fs.DurationVar(&limits.PtyIdleTimeout, "pty-idle-timeout", pty.DefaultIdleTimeout, "close a terminal nobody typed into for this long (negative: never)")
 	fs.IntVar(&limits.MaxPtys, "max-ptys", pty.DefaultMaxLive, "terminals that may run at once")
+	var auditOpts auditFlags
+	auditOpts.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
 	}
@@ -136,7 +150,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	if stored {
 		return runStoredCLI(storedRunOptions{WorkspaceID: *ws, MachineName: *machine, Channel: *channel, WorkspaceRoot: *root,
-			VirtualDesktop: *virtualDesktop, Display: *display, Limits: limits}, stderr, logger)
+			VirtualDesktop: *virtualDesktop, Display: *display, Limits: limits, AuditFlags: auditOpts}, stderr, logger)
 	}
 	ctx, stop := stopContext()
 	defer stop()
@@ -144,7 +158,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if code, done := restart.rolledBackAtStart(logger); done {
 		return code
 	}
-	a, err := agent.New(agent.Options{
+	opts := agent.Options{
 		SelfUpdate:     restart.su,
 		Servers:        strings.Split(*natsURL, ","),
 		Token:          *token,
@@ -162,7 +176,23 @@ func cmdRun(args []string, stderr io.Writer) int {
 		MaxQueuedOps:   limits.MaxQueuedOps,
 		PtyIdleTimeout: limits.PtyIdleTimeout,
 		MaxPtys:        limits.MaxPtys,
-	})
+	}
+	// The owner's switch and audit log live in the config dir, explicit
+	// connections included.
+	if dir, err := config.Dir(); err == nil {
+		store := config.NewStore(dir)
+		opts.Pause = pauseSwitch(store)
+		if !auditOpts.Off {
+			log, err := openAudit(dir, auditOpts, logger)
+			if err != nil {
+				fmt.Fprintln(stderr, "opengeni-agent:", err)
+				return 1
+			}
+			defer closeAudit(log)
+			opts.Observer = log.For(audit.Connection{Workspace: *ws, Agent: *agentID, Platform: redactURL(strings.Split(*natsURL, ",")[0])})
+		}
+	}
+	a, err := agent.New(opts)
 	if err != nil {
 		fmt.Fprintln(stderr, "opengeni-agent:", err)
 		return 1

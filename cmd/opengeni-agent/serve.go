@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/opengeni/opengeni-agent/agent"
+	"github.com/opengeni/opengeni-agent/agent/audit"
 	"github.com/opengeni/opengeni-agent/agent/config"
 	"github.com/opengeni/opengeni-agent/agent/instancelock"
 	"github.com/opengeni/opengeni-agent/agent/service"
@@ -35,6 +36,10 @@ type storedRunOptions struct {
 	Limits         agentLimits
 	// SelfUpdate serves fleet updates for every connection (one binary).
 	SelfUpdate *agent.SelfUpdate
+	// AuditFlags configure the owner's audit log; Audit, when set, is the
+	// open log every connection records into.
+	AuditFlags auditFlags
+	Audit      *audit.Log
 }
 
 // serveFunc serves one connection until ctx ends (agent.Agent.Run).
@@ -54,6 +59,14 @@ func runStored(ctx context.Context, store *config.Store, o storedRunOptions, std
 			logger.Error("agent exited with an error", "err", err)
 			return 1
 		}
+	}
+	if o.Audit == nil && !o.AuditFlags.Off {
+		var err error
+		if o.Audit, err = openAudit(store.Dir(), o.AuditFlags, logger); err != nil {
+			logger.Error("agent exited with an error", "err", err)
+			return 1
+		}
+		defer closeAudit(o.Audit)
 	}
 	sup := newSupervisor(store, logger, agentServe(store, o, logger))
 	if ce := sup.reconcile(ctx, true); ce != nil {
@@ -105,7 +118,7 @@ func runStoredCLI(o storedRunOptions, stderr io.Writer, logger *slog.Logger) int
 // agentServe builds and runs an agent.Agent for one stored connection.
 func agentServe(store *config.Store, o storedRunOptions, logger *slog.Logger) serveFunc {
 	return func(ctx context.Context, id string, c *config.Credentials) error {
-		a, err := agent.New(agent.Options{
+		opts := agent.Options{
 			SelfUpdate:     o.SelfUpdate,
 			Servers:        c.NATSURLs,
 			Token:          c.NATSBearer,
@@ -128,8 +141,13 @@ func agentServe(store *config.Store, o storedRunOptions, logger *slog.Logger) se
 				w, sc := store.Consent(id)
 				return agent.Consent{WholeMachine: w, ScreenControl: sc}
 			},
+			Pause:  pauseSwitch(store),
 			Logger: logger.With("connection", id),
-		})
+		}
+		if o.Audit != nil {
+			opts.Observer = o.Audit.For(audit.Connection{ID: id, Workspace: c.WorkspaceID, Agent: c.AgentID, Platform: c.APIURL})
+		}
+		a, err := agent.New(opts)
 		if err != nil {
 			return err
 		}
