@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +11,11 @@ import (
 
 	"github.com/opengeni/opengeni-agent/agent/service"
 )
+
+// exitServiceUnavailable is the exit code of a service action that could
+// not reach the service manager (nothing was changed); install.sh tells it
+// apart from a failure.
+const exitServiceUnavailable = 3
 
 // cmdService is `service install|uninstall|start|stop|status [--system]`
 // (install also --print and --restart).
@@ -48,6 +54,10 @@ func lifecycle(action string, args []string, stdout, stderr io.Writer, name stri
 	defer cancel()
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "opengeni-agent %s: %v\n", name, err)
+		if errors.Is(err, service.ErrUnavailable) || errors.Is(err, service.ErrUnsupported) {
+			fmt.Fprintln(stderr, "Nothing was changed.")
+			return exitServiceUnavailable
+		}
 		return 1
 	}
 	switch action {
@@ -99,6 +109,11 @@ func lifecycle(action string, args []string, stdout, stderr io.Writer, name stri
 		fmt.Fprintln(stdout, "stopped the opengeni-agent service.")
 	case "status":
 		st, err := service.Status(ctx, o)
+		if errors.Is(err, service.ErrUnavailable) || errors.Is(err, service.ErrUnsupported) {
+			// The status asked for is known: there is no service to query.
+			fmt.Fprintf(stdout, "opengeni-agent service (%s scope): %v\n", o.Scope, err)
+			return 0
+		}
 		if err != nil {
 			return fail(err)
 		}

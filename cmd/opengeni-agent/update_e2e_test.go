@@ -12,22 +12,10 @@ import (
 
 	"github.com/opengeni/opengeni-agent/agent/update"
 	"github.com/opengeni/opengeni-agent/internal/cmd/release/publish"
+	"github.com/opengeni/opengeni-agent/internal/testbin"
 )
 
-// buildAgent builds this command with a version and the TEST-ONLY release
-// key stamped in, the way internal/cmd/release does.
-func buildAgent(t *testing.T, dir, version, pub string) string {
-	t.Helper()
-	out := filepath.Join(dir, "opengeni-agent-"+version)
-	ld := "-s -w -X github.com/opengeni/opengeni-agent/agent.Version=" + version +
-		" -X github.com/opengeni/opengeni-agent/agent/update.PublicKey=" + pub
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ld, "-o", out, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build %s: %v\n%s", version, err, b)
-	}
-	return out
-}
+func TestMain(m *testing.M) { testbin.Main(m) }
 
 // TestSelfUpdateEndToEnd drives the real binary's `update` command against a
 // signed release served on loopback: a newer build is applied and runs, a
@@ -45,13 +33,10 @@ func TestSelfUpdateEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	builds := t.TempDir()
-	v1 := buildAgent(t, builds, "1.0.0", key.PublicKeyLine())
-	v2 := buildAgent(t, builds, "2.0.0", key.PublicKeyLine())
-	crasher := filepath.Join(builds, "crasher")
+	v1 := testbin.Agent(t, "1.0.0", key.PublicKeyLine())
+	v2 := testbin.Agent(t, "2.0.0", key.PublicKeyLine())
 	os.WriteFile(filepath.Join(builds, "crash.go"), []byte("package main\n\nfunc main() { panic(\"crash at start\") }\n"), 0o644)
-	if b, err := exec.Command("go", "build", "-o", crasher, filepath.Join(builds, "crash.go")).CombinedOutput(); err != nil {
-		t.Fatalf("build crasher: %v\n%s", err, b)
-	}
+	crasher := testbin.Command(t, filepath.Join(builds, "crash.go"), "")
 
 	bin := filepath.Join(t.TempDir(), "opengeni-agent")
 	data, _ := os.ReadFile(v1)
@@ -123,7 +108,7 @@ func TestSelfUpdateEndToEnd(t *testing.T) {
 	}
 	// signed by a key other than the pinned one (the production default)
 	publishBuild("4.0.0", v2)
-	other := buildAgent(t, builds, "1.0.0", update.PublicKey)
+	other := testbin.Agent(t, "1.0.0", update.PublicKey)
 	data, _ = os.ReadFile(other)
 	os.WriteFile(bin, data, 0o755)
 	out, code = agent("update", "--base-url", srv.URL)
