@@ -124,8 +124,11 @@ func systemdUnavailable(o Options, out string, err error) error {
 	if !hit {
 		return nil
 	}
-	if o.Scope == System || strings.Contains(text, "not been booted with systemd") {
+	if strings.Contains(text, "not been booted with systemd") {
 		return &UnavailableError{Reason: "systemd is not running as the init system", Fix: runInTerminal, Err: err}
+	}
+	if o.Scope == System {
+		return &UnavailableError{Reason: "no system bus", Fix: runInTerminal, Err: err}
 	}
 	reason := "no user bus: $XDG_RUNTIME_DIR is not set"
 	if d := o.Getenv("XDG_RUNTIME_DIR"); d != "" {

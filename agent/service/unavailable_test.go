@@ -37,6 +37,7 @@ func TestSystemdUnavailable(t *testing.T) {
 		{"systemd 254+", User, nil, "Failed to connect to user scope bus via local transport: $DBUS_SESSION_BUS_ADDRESS and $XDG_RUNTIME_DIR not defined (consider using --machine=<user>@.host --user to connect to bus of other user)", exit1, "no user bus: $XDG_RUNTIME_DIR is not set"},
 		{"old systemd", User, nil, "Failed to get D-Bus connection: Connection refused", exit1, "no user bus: $XDG_RUNTIME_DIR is not set"},
 		{"container init", System, nil, "System has not been booted with systemd as init system (PID 1). Can't operate.\nFailed to connect to bus: Host is down", exit1, "systemd is not running as the init system"},
+		{"system bus down", System, nil, "Failed to connect to bus: Connection refused", exit1, "no system bus"},
 		{"no systemctl", User, nil, "", fmt.Errorf("systemctl --user show: %w", exec.ErrNotFound), "systemctl is not installed"},
 		{"manager refuses", User, nil, "Access denied", exit1, ""},
 	}

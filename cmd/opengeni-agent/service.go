@@ -17,6 +17,11 @@ import (
 // apart from a failure.
 const exitServiceUnavailable = 3
 
+// managerUnavailable: there is no service manager to act on here.
+func managerUnavailable(err error) bool {
+	return errors.Is(err, service.ErrUnavailable) || errors.Is(err, service.ErrUnsupported)
+}
+
 // cmdService is `service install|uninstall|start|stop|status [--system]`
 // (install also --print and --restart).
 func cmdService(args []string, stdout, stderr io.Writer) int {
@@ -54,7 +59,7 @@ func lifecycle(action string, args []string, stdout, stderr io.Writer, name stri
 	defer cancel()
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "opengeni-agent %s: %v\n", name, err)
-		if errors.Is(err, service.ErrUnavailable) || errors.Is(err, service.ErrUnsupported) {
+		if managerUnavailable(err) {
 			fmt.Fprintln(stderr, "Nothing was changed.")
 			return exitServiceUnavailable
 		}
@@ -109,7 +114,7 @@ func lifecycle(action string, args []string, stdout, stderr io.Writer, name stri
 		fmt.Fprintln(stdout, "stopped the opengeni-agent service.")
 	case "status":
 		st, err := service.Status(ctx, o)
-		if errors.Is(err, service.ErrUnavailable) || errors.Is(err, service.ErrUnsupported) {
+		if managerUnavailable(err) {
 			// The status asked for is known: there is no service to query.
 			fmt.Fprintf(stdout, "opengeni-agent service (%s scope): %v\n", o.Scope, err)
 			return 0
