@@ -10,4 +10,5 @@ CHANNEL ?= stable
 release:
 	@test -n "$(VERSION)" || { echo "make release: set VERSION=x.y.z"; exit 2; }
 	@test -n "$(KEY)" || { echo "make release: set KEY=<minisign secret key file>"; exit 2; }
+	@echo "release: compiling the release tool"
 	go run ./internal/cmd/release -out "$(OUT)" -version "$(VERSION)" -key "$(KEY)" -channel "$(CHANNEL)"

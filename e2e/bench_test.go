@@ -17,6 +17,7 @@ import (
 
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/internal/natstest"
+	"github.com/opengeni/opengeni-agent/internal/testbin"
 )
 
 // latencies records per-op durations; the p50 of each series is reported
@@ -194,15 +195,14 @@ func benchExecVsBaseline(b *testing.B, srv *server.Server, s *control.Session) {
 	b.ReportMetric(float64(p50(ex))/float64(p50(rawLat)+p50(piped)), "ratio-vs-captured")
 }
 
+func TestMain(m *testing.M) { testbin.Main(m) }
+
 // BenchmarkExecVsBaselineAgentProcess is BenchmarkExecVsBaseline with the
 // agent in its own process (the real binary), as it runs on a machine: the
 // in-process variant shares one Go scheduler between the NATS server, the
 // control side and the agent.
 func BenchmarkExecVsBaselineAgentProcess(b *testing.B) {
-	bin := filepath.Join(b.TempDir(), "opengeni-agent")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/opengeni-agent").CombinedOutput(); err != nil {
-		b.Fatalf("build agent: %v\n%s", err, out)
-	}
+	bin := testbin.Agent(b, "", "") // once per run, not per b.N round
 	srv := natstest.Start(b)
 	agentCmd := exec.Command(bin, "run", "--nats-url", srv.ClientURL(), "--workspace-id", testWS, "--agent-id", testAgent,
 		"--workspace-root", b.TempDir(), "--log-level", "error")

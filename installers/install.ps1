@@ -121,7 +121,9 @@ if ($env:OPENGENI_ENROLL_TOKEN) {
     if ($LASTEXITCODE -ne 0) { Fail 2 "enrollment failed (the binary stays installed; retry with: $bin enroll)" }
     if ($env:OPENGENI_INSTALL_NO_SERVICE -ne '1') {
         & $bin service install
-        if ($LASTEXITCODE -ne 0) { Fail 2 "could not install the background service (retry with: $bin service install)" }
+        # 3: the service manager is unavailable; the install and enrollment still stand
+        if ($LASTEXITCODE -eq 3) { Say "installed and enrolled; no background service (the reason is above). Start the agent with: $bin run" }
+        elseif ($LASTEXITCODE -ne 0) { Fail 2 "could not install the background service (retry with: $bin service install)" }
     }
 } else {
     Say "next: $bin enroll   (then: $bin service install, or $bin run)"

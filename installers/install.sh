@@ -24,7 +24,9 @@
 # replace the output of `uname -s` / `uname -m` (the artifact they select
 # must still carry a valid signature).
 #
-# Exit codes: 0 ok, 2 usage or install failure, 3 download failed,
+# Exit codes: 0 ok (also when --token enrolled this machine but the service
+# manager is unavailable, e.g. no user bus: it says so and how to run the
+# agent), 2 usage or install failure, 3 download failed,
 # 4 checksum mismatch, 5 signature check failed, 6 no sha256/signature tool,
 # 7 unsupported OS or architecture.
 set -eu
@@ -241,7 +243,15 @@ finish() {
 		fi
 		"$BIN" "$@" || die 2 "enrollment failed (the binary stays installed at $BIN; retry with: $BIN enroll)"
 		if [ "$NO_SERVICE" != 1 ]; then
-			"$BIN" service install || die 2 "could not install the background service (retry with: $BIN service install)"
+			# 3: the service manager cannot be reached from here (no user
+			# bus, no systemd); the install and enrollment still stand.
+			rc=0
+			"$BIN" service install || rc=$?
+			case $rc in
+			0) ;;
+			3) say "installed and enrolled; no background service (the reason is above). Start the agent with: $BIN run" ;;
+			*) die 2 "could not install the background service (retry with: $BIN service install)" ;;
+			esac
 		fi
 	else
 		say "next: $BIN enroll   (then: $BIN service install, or $BIN run in the foreground)"

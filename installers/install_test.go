@@ -21,31 +21,20 @@ import (
 
 	"github.com/opengeni/opengeni-agent/agent/update"
 	"github.com/opengeni/opengeni-agent/internal/cmd/release/publish"
+	"github.com/opengeni/opengeni-agent/internal/testbin"
 )
 
 const testVersion = "7.7.7"
-
-var agentBin string // built once in TestMain
 
 func TestMain(m *testing.M) {
 	if runtime.GOOS == "windows" {
 		os.Exit(0)
 	}
-	dir, err := os.MkdirTemp("", "install-test-bin")
-	if err != nil {
-		panic(err)
-	}
-	agentBin = filepath.Join(dir, "opengeni-agent")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X github.com/opengeni/opengeni-agent/agent.Version="+testVersion, "-o", agentBin, "../cmd/opengeni-agent")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		os.Stderr.Write(out)
-		panic("build opengeni-agent: " + err.Error())
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testbin.Main(m)
 }
+
+// agentBin is the agent under test (built on first use, once per run).
+func agentBin(t *testing.T) string { return testbin.Agent(t, testVersion, "") }
 
 type release struct {
 	dir string
@@ -61,7 +50,7 @@ func newRelease(t *testing.T) *release {
 	}
 	r := &release{dir: t.TempDir(), key: key}
 	if _, err := publish.Write(publish.Release{Dir: r.dir, Version: testVersion, Latest: true, InstallersIn: ".",
-		Artifacts: map[string]string{update.Target(): agentBin}, Key: key}); err != nil {
+		Artifacts: map[string]string{update.Target(): agentBin(t)}, Key: key}); err != nil {
 		t.Fatal(err)
 	}
 	r.art = filepath.Join(r.dir, "agent", "latest", update.AssetName(update.Target()))
@@ -152,7 +141,7 @@ func TestInstallGoodSignature(t *testing.T) {
 				}
 				bin := filepath.Join(res.home, ".local", "bin", "opengeni-agent")
 				got, err := os.ReadFile(bin)
-				want, _ := os.ReadFile(agentBin)
+				want, _ := os.ReadFile(agentBin(t))
 				if err != nil || !bytes.Equal(got, want) {
 					t.Fatalf("installed binary differs (%v)", err)
 				}

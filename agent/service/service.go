@@ -66,6 +66,29 @@ func (s Scope) String() string {
 // ErrUnsupported is returned on an OS without a supported service manager.
 var ErrUnsupported = errors.New("no supported service manager on this platform (use the foreground `run`)")
 
+// ErrUnavailable matches an *UnavailableError: this platform has a service
+// manager, but this process cannot reach it (no systemd user bus in a
+// container or an su/sudo shell, systemd not running as init, systemctl
+// missing). Nothing was changed.
+var ErrUnavailable = errors.New("service manager unavailable")
+
+// UnavailableError says why the service manager cannot be reached and what
+// the user can do instead.
+type UnavailableError struct {
+	Reason string // what is missing, e.g. "no systemd user bus"
+	Fix    string // what to do instead, as one sentence
+	Err    error  // the service manager's own failure
+}
+
+func (e *UnavailableError) Error() string {
+	return fmt.Sprintf("%v (%s): %s", ErrUnavailable, e.Reason, e.Fix)
+}
+
+// Is makes errors.Is(err, ErrUnavailable) hold.
+func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailable }
+
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
 // Runner runs an external command and returns its combined output.
 type Runner func(ctx context.Context, name string, args ...string) (string, error)
 

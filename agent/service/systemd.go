@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"strings"
 )
 
@@ -84,11 +85,66 @@ func (systemd) ctl(ctx context.Context, o Options, args ...string) (string, erro
 	if o.Scope == User {
 		args = append([]string{"--user"}, args...)
 	}
-	return o.Run(ctx, "systemctl", args...)
+	out, err := o.Run(ctx, "systemctl", args...)
+	if err != nil {
+		if u := systemdUnavailable(o, out, err); u != nil {
+			return out, u
+		}
+	}
+	return out, err
+}
+
+// busFailures are systemctl's words when it cannot talk to the manager at
+// all (as opposed to the manager refusing an operation).
+var busFailures = []string{
+	"Failed to connect to bus",                       // no socket at $XDG_RUNTIME_DIR/bus or $DBUS_SESSION_BUS_ADDRESS
+	"Failed to connect to user scope bus",            // systemd ≥ 254 without $XDG_RUNTIME_DIR
+	"Failed to get D-Bus connection",                 // older systemd
+	"System has not been booted with systemd",        // a container whose PID 1 is not systemd
+	"$DBUS_SESSION_BUS_ADDRESS and $XDG_RUNTIME_DIR", // both unset
+}
+
+// runInTerminal is the fallback every unavailable service manager shares.
+const runInTerminal = "run `opengeni-agent run` in a terminal (or under this host's own supervisor) instead"
+
+// systemdUnavailable classifies a failed systemctl call: an *UnavailableError
+// when systemctl is missing or cannot reach its manager, nil otherwise.
+func systemdUnavailable(o Options, out string, err error) error {
+	if errors.Is(err, exec.ErrNotFound) {
+		return &UnavailableError{Reason: "systemctl is not installed", Fix: runInTerminal, Err: err}
+	}
+	text := out + "\n" + err.Error()
+	hit := false
+	for _, f := range busFailures {
+		if strings.Contains(text, f) {
+			hit = true
+			break
+		}
+	}
+	if !hit {
+		return nil
+	}
+	if strings.Contains(text, "not been booted with systemd") {
+		return &UnavailableError{Reason: "systemd is not running as the init system", Fix: runInTerminal, Err: err}
+	}
+	if o.Scope == System {
+		return &UnavailableError{Reason: "no system bus", Fix: runInTerminal, Err: err}
+	}
+	reason := "no user bus: $XDG_RUNTIME_DIR is not set"
+	if d := o.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		reason = "no user bus: nothing answers at XDG_RUNTIME_DIR=" + d
+	}
+	return &UnavailableError{Reason: reason, Err: err,
+		Fix: "run `opengeni-agent run` in a terminal, or log in with a session (or enable lingering: `loginctl enable-linger $USER`, then XDG_RUNTIME_DIR=/run/user/$(id -u)) and try again"}
 }
 
 func (s systemd) install(ctx context.Context, o Options, def Definition) (Result, error) {
 	res := Result{Definition: def}
+	// Reach the manager before writing anything: without it the unit
+	// would sit on disk, never enabled.
+	if _, err := s.status(ctx, o); err != nil {
+		return res, err
+	}
 	changed, err := writeIfChanged(def.Path, def.Content, 0o644)
 	if err != nil {
 		return res, fmt.Errorf("write %s: %w", def.Path, err)

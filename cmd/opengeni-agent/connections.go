@@ -158,8 +158,8 @@ func publishGoingOffline(ctx context.Context, c *config.Credentials, message str
 
 // cmdStatus summarizes the install: version, config dir, connections (and
 // whether an agent serves each), then the background service's state
-// (`status --system` for the machine-wide one). The exit code is the
-// service query's.
+// (`status --system` for the machine-wide one). A service manager that
+// cannot be reached is reported as such with exit 0: the status is known.
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	for _, a := range args {
 		if a == "-h" || a == "-help" || a == "--help" {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +11,16 @@ import (
 
 	"github.com/opengeni/opengeni-agent/agent/service"
 )
+
+// exitServiceUnavailable is the exit code of a service action that could
+// not reach the service manager (nothing was changed); install.sh tells it
+// apart from a failure.
+const exitServiceUnavailable = 3
+
+// managerUnavailable: there is no service manager to act on here.
+func managerUnavailable(err error) bool {
+	return errors.Is(err, service.ErrUnavailable) || errors.Is(err, service.ErrUnsupported)
+}
 
 // cmdService is `service install|uninstall|start|stop|status [--system]`
 // (install also --print and --restart).
@@ -48,6 +59,10 @@ func lifecycle(action string, args []string, stdout, stderr io.Writer, name stri
 	defer cancel()
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "opengeni-agent %s: %v\n", name, err)
+		if managerUnavailable(err) {
+			fmt.Fprintln(stderr, "Nothing was changed.")
+			return exitServiceUnavailable
+		}
 		return 1
 	}
 	switch action {
@@ -99,6 +114,11 @@ func lifecycle(action string, args []string, stdout, stderr io.Writer, name stri
 		fmt.Fprintln(stdout, "stopped the opengeni-agent service.")
 	case "status":
 		st, err := service.Status(ctx, o)
+		if managerUnavailable(err) {
+			// The status asked for is known: there is no service to query.
+			fmt.Fprintf(stdout, "opengeni-agent service (%s scope): %v\n", o.Scope, err)
+			return 0
+		}
 		if err != nil {
 			return fail(err)
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,77 +13,38 @@ import (
 
 	"github.com/opengeni/opengeni-agent/agent/update"
 	"github.com/opengeni/opengeni-agent/internal/cmd/release/publish"
+	"github.com/opengeni/opengeni-agent/internal/testbin"
 )
 
-// buildCache holds the agent builds of one test run: each version (and
-// key) is built once and shared by every test that needs it.
-var buildCache = struct {
-	sync.Mutex
-	dir    string
-	builds map[string]string
-}{builds: map[string]string{}}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if buildCache.dir != "" {
-		os.RemoveAll(buildCache.dir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m) }
 
 // buildAgent builds this command with a version and the TEST-ONLY release
-// key stamped in, the way internal/cmd/release does, once per test run.
-// Callers copy the result before running or replacing it.
+// key stamped in, once per test run (internal/testbin). Callers copy the
+// result before running or replacing it.
 func buildAgent(t *testing.T, version, pub string) string {
 	t.Helper()
-	buildCache.Lock()
-	defer buildCache.Unlock()
-	if b, ok := buildCache.builds[version+"\x00"+pub]; ok {
-		return b
-	}
-	if buildCache.dir == "" {
-		d, err := os.MkdirTemp("", "opengeni-agent-builds-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		buildCache.dir = d
-	}
-	out := filepath.Join(buildCache.dir, fmt.Sprintf("opengeni-agent-%s-%d", version, len(buildCache.builds)))
-	ld := "-s -w -X github.com/opengeni/opengeni-agent/agent.Version=" + version +
-		" -X github.com/opengeni/opengeni-agent/agent/update.PublicKey=" + pub
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ld, "-o", out, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build %s: %v\n%s", version, err, b)
-	}
-	buildCache.builds[version+"\x00"+pub] = out
-	return out
+	return testbin.Agent(t, version, pub)
 }
 
-// buildCrasher builds a program that panics at start (a release whose
-// binary cannot even pass the health gate), once per test run.
+// crasherSource is a program that panics at start: a release whose binary
+// cannot even pass the health gate.
+var crasherSource = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "opengeni-crasher-")
+	if err != nil {
+		return "", err
+	}
+	src := filepath.Join(dir, "crash.go")
+	return src, os.WriteFile(src, []byte("package main\n\nfunc main() { panic(\"crash at start\") }\n"), 0o644)
+})
+
+// buildCrasher builds the crasher once per test run.
 func buildCrasher(t *testing.T) string {
 	t.Helper()
-	buildCache.Lock()
-	defer buildCache.Unlock()
-	if b, ok := buildCache.builds["crasher"]; ok {
-		return b
+	src, err := crasherSource()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if buildCache.dir == "" {
-		d, err := os.MkdirTemp("", "opengeni-agent-builds-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		buildCache.dir = d
-	}
-	src := filepath.Join(buildCache.dir, "crash.go")
-	out := filepath.Join(buildCache.dir, "crasher")
-	os.WriteFile(src, []byte("package main\n\nfunc main() { panic(\"crash at start\") }\n"), 0o644)
-	if b, err := exec.Command("go", "build", "-o", out, src).CombinedOutput(); err != nil {
-		t.Fatalf("build crasher: %v\n%s", err, b)
-	}
-	buildCache.builds["crasher"] = out
-	return out
+	return testbin.Command(t, src, "")
 }
 
 // TestSelfUpdateEndToEnd drives the real binary's `update` command against a

@@ -96,7 +96,15 @@ type Release struct {
 	Latest       bool              // also copy the artifacts to agent/latest/
 	InstallersIn string            // directory with install.sh, install.ps1, uninstall.sh (optional)
 	Key          *Key
-	Now          func() time.Time // default time.Now
+	Now          func() time.Time  // default time.Now
+	Progress     func(line string) // called as each step starts; nil is silent
+}
+
+// say reports one step.
+func (r Release) say(format string, args ...any) {
+	if r.Progress != nil {
+		r.Progress(fmt.Sprintf(format, args...))
+	}
 }
 
 // Write lays out r and returns the manifest it signed.
@@ -149,6 +157,7 @@ func Write(r Release) (*update.Manifest, error) {
 			return nil, err
 		}
 		asset := update.AssetName(t)
+		r.say("signing %s (%.1f MB)", asset, float64(len(data))/(1<<20))
 		sum := sha256.Sum256(data)
 		hexsum := hex.EncodeToString(sum[:])
 		sig := r.Key.Sign(data, fmt.Sprintf("timestamp:%d\tfile:%s\tversion:%s", r.Now().Unix(), asset, r.Version))
@@ -169,6 +178,7 @@ func Write(r Release) (*update.Manifest, error) {
 		m.Artifacts = append(m.Artifacts, update.Artifact{Target: t, URL: u, SHA256: hexsum, MinisigURL: u + ".minisig", Size: int64(len(data))})
 	}
 	sumsData := []byte(sums.String())
+	r.say("writing SHA256SUMS (signed) into %s", strings.Join(dirs, ", "))
 	for _, d := range dirs {
 		if err := writeFiles(d, map[string][]byte{
 			"SHA256SUMS":         sumsData,
@@ -177,6 +187,7 @@ func Write(r Release) (*update.Manifest, error) {
 			return nil, err
 		}
 	}
+	r.say("writing manifest %s (signed, version %s, %d artifacts)", filepath.Join(r.Dir, "agent", r.Channel, "manifest.json"), r.Version, len(m.Artifacts))
 	if err := WriteManifest(filepath.Join(r.Dir, "agent", r.Channel), m, r.Key); err != nil {
 		return nil, err
 	}
@@ -184,6 +195,7 @@ func Write(r Release) (*update.Manifest, error) {
 		return nil, err
 	}
 	if r.InstallersIn != "" {
+		r.say("writing install.sh, install.ps1, uninstall.sh (pinned to key %s)", r.Key.PublicKeyLine())
 		for _, name := range []string{"install.sh", "install.ps1", "uninstall.sh"} {
 			src, err := os.ReadFile(filepath.Join(r.InstallersIn, name))
 			if err != nil {
