@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -124,7 +125,7 @@ type Op struct {
 	gen        uint64
 	reconnects uint64
 	lastFrame  time.Time
-	lastReach  time.Time // the machine last answered
+	lastReach  atomic.Int64 // unix ns the machine last answered (chunk senders share the op)
 	lastAttach time.Time
 	done       bool
 }
@@ -189,7 +190,8 @@ func (s *Session) newOp(ctx context.Context, id string, opts *OpOptions) (*Op, e
 	if err != nil {
 		return nil, err
 	}
-	o := &Op{s: s, id: id, route: route, opts: opts.withDefaults(), next: 1, lastReach: time.Now(), lastFrame: time.Now(), lastAck: time.Now()}
+	o := &Op{s: s, id: id, route: route, opts: opts.withDefaults(), next: 1, lastFrame: time.Now(), lastAck: time.Now()}
+	o.lastReach.Store(time.Now().UnixNano())
 	o.sub, err = route.nc.SubscribeSync(subject.Connection(s.ws, s.agent, route.inst) + "." + subject.Op + "." + id)
 	if err != nil {
 		return nil, fmt.Errorf("control: subscribe op frames: %w", err)
@@ -215,7 +217,7 @@ func (o *Op) request(ctx context.Context, req *agentpb.ControlRequest) (*agentpb
 	}
 	resp, err = checkResponse(req, resp)
 	if err == nil {
-		o.lastReach = time.Now()
+		o.lastReach.Store(time.Now().UnixNano())
 	}
 	return resp, err
 }
@@ -345,7 +347,7 @@ func (o *Op) reattach(ctx context.Context) error {
 		return nil
 	case errors.As(err, &lost), ctx.Err() != nil:
 		return err
-	case time.Since(o.lastReach) > o.opts.ReconnectHold:
+	case time.Since(time.Unix(0, o.lastReach.Load())) > o.opts.ReconnectHold:
 		return fmt.Errorf("control: op %s: the machine was unreachable for %v: %w", o.id, o.opts.ReconnectHold, err)
 	}
 	return nil // try again at the next probe

@@ -178,13 +178,15 @@ func (o *op) status() *agentpb.OpStatus {
 // end records how the op ended and appends its exit frame.
 func (o *op) end(exit *agentpb.OpExit) {
 	o.appendBody(&agentpb.OpFrame{Body: &agentpb.OpFrame_Exit{Exit: exit}})
+	o.cancel(nil)
+	// In the completed store before anyone can see it complete, so its
+	// bound holds for whoever looks.
+	o.svc.completed(o)
 	o.mu.Lock()
 	o.state = agentpb.OpState_OP_STATE_COMPLETE
 	o.exit = exit
 	o.signal()
 	o.mu.Unlock()
-	o.cancel(nil)
-	o.svc.completed(o)
 }
 
 // progress appends a progress frame every interval until the op ends.
