@@ -138,6 +138,10 @@ type ChunkedWriteOptions struct {
 // MaxWriteChunk is the largest WriteChunk the machine takes.
 const MaxWriteChunk = 512 << 10
 
+// DefaultChunksInFlight: 4 × 512 KiB kept the 2-core reference machine
+// busiest (8 and more only added contention; see e2e BenchmarkTransfer).
+const DefaultChunksInFlight = 4
+
 // WriteFileStream uploads r (size bytes, -1 when unknown) over op-stream
 // chunked writes: chunks go to an op-scoped temp file on the machine,
 // several in flight, each retried on a transient failure (a chunk is
@@ -154,7 +158,7 @@ func (s *Session) WriteFileStream(ctx context.Context, path string, r io.Reader,
 	}
 	chunk = min(chunk, int(s.MaxPayload(ctx))-TransferOverhead)
 	if o.InFlight <= 0 {
-		o.InFlight = 8
+		o.InFlight = DefaultChunksInFlight
 	}
 	op, _, err := s.StartOp(ctx, &agentpb.OpStart{Op: &agentpb.OpStart_FsWrite{FsWrite: &agentpb.FsWriteBegin{
 		Path: s.path(path), CreateParents: true, Mode: o.Mode, ExpectedBaseDigest: o.ExpectedBaseDigest}}}, nil)

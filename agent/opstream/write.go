@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	iofs "io/fs"
 	"os"
@@ -31,9 +32,17 @@ type write struct {
 	chunks  map[uint64]struct{}
 	lastSeq uint64 // 0 until the last chunk arrived
 	size    int64
-	ending  bool  // a commit (or abort) is under way
-	ended   bool  // committed or failed for good
-	result  error // the commit's outcome
+	// The content digest is taken as chunks arrive in offset order;
+	// chunks ahead of the hashed prefix wait in pending (bounded), and a
+	// write that outgrows it is hashed by reading the file back at commit.
+	hash     hash.Hash
+	hashed   int64
+	pending  map[int64][]byte
+	pendingN int
+	rehash   bool
+	ending   bool  // a commit (or abort) is under way
+	ended    bool  // committed or failed for good
+	result   error // the commit's outcome
 }
 
 func (w *write) signal() {
@@ -49,7 +58,8 @@ func (s *Service) startWrite(o *op, req *agentpb.FsWriteBegin) error {
 	if err != nil {
 		return err
 	}
-	o.write = &write{staged: st, expectedBase: req.GetExpectedBaseDigest(), changed: make(chan struct{}), chunks: map[uint64]struct{}{}}
+	o.write = &write{staged: st, expectedBase: req.GetExpectedBaseDigest(), changed: make(chan struct{}), chunks: map[uint64]struct{}{},
+		hash: blake3.New(32, nil), pending: map[int64][]byte{}}
 	return nil
 }
 
@@ -93,6 +103,7 @@ func (s *Service) WriteChunk(ctx context.Context, req *agentpb.WriteChunk) (*age
 		}
 		w.mu.Lock()
 		w.chunks[req.GetSeq()] = struct{}{}
+		w.digest(int64(req.GetOffset()), req.GetBytes())
 		w.signal()
 	}
 	if req.GetLast() {
@@ -138,12 +149,48 @@ func (s *Service) WriteChunk(ctx context.Context, req *agentpb.WriteChunk) (*age
 	return ack, nil
 }
 
+// maxPendingHash bounds the chunk bytes held for the running digest.
+const maxPendingHash = 16 << 20
+
+// digest feeds a newly written chunk to the running digest (w.mu held).
+func (w *write) digest(off int64, b []byte) {
+	if w.rehash || off < w.hashed {
+		w.rehash = true // an overlap or a rewrite: read the file back at commit
+		return
+	}
+	if off > w.hashed {
+		if w.pendingN+len(b) > maxPendingHash {
+			w.rehash, w.pending, w.pendingN = true, nil, 0
+			return
+		}
+		w.pending[off] = b
+		w.pendingN += len(b)
+		return
+	}
+	w.hash.Write(b)
+	w.hashed += int64(len(b))
+	for {
+		next, ok := w.pending[w.hashed]
+		if !ok {
+			return
+		}
+		delete(w.pending, w.hashed)
+		w.pendingN -= len(next)
+		w.hash.Write(next)
+		w.hashed += int64(len(next))
+	}
+}
+
 // commit hashes the staged content, checks the base digest and renames;
 // the op ends with the content digest and size, or the failure.
 func (w *write) commit(o *op) error {
 	exit := newExit()
-	h := blake3.New(32, nil)
-	err := w.staged.Hash(h, w.size)
+	h := w.hash
+	var err error
+	if w.rehash || w.hashed != w.size || len(w.pending) > 0 {
+		h = blake3.New(32, nil)
+		err = w.staged.Hash(h, w.size)
+	}
 	exit.Digests["content"] = hex.EncodeToString(h.Sum(nil))
 	exit.Totals["content"] = uint64(w.size)
 	if err == nil {
