@@ -8,6 +8,7 @@ import (
 	iofs "io/fs"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
@@ -24,7 +25,11 @@ type Staged struct {
 	f        *os.File
 	perm     iofs.FileMode
 	existing iofs.FileInfo
+	unsynced atomic.Int64 // bytes written since writeback was last started
 }
+
+// writebackEvery is how many staged bytes start an early writeback.
+const writebackEvery = 8 << 20
 
 // Stage prepares a staged write of path (resolved like every fs path). mode
 // 0 keeps an existing file's mode (or the default for a new one).
@@ -81,6 +86,10 @@ func (st *Staged) Target() string { return st.target }
 func (st *Staged) WriteAt(b []byte, off int64) error {
 	if _, err := st.f.WriteAt(b, off); err != nil {
 		return agenterr.FromIO("write "+st.target, err)
+	}
+	if st.unsynced.Add(int64(len(b))) >= writebackEvery {
+		st.unsynced.Store(0)
+		startWriteback(st.f)
 	}
 	return nil
 }
