@@ -155,19 +155,19 @@ func BenchmarkTransfer(b *testing.B) {
 					}
 				})
 			}
-				streamRSS = p.peakRSS() // before the legacy path runs: op-stream's own peak
-				if size <= 100<<20 { // the legacy path is the baseline; 1 GiB of it is slow
-					legacyUp += timeIt(func() {
-						if n, err := p.session.WriteFileAll(ctx, path, bytes.NewReader(data), size, nil); err != nil || n != size {
-							b.Fatal(n, err)
-						}
-					})
-					legacyDown += timeIt(func() {
-						if n, err := p.session.ReadFileAll(ctx, path, io.Discard, nil); err != nil || n != size {
-							b.Fatal(n, err)
-						}
-					})
-				}
+			streamRSS = p.peakRSS() // before the legacy path runs: op-stream's own peak
+			if size <= 100<<20 {    // the legacy path is the baseline; 1 GiB of it is slow
+				legacyUp += timeIt(func() {
+					if n, err := p.session.WriteFileAll(ctx, path, bytes.NewReader(data), size, nil); err != nil || n != size {
+						b.Fatal(n, err)
+					}
+				})
+				legacyDown += timeIt(func() {
+					if n, err := p.session.ReadFileAll(ctx, path, io.Discard, nil); err != nil || n != size {
+						b.Fatal(n, err)
+					}
+				})
+			}
 			n := size * int64(b.N)
 			b.ReportMetric(mibps(n, rawPub), "raw-nats-128k-MiB/s")
 			b.ReportMetric(mibps(n, diskW), "disk-write-fsync-MiB/s")
