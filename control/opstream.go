@@ -342,11 +342,14 @@ func (o *Op) probe(ctx context.Context) error {
 func (o *Op) reattach(ctx context.Context) error {
 	_, err := o.attach(ctx)
 	var lost *OpLostError
+	var ce *Error
 	switch {
 	case err == nil:
 		return nil
 	case errors.As(err, &lost), ctx.Err() != nil:
 		return err
+	case errors.As(err, &ce) && !ce.Retryable && ce.Code != agentpb.ErrorCode_ERROR_CODE_AGENT_OFFLINE:
+		return err // the machine answered no: retrying cannot help
 	case time.Since(time.Unix(0, o.lastReach.Load())) > o.opts.ReconnectHold:
 		return fmt.Errorf("control: op %s: the machine was unreachable for %v: %w", o.id, o.opts.ReconnectHold, err)
 	}

@@ -198,7 +198,16 @@ func (o *op) progress(every time.Duration) {
 		case <-o.ctx.Done():
 			return
 		case <-t.C:
-			o.appendBody(&agentpb.OpFrame{Body: &agentpb.OpFrame_Progress{Progress: &agentpb.OpProgress{}}})
+			// Progress is liveness for a consumer that is caught up; one
+			// that is behind or gone has frames to take already, and
+			// retaining a progress frame per interval for it would grow
+			// without bound.
+			o.mu.Lock()
+			idle := len(o.frames) == 0
+			o.mu.Unlock()
+			if idle {
+				o.appendBody(&agentpb.OpFrame{Body: &agentpb.OpFrame_Progress{Progress: &agentpb.OpProgress{}}})
+			}
 		}
 	}
 }

@@ -229,6 +229,12 @@ func TestReattachReplaysExactlyTheMissingFrames(t *testing.T) {
 	if exit.GetTotals()["stdout"] != uint64(len(want)) || exit.GetExitCode() != 0 {
 		t.Fatalf("exit %v", exit)
 	}
+	// Attaching from a position already acked (a stale consumer) is a
+	// clear refusal, never an endless wait for frames that are gone.
+	var ce *control.Error
+	if _, err := second.AttachOp(ctx, op.ID(), 1, 0, opts); !errors.As(err, &ce) || ce.Detail["reason"] != "acked" {
+		t.Fatalf("attach from an acked seq: %v", err)
+	}
 }
 
 // The consumer's own NATS connection drops and comes back mid-op: frames

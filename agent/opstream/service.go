@@ -18,6 +18,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -254,11 +255,18 @@ func (s *Service) Attach(_ context.Context, req *agentpb.OpAttach) (*agentpb.OpS
 	}
 	o.mu.Lock()
 	stale := req.GetAttachGeneration() < o.gen
-	cur := o.gen
+	cur, acked := o.gen, o.ackedSeq
 	o.mu.Unlock()
 	if stale {
 		return nil, &agenterr.Error{Code: agentpb.ErrorCode_ERROR_CODE_FENCED, Retryable: false,
 			Message: fmt.Sprintf("op %s: attach generation %d is older than %d", req.GetOpId(), req.GetAttachGeneration(), cur)}
+	}
+	if from := req.GetFromSeq(); from > 0 && from <= acked {
+		// Those frames were acked and dropped: a replay could never close
+		// the consumer's gap.
+		return nil, &agenterr.Error{Code: agentpb.ErrorCode_ERROR_CODE_OS,
+			Message: fmt.Sprintf("op %s: frames up to seq %d were acked and are gone; attach from %d or later", req.GetOpId(), acked, acked+1),
+			Detail:  map[string]string{"reason": "acked", "acked_seq": strconv.FormatUint(acked, 10)}}
 	}
 	return o.attach(req.GetFromSeq(), req.GetAttachGeneration(), windowOf(req.GetWindowBytes())), nil
 }
