@@ -71,6 +71,9 @@ func (p *Pipes) attach(cmd *osexec.Cmd, bufs [2]*Buffer, sinks [2]io.Writer) err
 			p.stop()
 			return fmt.Errorf("output pipe: %w", err)
 		}
+		if sinks[i] != nil {
+			growPipe(w)
+		}
 		s := &stream{buf: bufs[i], sink: sinks[i], r: r, w: w, done: make(chan struct{}), start: p.start}
 		p.streams[i] = s
 		go s.read()
