@@ -38,7 +38,7 @@ const (
 	MaxFrameData     = 128 << 10 // data bytes per OpFrame
 	MaxChunk         = 512 << 10 // bytes per WriteChunk
 	DefaultWindow    = 4 << 20   // credit when OpStart/OpAttach give none
-	MaxWindow        = 16 << 20  // the most unacked data one op may hold
+	MaxWindow        = 8 << 20   // the most unacked data one op may hold
 	ProgressInterval = 5 * time.Second
 	// DefaultMaxCompleted completed ops are kept for late consumers, holding
 	// at most DefaultCompletedRetain unacked bytes between them.
