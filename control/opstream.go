@@ -267,7 +267,7 @@ func (o *Op) attach(ctx context.Context) (*agentpb.OpStatus, error) {
 }
 
 // Next returns the op's next frame in seq order (data, progress, then the
-// exit frame last); after the exit it returns io.EOF-like errOpDone. Data
+// exit frame last); after the exit it returns ErrOpDone. Data
 // bytes alias the received message and stay valid.
 func (o *Op) Next(ctx context.Context) (*agentpb.OpFrame, error) {
 	if o.done {
