@@ -26,6 +26,7 @@ import (
 
 	"github.com/opengeni/opengeni-agent/agent/desktop"
 	"github.com/opengeni/opengeni-agent/agent/metrics"
+	"github.com/opengeni/opengeni-agent/agent/opstream"
 	"github.com/opengeni/opengeni-agent/agent/pty"
 	"github.com/opengeni/opengeni-agent/internal/backoff"
 	"github.com/opengeni/opengeni-agent/internal/logthrottle"
@@ -141,6 +142,12 @@ type Agent struct {
 	dispatch *Dispatcher
 	ptys     *pty.Service // nil without a relay
 	desktop  *desktop.Desktop
+	ops      *opstream.Service
+
+	// bulk is the connection op frames are published on (agent.md §9): a
+	// second connection of the same instance, so a transfer's frames never
+	// queue ahead of rpc replies, hellos and heartbeats on one socket.
+	bulk atomic.Pointer[nats.Conn]
 
 	// redial paces re-dials after the NATS connection closed for good; it
 	// is reset by every successful connect, so a machine that was online
@@ -279,6 +286,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	pauseDone := make(chan struct{})
 	go func() { defer close(pauseDone); a.watchPause(pauseCtx) }()
 	defer func() { stopPause(); <-pauseDone }()
+	if a.ops != nil {
+		bulk, err := nats.Connect(strings.Join(a.opts.Servers, ","), a.bulkOptions()...)
+		if err != nil {
+			return fmt.Errorf("agent: bulk connection: %w", err)
+		}
+		a.bulk.Store(bulk)
+		defer bulk.Close()
+	}
 
 	for {
 		closedUnexpectedly := make(chan struct{})
@@ -320,9 +335,6 @@ func (a *Agent) connect(opsCtx context.Context, closedUnexpectedly chan struct{}
 		a.onConnect(nc, what)
 	}
 	opts := []nats.Option{
-		nats.Name(subject.ConnectionNamePrefix + a.instance),
-		// The only inbox an agent may read is its own (docs/security.md).
-		nats.CustomInboxPrefix(subject.AgentInboxPrefix(a.opts.WorkspaceID, a.opts.AgentID)),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.IgnoreAuthErrorAbort(), // a laptop keeps trying; the bearer may be re-issued
@@ -361,13 +373,7 @@ func (a *Agent) connect(opsCtx context.Context, closedUnexpectedly chan struct{}
 			}
 		}),
 	}
-	if a.opts.Token != "" {
-		opts = append(opts, nats.Token(a.opts.Token))
-	}
-	if a.opts.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(a.opts.CredsFile))
-	}
-	opts = append(opts, a.opts.NATSOptions...)
+	opts = append(opts, a.identityOptions()...)
 
 	a.logger.Info("connecting to NATS", "servers", redactURLs(a.opts.Servers), "workspace", a.opts.WorkspaceID, "instance", a.instance)
 	a.setState(ConnState{State: StateConnecting, Server: strings.Join(redactURLs(a.opts.Servers), ",")})
@@ -387,11 +393,67 @@ func (a *Agent) connect(opsCtx context.Context, closedUnexpectedly chan struct{}
 		// A burst of requests waits in the subscription, not in NATS' slow-consumer drop.
 		_ = sub.SetPendingLimits(64<<10, 512<<20)
 	}
+	if a.ops != nil {
+		// Op acks (credit) come on the control connection: they are small
+		// and must not wait behind bulk frames.
+		if _, err := nc.Subscribe(a.ConnectionSubject(subject.Ack), func(msg *nats.Msg) { a.ops.Ack(msg.Data) }); err != nil {
+			close(subscribed)
+			nc.Close()
+			return nil, err
+		}
+	}
 	a.mu.Lock()
 	a.nc = nc
 	a.mu.Unlock()
 	close(subscribed)
 	return nc, nil
+}
+
+// identityOptions say who this connection is: the instance's CONNECT name
+// (the auth callout grants by it), its private inbox, its credentials, and
+// the caller's extra options. The control and the bulk connection share them.
+func (a *Agent) identityOptions() []nats.Option {
+	opts := []nats.Option{
+		nats.Name(subject.ConnectionNamePrefix + a.instance),
+		// The only inbox an agent may read is its own (docs/security.md).
+		nats.CustomInboxPrefix(subject.AgentInboxPrefix(a.opts.WorkspaceID, a.opts.AgentID)),
+	}
+	if a.opts.Token != "" {
+		opts = append(opts, nats.Token(a.opts.Token))
+	}
+	if a.opts.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(a.opts.CredsFile))
+	}
+	return append(opts, a.opts.NATSOptions...)
+}
+
+// bulkOptions are the bulk connection's: it only publishes op frames, so
+// it reconnects forever, quietly, with a reconnect buffer of a few frames
+// (frames refused meanwhile stay retained for the consumer's reattach).
+func (a *Agent) bulkOptions() []nats.Option {
+	policy := backoff.Standard()
+	opts := []nats.Option{
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.IgnoreAuthErrorAbort(),
+		nats.ReconnectBufSize(4 << 20),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration { return backoff.Jitter(policy.Ceiling(attempts)) }),
+		nats.ErrorHandler(func(nc *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrAuthExpired) {
+				_ = nc.ForceReconnect()
+			}
+		}),
+	}
+	return append(opts, a.identityOptions()...)
+}
+
+// publishFrame publishes one op frame on the bulk connection.
+func (a *Agent) publishFrame(subj string, b []byte) error {
+	nc := a.bulk.Load()
+	if nc == nil {
+		return nats.ErrConnectionClosed
+	}
+	return nc.Publish(subj, b)
 }
 
 // onConnect announces the machine on every (re)connect and restarts the
@@ -479,6 +541,7 @@ func (a *Agent) hello(consent Consent, hasDesktop bool, display *agentpb.Display
 			Display:                display,
 			// Capability honesty (next revision): why there is no desktop.
 			DesktopUnavailableReason: desktopReason,
+			OpStream:                 a.dispatch.Serves("op_start"),
 		},
 		UpdateChannel: a.opts.UpdateChannel,
 		ResumeToken:   a.opts.ResumeToken,
@@ -552,10 +615,16 @@ func (a *Agent) logQueue(ctx context.Context, lastRefused uint64) uint64 {
 func (a *Agent) admission() *agentpb.AdmissionTelemetry {
 	q := a.dispatch.Queue()
 	live := a.dispatch.Active()
-	return &agentpb.AdmissionTelemetry{
+	t := &agentpb.AdmissionTelemetry{
 		HeavyRunning: uint64(q.Running), HeavyQueued: uint64(q.Queued),
 		LightRunning: uint64(max(0, live-q.Running-q.Queued)), LiveOps: uint64(live),
 	}
+	if a.ops != nil {
+		ot := a.ops.Telemetry()
+		t.LiveOps += ot.Live
+		t.OpFramesDroppedTotal, t.EvictedUnackedTotal = ot.Dropped, ot.EvictedUnacked
+	}
+	return t
 }
 
 func (a *Agent) publishEvent(nc *nats.Conn, ev *agentpb.AgentEvent) error {
@@ -619,6 +688,9 @@ func (a *Agent) shutdown(nc *nats.Conn, cause error, cancelOps context.CancelFun
 	cancel()
 	if a.desktop != nil {
 		_ = a.desktop.Close() // stops the pump and any Xvfb we started
+	}
+	if a.ops != nil {
+		a.ops.Close() // op-stream ops die with the agent; a consumer learns AGENT_RESTARTED
 	}
 	if a.ptys != nil {
 		// Terminals die with the agent (hang-up, then kill).

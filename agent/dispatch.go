@@ -145,9 +145,15 @@ func (d *Dispatcher) SetQueueLimit(n int) {
 // ControlResponse result type of the same name. A mismatch or a duplicate is
 // a programming error and panics at wiring time.
 func Handle[Req, Resp proto.Message](d *Dispatcher, op string, class Class, h func(context.Context, Req) (Resp, error)) {
+	HandleAs(d, op, op, class, h)
+}
+
+// HandleAs is Handle for an op whose ControlResponse result field has
+// another name (op_cancel, op_query and op_attach all answer op_status).
+func HandleAs[Req, Resp proto.Message](d *Dispatcher, op, result string, class Class, h func(context.Context, Req) (Resp, error)) {
 	name := protoreflect.Name(op)
 	reqField := opOneof.Fields().ByName(name)
-	respField := resultOneof.Fields().ByName(name)
+	respField := resultOneof.Fields().ByName(protoreflect.Name(result))
 	if reqField == nil || respField == nil {
 		panic(fmt.Sprintf("agent: no op %q in ControlRequest/ControlResponse", op))
 	}
@@ -520,7 +526,7 @@ func (d *Dispatcher) serve(ctx context.Context, r *Request, maxPayload int) (*ag
 			return errorResponse(id, agenterr.ToProto(fmt.Errorf("waiting for a free op slot: %w", ctx.Err()))), label
 		}
 	}
-	ctx = opctx.WithMaxReply(ctx, maxPayload)
+	ctx = opctx.WithRequestID(opctx.WithMaxReply(ctx, maxPayload), id)
 	result, err := d.call(ctx, h, req.ProtoReflect().Get(field).Message(), label)
 	if err != nil {
 		return errorResponse(id, agenterr.ToProto(err)), label

@@ -8,8 +8,10 @@ import (
 	"github.com/opengeni/opengeni-agent/agent/exec"
 	"github.com/opengeni/opengeni-agent/agent/fs"
 	"github.com/opengeni/opengeni-agent/agent/git"
+	"github.com/opengeni/opengeni-agent/agent/opstream"
 	"github.com/opengeni/opengeni-agent/agent/pty"
 	"github.com/opengeni/opengeni-agent/agent/stream"
+	"github.com/opengeni/opengeni-agent/internal/subject"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -30,6 +32,16 @@ func (a *Agent) register() {
 	Handle(d, "exec", Heavy, ex.Exec)
 
 	files := fs.New(a.root)
+	// Op-stream v1.1 (agent.md §9): exec, fs_read and chunked fs_write as
+	// detachable ops whose frames ride the bulk connection.
+	a.ops = opstream.New(opstream.Options{Exec: ex, Files: files, Publish: a.publishFrame,
+		Subject: func(id string) string { return a.ConnectionSubject(subject.Op + "." + id) }, Logger: a.logger})
+	Handle(d, "op_start", Heavy, a.ops.Start)
+	HandleAs(d, "op_cancel", "op_status", Light, a.ops.Cancel)
+	HandleAs(d, "op_query", "op_status", Light, a.ops.Query)
+	HandleAs(d, "op_attach", "op_status", Light, a.ops.Attach)
+	Handle(d, "write_chunk", Heavy, a.ops.WriteChunk)
+
 	Handle(d, "fs_read", Heavy, files.Read)
 	Handle(d, "fs_write", Heavy, files.Write)
 	// Writes to one path apply in arrival order, so uploads can pipeline chunks.

@@ -3,6 +3,7 @@ package capture
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	osexec "os/exec"
 	"sync"
@@ -22,9 +23,11 @@ type Pipes struct {
 	start          time.Time
 }
 
-// stream is one pipe and the goroutine reading it into a Buffer.
+// stream is one pipe and the goroutine reading it into a Buffer, or into a
+// sink (AttachWriters).
 type stream struct {
 	buf    *Buffer
+	sink   io.Writer
 	r, w   *os.File
 	done   chan struct{}
 	last   atomic.Int64 // when the last byte arrived, ns since Pipes.start
@@ -38,21 +41,47 @@ type stream struct {
 // succeeded or not), then Drain after cmd.Wait.
 func Attach(cmd *osexec.Cmd, limit int) (*Pipes, error) {
 	p := &Pipes{Stdout: NewBuffer(limit), Stderr: NewBuffer(limit), start: time.Now()}
-	for i, buf := range []*Buffer{p.Stdout, p.Stderr} {
+	return p, p.attach(cmd, [2]*Buffer{p.Stdout, p.Stderr}, [2]io.Writer{})
+}
+
+// AttachWriters is Attach for streaming: each stream's bytes go to its
+// writer as they arrive, in reads of at most StreamChunk bytes, and nothing
+// is kept (Stdout and Stderr are nil). A writer may block: reading that
+// stream stops until it returns, so the child blocks once the pipe is full
+// (flow control, never a lost byte). A writer error stops reading the
+// stream (reported by Cut). Drain works as for Attach.
+func AttachWriters(cmd *osexec.Cmd, stdout, stderr io.Writer) (*Pipes, error) {
+	p := &Pipes{start: time.Now()}
+	return p, p.attach(cmd, [2]*Buffer{}, [2]io.Writer{stdout, stderr})
+}
+
+// StreamChunk is the largest read AttachWriters hands a writer.
+const StreamChunk = 128 << 10
+
+// Cut reports, per stream, whether reading stopped before the stream ended.
+func (p *Pipes) Cut() (stdout, stderr bool) {
+	return p.streams[0].cut.Load(), p.streams[1].cut.Load()
+}
+
+func (p *Pipes) attach(cmd *osexec.Cmd, bufs [2]*Buffer, sinks [2]io.Writer) error {
+	for i := range p.streams {
 		r, w, err := os.Pipe()
 		if err != nil {
 			p.Started()
 			p.stop()
-			return nil, fmt.Errorf("output pipe: %w", err)
+			return fmt.Errorf("output pipe: %w", err)
 		}
-		s := &stream{buf: buf, r: r, w: w, done: make(chan struct{}), start: p.start}
+		if sinks[i] != nil {
+			growPipe(w)
+		}
+		s := &stream{buf: bufs[i], sink: sinks[i], r: r, w: w, done: make(chan struct{}), start: p.start}
 		p.streams[i] = s
 		go s.read()
 	}
 	// *os.File: the child writes straight into the pipe; os/exec starts no
 	// copying goroutine and closes nothing behind our back.
 	cmd.Stdout, cmd.Stderr = p.streams[0].w, p.streams[1].w
-	return p, nil
+	return nil
 }
 
 // Started closes this process's copies of the write ends: from now on a
@@ -93,13 +122,20 @@ func (p *Pipes) Drain(ctx context.Context, grace time.Duration) {
 
 func (s *stream) read() {
 	defer close(s.done)
-	_, err := s.buf.ReadFrom(activityReader{s})
+	var err error
+	if s.sink != nil {
+		_, err = io.CopyBuffer(s.sink, activityReader{s}, make([]byte, StreamChunk))
+	} else {
+		_, err = s.buf.ReadFrom(activityReader{s})
+	}
 	if err != nil && !s.cut.Load() {
 		// A read error other than our own stop (EIO, say) ends the stream
 		// early too; the reply says it was cut.
 		s.cut.Store(true)
 	}
-	s.buf.cut = s.cut.Load()
+	if s.buf != nil {
+		s.buf.cut = s.cut.Load()
+	}
 	s.r.Close()
 }
 
