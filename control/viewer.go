@@ -34,7 +34,9 @@ type ViewerOptions struct {
 	HandshakeTimeout time.Duration // dial + StreamOpen + ack; default 10s
 	WriteTimeout     time.Duration // one input write; default 10s
 	// ReconnectFor is how long a lost connection is retried (backoff 100 ms
-	// doubling to 3 s) before the viewer gives up; default 2 minutes.
+	// doubling to 3 s) before the viewer gives up, and how long a channel
+	// the relay keeps closing (reaped: no producer) may stay without output
+	// before the viewer ends with that close; default 2 minutes.
 	ReconnectFor time.Duration
 	HTTPClient   *http.Client
 	Logger       *slog.Logger
@@ -290,14 +292,19 @@ func (v *StreamViewer) run(ws *websocket.Conn) {
 		case <-ctx.Done():
 		}
 	}()
+	lastOutput := time.Now() // the last output delivered, or the first connect
 	for {
+		frames := v.Stats().Frames
 		terminal, err := v.read(ctx, ws)
 		ws.CloseNow()
 		v.setConn(nil)
 		if ctx.Err() != nil {
 			return // Close
 		}
-		if terminal {
+		if v.Stats().Frames != frames {
+			lastOutput = time.Now()
+		}
+		if terminal || v.producerGone(err, lastOutput) {
 			v.err = err
 			return
 		}
@@ -311,6 +318,16 @@ func (v *StreamViewer) run(ws *websocket.Conn) {
 		}
 		v.setConn(ws)
 	}
+}
+
+// producerGone reports whether a relay-made close (the channel reaped for
+// want of a producer, or shed) ends the stream: it does once no output has
+// arrived for ReconnectFor. A producer gone for good without its close
+// reaching this viewer (e.g. lost in a relay restart) must not keep it
+// reconnecting to an empty channel forever.
+func (v *StreamViewer) producerGone(err error, lastOutput time.Time) bool {
+	var closed *StreamClosedError
+	return errors.As(err, &closed) && time.Since(lastOutput) >= v.o.ReconnectFor
 }
 
 func (v *StreamViewer) reconnect(ctx context.Context) (*websocket.Conn, error) {

@@ -49,6 +49,11 @@ type Options struct {
 	ReapInterval time.Duration
 	// QueueLen is the bounded outbound queue per connection (reference: 256).
 	QueueLen int
+	// CloseRetention is how long a channel its producer closed is kept for
+	// late viewers: one attaching within it gets the retained output and the
+	// producer's StreamClose (then the socket is dropped) instead of an
+	// empty channel that no producer will ever join.
+	CloseRetention time.Duration
 	// MaxViewers caps the viewers watching one channel; attaching one more
 	// fences the oldest.
 	MaxViewers int
@@ -83,6 +88,7 @@ const (
 	DefaultPingTimeout      = 15 * time.Second
 	DefaultWriteTimeout     = 60 * time.Second
 	DefaultReapInterval     = 5 * time.Second
+	DefaultCloseRetention   = 120 * time.Second
 	DefaultQueueLen         = 256
 	DefaultMaxViewers       = 8
 	DefaultOpenRateBurst    = 60
@@ -120,6 +126,7 @@ func DefaultOptions() Options {
 		PingTimeout:      DefaultPingTimeout,
 		WriteTimeout:     DefaultWriteTimeout,
 		ReapInterval:     DefaultReapInterval,
+		CloseRetention:   DefaultCloseRetention,
 		QueueLen:         DefaultQueueLen,
 		MaxViewers:       DefaultMaxViewers,
 		OpenRateBurst:    DefaultOpenRateBurst,
@@ -225,6 +232,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ReapInterval <= 0 {
 		o.ReapInterval = d.ReapInterval
+	}
+	if o.CloseRetention <= 0 {
+		o.CloseRetention = d.CloseRetention
 	}
 	if o.QueueLen <= 0 {
 		o.QueueLen = d.QueueLen

@@ -96,11 +96,26 @@ func closeMsg(channelID string, reason agentpb.StreamCloseReason, msg string) []
 	return frame.MustEncode(&agentpb.StreamClose{ChannelId: channelID, Reason: reason, Message: msg})
 }
 
+// endedChannel is a channel whose producer closed it, kept for
+// Options.CloseRetention so a viewer that attaches late (the process exited
+// before or while it dialled) still gets the output it missed and then the
+// producer's StreamClose, instead of waiting on an empty channel for a
+// producer that will never come (relay.md §10.5).
+type endedChannel struct {
+	key                        routeKey
+	descID                     string
+	close                      []byte // the producer's StreamClose, as received
+	toClient                   *ring  // the output ring at the close (may be nil)
+	epochFloor, authorityFloor uint64
+	until                      time.Time
+}
+
 // registry is the in-memory map of live channels. Lock order: registry.mu,
 // then channel.mu. Frame forwarding takes only the channel's lock.
 type registry struct {
 	mu    sync.Mutex
 	chans map[routeKey]*channel
+	ended map[routeKey]*endedChannel // producer-closed channels, for late viewers
 	gen   atomic.Uint64
 	reaps int // reaper passes (tests)
 	opts  *Options
@@ -111,7 +126,7 @@ type registry struct {
 }
 
 func newRegistry(opts *Options, m *Metrics) *registry {
-	return &registry{chans: make(map[routeKey]*channel), opts: opts, m: m}
+	return &registry{chans: make(map[routeKey]*channel), ended: make(map[routeKey]*endedChannel), opts: opts, m: m}
 }
 
 // attachReject is why attach refused an open.
@@ -130,31 +145,40 @@ type attachReq struct {
 	q         *outq
 }
 
-// resolve finds the channel for a, creating it if absent. A v1 side (no
-// `channel` query) and a pinned side meet when the pinned channel id equals
-// the id the v1 side opened with, so v1 agents pair with viewers whose URL
-// carries `channel`, and next agents with v1-query viewers. Two v1 sides
-// share the v1 key {ws, agent, port} exactly as in the reference.
-func (r *registry) resolve(a *attachReq) (*channel, bool) {
+// lookup finds a's entry in m. A v1 side (no `channel` query) and a pinned
+// side meet when the pinned channel id equals the id the v1 side opened
+// with, so v1 agents pair with viewers whose URL carries `channel`, and next
+// agents with v1-query viewers. Two v1 sides share the v1 key {ws, agent,
+// port} exactly as in the reference.
+func lookup[T any](m map[routeKey]T, a *attachReq, descID func(T) string) (T, bool) {
 	alt := a.key
 	if a.pinned {
-		if ch := r.chans[a.key]; ch != nil {
-			return ch, false
+		if v, ok := m[a.key]; ok {
+			return v, true
 		}
 		alt.channel = ""
-		if ch := r.chans[alt]; ch != nil && ch.descID == a.key.channel {
-			return ch, false
+		if v, ok := m[alt]; ok && descID(v) == a.key.channel {
+			return v, true
 		}
 	} else {
 		if a.channelID != "" {
 			alt.channel = a.channelID
-			if ch := r.chans[alt]; ch != nil {
-				return ch, false
+			if v, ok := m[alt]; ok {
+				return v, true
 			}
 		}
-		if ch := r.chans[a.key]; ch != nil {
-			return ch, false
+		if v, ok := m[a.key]; ok {
+			return v, true
 		}
+	}
+	var zero T
+	return zero, false
+}
+
+// resolve finds the channel for a, creating it if absent.
+func (r *registry) resolve(a *attachReq) (*channel, bool) {
+	if ch, ok := lookup(r.chans, a, func(c *channel) string { return c.descID }); ok {
+		return ch, false
 	}
 	ch := &channel{key: a.key, descID: a.channelID}
 	r.chans[a.key] = ch
@@ -162,39 +186,116 @@ func (r *registry) resolve(a *attachReq) (*channel, bool) {
 	return ch, true
 }
 
-// attach adds a side. It returns the channel, the new side and the frames to
-// replay, or a rejection (a revoked machine, a stale epoch).
-func (r *registry) attach(a *attachReq) (ch *channel, s *side, replay []ringEntry, reject *attachReject) {
+// endedFor finds the producer-closed channel a viewer's open resolves to,
+// when no live channel does; r.mu is held. An expired one is forgotten.
+func (r *registry) endedFor(a *attachReq, now time.Time) *endedChannel {
+	if _, live := lookup(r.chans, a, func(c *channel) string { return c.descID }); live {
+		return nil
+	}
+	e, ok := lookup(r.ended, a, func(e *endedChannel) string { return e.descID })
+	if !ok {
+		return nil
+	}
+	if now.After(e.until) {
+		r.forgetEnded(e)
+		return nil
+	}
+	return e
+}
+
+// forgetEnded deletes e; r.mu is held.
+func (r *registry) forgetEnded(e *endedChannel) {
+	if r.ended[e.key] == e {
+		delete(r.ended, e.key)
+	}
+}
+
+// forgetEndedFor drops what an attaching producer supersedes: the ended
+// channel at its key and at its channel id; r.mu is held.
+func (r *registry) forgetEndedFor(a *attachReq) {
+	delete(r.ended, a.key)
+	if a.channelID != "" {
+		alt := a.key
+		alt.channel = a.channelID
+		delete(r.ended, alt)
+	}
+}
+
+// retainEnded keeps ch's output ring, floors and the producer's close for
+// late viewers; both locks are held, before removeLocked.
+func (r *registry) retainEnded(ch *channel, wire []byte, now time.Time) {
+	r.ended[ch.key] = &endedChannel{
+		key: ch.key, descID: ch.descID, close: wire, toClient: ch.toClient,
+		epochFloor: ch.epochFloor, authorityFloor: ch.authorityFloor,
+		until: now.Add(r.opts.CloseRetention),
+	}
+}
+
+// staleViewer is the viewer epoch fence: v is older than a floor.
+func staleViewer(v *token.ViewerClaims, epochFloor, authorityFloor uint64) bool {
+	return v.LeaseEpoch < epochFloor || (v.AuthorityEpoch > 0 && v.AuthorityEpoch < authorityFloor)
+}
+
+// attachment is what attach gives an accepted open: the channel, the new
+// side and the frames to replay, or, for a viewer of a channel its producer
+// already closed, only the replay and that close (final): there is no side.
+type attachment struct {
+	ch     *channel
+	side   *side
+	replay []ringEntry
+	final  []byte
+}
+
+// attach adds a side, or answers a late viewer of an ended channel. It
+// returns a rejection for a revoked machine or a stale epoch.
+func (r *registry) attach(a *attachReq) (attachment, *attachReject) {
 	now := r.opts.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.admit != nil {
 		if msg, retry := r.admit(a.key.ws, a.key.agent, a.role); msg != "" {
 			r.m.OpensRejected.Add(1)
-			return nil, nil, nil, &attachReject{msg, retry}
+			return attachment{}, &attachReject{msg, retry}
 		}
+	}
+	if a.role == agentpb.StreamRole_STREAM_ROLE_CLIENT {
+		if e := r.endedFor(a, now); e != nil {
+			if staleViewer(a.viewer, e.epochFloor, e.authorityFloor) {
+				r.m.OpensRejected.Add(1)
+				return attachment{}, &attachReject{msg: msgStaleEpoch}
+			}
+			r.m.OpensAccepted.Add(1)
+			var replay []ringEntry
+			if e.toClient != nil {
+				replay = e.toClient.since(a.resume)
+			}
+			return attachment{replay: replay, final: e.close}, nil
+		}
+	} else {
+		r.forgetEndedFor(a)
 	}
 	ch, created := r.resolve(a)
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	ch.lastTouch = now
 
-	s = &side{
+	s := &side{
 		role:      a.role,
 		gen:       r.gen.Add(1),
 		channelID: a.channelID,
 		q:         a.q,
 		bucket:    newBucket(r.opts.RateBurstBytes, r.opts.RateBytesPerSec, now),
 	}
+	var replay []ringEntry
 	replaced := false
 	if a.role == agentpb.StreamRole_STREAM_ROLE_CLIENT {
 		v := a.viewer
-		if v.LeaseEpoch < ch.epochFloor || (v.AuthorityEpoch > 0 && v.AuthorityEpoch < ch.authorityFloor) {
+		if staleViewer(v, ch.epochFloor, ch.authorityFloor) {
 			r.m.OpensRejected.Add(1)
 			if created {
 				r.removeLocked(ch)
 			}
-			return nil, nil, nil, &attachReject{msg: msgStaleEpoch}
+			return attachment{}, &attachReject{msg: msgStaleEpoch}
 		}
 		ch.epochFloor = max(ch.epochFloor, v.LeaseEpoch)
 		if v.AuthorityEpoch > 0 {
@@ -255,7 +356,7 @@ func (r *registry) attach(a *attachReq) (ch *channel, s *side, replay []ringEntr
 		r.m.Reconnects.Add(1)
 	}
 	r.m.OpensAccepted.Add(1)
-	return ch, s, replay, nil
+	return attachment{ch: ch, side: s, replay: replay}, nil
 }
 
 // detach removes s if it is still the live side (generation-safe: a late
@@ -295,7 +396,7 @@ func (r *registry) removeLocked(ch *channel) {
 
 // closeFrom handles a StreamClose sent by s: forwarded to the peer, then the
 // channel is removed. A viewer closing while other viewers still watch only
-// detaches itself.
+// detaches itself. A producer's close is also kept for late viewers.
 func (r *registry) closeFrom(ch *channel, s *side, wire []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -321,6 +422,9 @@ func (r *registry) closeFrom(ch *channel, s *side, wire []byte) {
 		for _, v := range ch.viewers {
 			v.q.finish(wire)
 		}
+		// A viewer may still be on its way (it dialled after pty_open
+		// answered, the process was quicker): it must learn the end too.
+		r.retainEnded(ch, wire, r.opts.Now())
 	}
 	ch.agent, ch.viewers = nil, nil
 	r.removeLocked(ch)
@@ -427,6 +531,11 @@ func (r *registry) reap(now time.Time) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.reaps++
+	for k, e := range r.ended {
+		if now.After(e.until) {
+			delete(r.ended, k)
+		}
+	}
 	n := 0
 	for _, ch := range r.chans {
 		ch.mu.Lock()
@@ -451,6 +560,11 @@ func (r *registry) reap(now time.Time) int {
 func (r *registry) closeMachine(ws, agent string, reason agentpb.StreamCloseReason, msg string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	for k := range r.ended {
+		if k.ws == ws && k.agent == agent {
+			delete(r.ended, k)
+		}
+	}
 	n := 0
 	for k, ch := range r.chans {
 		if k.ws != ws || k.agent != agent {
@@ -474,6 +588,7 @@ func (r *registry) closeMachine(ws, agent string, reason agentpb.StreamCloseReas
 func (r *registry) shutdown() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	clear(r.ended)
 	for _, ch := range r.chans {
 		ch.mu.Lock()
 		for _, s := range append(ch.viewers, ch.agent) {
@@ -504,4 +619,10 @@ func (r *registry) reapCount() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.reaps
+}
+
+func (r *registry) endedLen() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.ended)
 }

@@ -127,13 +127,14 @@ func (s *Server) session(c *websocket.Conn, q dialQuery) {
 		viewer:    viewer,
 		q:         newOutq(s.opts.QueueLen),
 	}
-	ch, sd, replay, rej := s.reg.attach(a)
+	at, rej := s.reg.attach(a)
 	if rej != nil {
 		log.Info("stream open rejected", "reason", rej.msg)
 		s.rejectWith(c, rej.msg, rej.retryable)
 		return
 	}
-	log.Info("stream open accepted", "gen", sd.gen, "replay", len(replay))
+	ch, sd, replay := at.ch, at.side, at.replay
+	replayed := len(replay)
 
 	// Ack, then the replay straight to the socket, then live frames from the queue.
 	ack := frame.MustEncode(&agentpb.StreamOpenAck{Accepted: true, ResumeFromSeq: open.GetResumeFromSeq()})
@@ -142,6 +143,16 @@ func (s *Server) session(c *websocket.Conn, q dialQuery) {
 		err = s.write(c, replay[i].wire)
 	}
 	replay = nil
+	if at.final != nil {
+		// The producer closed before this viewer came: the output it
+		// missed (above), then the producer's close, then the drop.
+		if err == nil {
+			err = s.write(c, at.final)
+		}
+		log.Info("stream open accepted after the producer closed", "replay", replayed, "delivered", err == nil)
+		return
+	}
+	log.Info("stream open accepted", "gen", sd.gen, "replay", replayed)
 	var drainers sync.WaitGroup
 	if err == nil {
 		a.q.resume(func() {

@@ -111,8 +111,10 @@ func (s *session) waitLoop() {
 		s.log.Debug("pty wait", "err", err)
 	}
 	s.exitCode = code
-	close(s.exited)
+	// The place is free before the exit is observable: pty_close (which
+	// waits on exited) must find the live count already lowered.
 	s.releaseLive()
+	close(s.exited)
 	s.log.Info("pty process exited", "exit_code", code)
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/internal/devstack"
+	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
 const envRelayURL = "OPENGENI_RELAY_URL"
@@ -122,8 +123,10 @@ loop:
 	defer cancel()
 	code, cerr := t.Close(cctx)
 	if serr := t.Stream.Err(); serr != nil {
+		// The process's own end is no news; any other end (a newer viewer
+		// took over, the relay gave up on the channel) is said.
 		var closed *control.StreamClosedError
-		if !errors.As(serr, &closed) {
+		if !errors.As(serr, &closed) || closed.Reason != agentpb.StreamCloseReason_STREAM_CLOSE_REASON_PROCESS_EXIT {
 			fmt.Fprintln(e.stderr, "\r\nrelay ctl shell: stream lost:", serr)
 		}
 	}
