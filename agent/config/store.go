@@ -84,6 +84,20 @@ func (s *Store) Path(id string) string { return filepath.Join(s.ConnectionsDir()
 // LockPath is the instance-lock file of connection id.
 func (s *Store) LockPath(id string) string { return filepath.Join(s.dir, locksDir, id+".lock") }
 
+// LinkStatePath is where the running agent keeps connection id's live
+// link state (connected, retrying with the last error, denied) for
+// `opengeni-agent status`.
+func (s *Store) LinkStatePath(id string) string { return filepath.Join(s.dir, "state", id+".json") }
+
+// WriteLinkState stores connection id's live link state (JSON, 0600, in a
+// 0700 directory, written atomically).
+func (s *Store) WriteLinkState(id string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(s.LinkStatePath(id)), 0o700); err != nil {
+		return err
+	}
+	return WriteFileAtomic(s.LinkStatePath(id), data)
+}
+
 // LegacyPath is the v1 single-connection credentials.json.
 func (s *Store) LegacyPath() string { return filepath.Join(s.dir, legacyFile) }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -609,5 +610,40 @@ func TestRunServesStoredConnectionsEndToEnd(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not stop")
+	}
+}
+
+// `status` shows each served connection's live link: connected to the
+// server, or retrying with the last error while NATS is unreachable.
+func TestStatusShowsLiveLinkState(t *testing.T) {
+	store := isolate(t)
+	ns := startNATS(t, "oge_test")
+	up := saveConn(t, store, "ws-up", ns.ClientURL())
+	dead := saveConn(t, store, "ws-dead", "nats://127.0.0.1:1")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- runStored(ctx, store, storedRunOptions{}, io.Discard, io.Discard, slog.New(slog.DiscardHandler))
+	}()
+	defer func() { cancel(); <-done }()
+	var out string
+	natstest.Eventually(t, 20*time.Second, func() error {
+		var stdout, stderr bytes.Buffer
+		cmdStatus(nil, &stdout, &stderr)
+		out = stdout.String()
+		for _, want := range []string{up.ID() + " ", "connected to nats://127.0.0.1:", "retrying since", "connection refused"} {
+			if !strings.Contains(out, want) {
+				return fmt.Errorf("status lacks %q:\n%s", want, out)
+			}
+		}
+		return nil
+	})
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, dead.ID()) && !strings.Contains(line, "retrying since") {
+			t.Fatalf("the dead connection's line: %q", line)
+		}
+		if strings.HasPrefix(line, up.ID()) && !strings.Contains(line, "connected to") {
+			t.Fatalf("the live connection's line: %q", line)
+		}
 	}
 }

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -32,10 +34,41 @@ func onOff(b bool) string {
 // runState says whether an agent process is serving connection id (read
 // from the lock file's pid, never by taking the lock).
 func runState(store *config.Store, id string) string {
-	if pid, ok := instancelock.HolderPID(store.LockPath(id)); ok {
-		return fmt.Sprintf("running (pid %d)", pid)
+	pid, ok := instancelock.HolderPID(store.LockPath(id))
+	if !ok {
+		return "not running"
 	}
-	return "not running"
+	out := fmt.Sprintf("running (pid %d)", pid)
+	if link := linkState(store, id); link != "" {
+		out += "; " + link
+	}
+	return out
+}
+
+// linkState describes the running agent's live link of connection id:
+// connected, retrying since T with the last error, or denied (and what to
+// do); "" when the agent has not reported one.
+func linkState(store *config.Store, id string) string {
+	b, err := os.ReadFile(store.LinkStatePath(id))
+	if err != nil {
+		return ""
+	}
+	var st agent.ConnState
+	if json.Unmarshal(b, &st) != nil {
+		return ""
+	}
+	since := st.Since.Local().Format(time.DateTime)
+	switch st.State {
+	case agent.StateConnected:
+		return "connected to " + st.Server + " since " + since
+	case agent.StateConnecting:
+		return "connecting to " + st.Server + " since " + since
+	case agent.StateRetrying:
+		return fmt.Sprintf("retrying since %s (last error: %s)", since, st.LastError)
+	case agent.StateDenied:
+		return fmt.Sprintf("credential refused since %s (%s); if it persists: opengeni-agent connect --force --workspace-id <id>", since, st.LastError)
+	}
+	return st.State
 }
 
 // cmdConnections lists the stored connections (no secrets).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -143,6 +144,12 @@ func agentServe(store *config.Store, o storedRunOptions, logger *slog.Logger) se
 			},
 			Pause:  pauseSwitch(store),
 			Logger: logger.With("connection", id),
+			// `status` shows what the link is doing right now.
+			OnState: func(st agent.ConnState) {
+				if b, err := json.Marshal(st); err == nil {
+					_ = store.WriteLinkState(id, b)
+				}
+			},
 		}
 		if o.Audit != nil {
 			opts.Observer = o.Audit.For(audit.Connection{ID: id, Workspace: c.WorkspaceID, Agent: c.AgentID, Platform: c.APIURL})
