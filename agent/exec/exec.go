@@ -97,43 +97,33 @@ func New(opts Options) *Service {
 	return s
 }
 
-// Exec runs req.Command and reports how it ended. A non-zero exit, a signal
-// and a timeout are results, not errors; errors are for commands that could
-// not start (NOT_FOUND for a missing program or cwd) and for the caller's
-// context being cancelled.
-func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.ExecResponse, error) {
+// command builds req's command (argv or the machine's shell) in its
+// resolved working directory, with the merged environment and stdin; ctx's
+// end cancels it. It returns the program for messages and the cwd.
+func (s *Service) command(ctx context.Context, req *agentpb.ExecRequest) (cmd *osexec.Cmd, argv0, cwd string, err error) {
 	if len(req.GetCommand()) == 0 || (!req.GetShell() && req.GetCommand()[0] == "") {
-		return nil, agenterr.Invalid("exec: empty command")
+		return nil, "", "", agenterr.Invalid("exec: empty command")
 	}
-	cwd, err := s.root.Resolve(req.GetCwd())
-	if err != nil {
-		return nil, fmt.Errorf("exec cwd: %w", err)
+	if cwd, err = s.root.Resolve(req.GetCwd()); err != nil {
+		return nil, "", "", fmt.Errorf("exec cwd: %w", err)
 	}
 	env, err := s.environ(req.GetEnv())
 	if err != nil {
-		return nil, err
+		return nil, "", "", err
 	}
-
-	budget := opctx.BoundedPayloadBudget(ctx)
-	timeout := s.timeout(req.GetTimeoutMs())
-	runCtx, cancel := context.WithTimeoutCause(ctx, timeout, errTimedOut)
-	defer cancel()
-
-	var argv0 string
-	var cmd *osexec.Cmd
 	if req.GetShell() {
 		sh := shellCommand(env, strings.Join(req.GetCommand(), " "))
 		argv0 = sh.path
-		cmd = osexec.CommandContext(runCtx, sh.path)
+		cmd = osexec.CommandContext(ctx, sh.path)
 		cmd.Args = sh.args
 		setCmdLine(cmd, sh.cmdLine)
 	} else {
 		argv0 = req.GetCommand()[0]
 		path, err := lookPath(argv0, cwd, env)
 		if err != nil {
-			return nil, agenterr.FromIO("spawn "+argv0, err)
+			return nil, "", "", agenterr.FromIO("spawn "+argv0, err)
 		}
-		cmd = osexec.CommandContext(runCtx, path)
+		cmd = osexec.CommandContext(ctx, path)
 		cmd.Args = append([]string(nil), req.GetCommand()...)
 	}
 	cmd.Dir = cwd
@@ -141,6 +131,23 @@ func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.
 	if len(req.GetStdin()) > 0 {
 		cmd.Stdin = bytes.NewReader(req.GetStdin())
 	} // else nil: the child reads EOF at once from the null device.
+	return cmd, argv0, cwd, nil
+}
+
+// Exec runs req.Command and reports how it ended. A non-zero exit, a signal
+// and a timeout are results, not errors; errors are for commands that could
+// not start (NOT_FOUND for a missing program or cwd) and for the caller's
+// context being cancelled.
+func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.ExecResponse, error) {
+	budget := opctx.BoundedPayloadBudget(ctx)
+	timeout := s.timeout(req.GetTimeoutMs())
+	runCtx, cancel := context.WithTimeoutCause(ctx, timeout, errTimedOut)
+	defer cancel()
+
+	cmd, argv0, cwd, err := s.command(runCtx, req)
+	if err != nil {
+		return nil, err
+	}
 
 	// Each stream may keep up to the whole budget; Fit shares it out at the
 	// end, when both lengths are known.

@@ -1,13 +1,10 @@
 package exec
 
 import (
-	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"os"
 	osexec "os/exec"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -47,38 +44,11 @@ type Ended struct {
 // Errors are for commands that could not start (NOT_FOUND for a missing
 // program or cwd, PROTOCOL for a malformed request).
 func (s *Service) Start(ctx context.Context, req *agentpb.ExecRequest, stdout, stderr io.Writer) (*Process, error) {
-	if len(req.GetCommand()) == 0 || (!req.GetShell() && req.GetCommand()[0] == "") {
-		return nil, agenterr.Invalid("exec: empty command")
-	}
-	cwd, err := s.root.Resolve(req.GetCwd())
-	if err != nil {
-		return nil, fmt.Errorf("exec cwd: %w", err)
-	}
-	env, err := s.environ(req.GetEnv())
+	cmd, argv0, cwd, err := s.command(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	p := &Process{ctx: ctx, grace: s.pipeGrace}
-	if req.GetShell() {
-		sh := shellCommand(env, strings.Join(req.GetCommand(), " "))
-		p.argv0 = sh.path
-		p.cmd = osexec.CommandContext(ctx, sh.path)
-		p.cmd.Args = sh.args
-		setCmdLine(p.cmd, sh.cmdLine)
-	} else {
-		p.argv0 = req.GetCommand()[0]
-		path, err := lookPath(p.argv0, cwd, env)
-		if err != nil {
-			return nil, agenterr.FromIO("spawn "+p.argv0, err)
-		}
-		p.cmd = osexec.CommandContext(ctx, path)
-		p.cmd.Args = append([]string(nil), req.GetCommand()...)
-	}
-	p.cmd.Dir = cwd
-	p.cmd.Env = env
-	if len(req.GetStdin()) > 0 {
-		p.cmd.Stdin = bytes.NewReader(req.GetStdin())
-	}
+	p := &Process{ctx: ctx, grace: s.pipeGrace, cmd: cmd, argv0: argv0}
 	p.pipes, err = capture.AttachWriters(p.cmd, stdout, stderr)
 	if err != nil {
 		return nil, agenterr.FromIO("spawn "+p.argv0, err)
