@@ -5,7 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"github.com/opengeni/opengeni-agent/internal/syncbuf"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -505,7 +505,7 @@ func (w *wineEnv) packageTests(t *testing.T, bin string) {
 // wineProc is a Windows program running under wine.
 type wineProc struct {
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *syncbuf.Buffer
 	done chan error
 }
 
@@ -515,7 +515,7 @@ func (w *wineEnv) start(t *testing.T, dir string, env []string, args ...string) 
 	t.Helper()
 	cmd := exec.Command(w.loader, append([]string{w.agent}, args...)...)
 	cmd.Dir, cmd.Env = dir, append(append([]string(nil), w.env...), env...)
-	p := &wineProc{cmd: cmd, out: &lockedBuffer{}, done: make(chan error, 1)}
+	p := &wineProc{cmd: cmd, out: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -715,23 +715,3 @@ func nextGoingOffline(t *testing.T, ch chan *nats.Msg) *agentpb.GoingOffline {
 		}
 	}
 }
-
-// lockedBuffer is an io.Writer safe for a process's stdout and stderr.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-var _ io.Writer = (*lockedBuffer)(nil)

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/opengeni/opengeni-agent/internal/syncbuf"
 	"io"
 	"log/slog"
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -173,7 +173,7 @@ func TestAuditFollowShowsNewOps(t *testing.T) {
 	prev := followContext
 	followContext = func() (context.Context, context.CancelFunc) { return followCtx, stopFollow }
 	t.Cleanup(func() { followContext = prev })
-	out := &lockedBuffer{}
+	out := &syncbuf.Buffer{}
 	followed := make(chan int, 1)
 	go func() { followed <- run([]string{"audit", "--follow", "--op", "fs_list"}, out, io.Discard) }()
 
@@ -195,21 +195,4 @@ func TestAuditFollowShowsNewOps(t *testing.T) {
 	if !strings.Contains(out.String(), c.ID()) {
 		t.Fatalf("followed output %q", out.String())
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
