@@ -145,6 +145,9 @@ type Config struct {
 	// (next-revision connections only): a second runner with cloned
 	// credentials is denied while the first one's lease lives.
 	Leases Leases
+	// ConnectionJWTTTL bounds a next-revision connection's user JWT
+	// (default [ConnectionJWTTTL]); tests shorten it.
+	ConnectionJWTTTL time.Duration
 	// MaxConnsPerAgent bounds the remembered connections per enrollment
 	// (default 8; the oldest are forgotten).
 	MaxConnsPerAgent int
@@ -181,6 +184,9 @@ func New(cfg Config) (*Responder, error) {
 	}
 	if cfg.AccountName == "" {
 		cfg.AccountName = DefaultAccountName
+	}
+	if cfg.ConnectionJWTTTL <= 0 {
+		cfg.ConnectionJWTTTL = ConnectionJWTTTL
 	}
 	if cfg.MaxConnsPerAgent <= 0 {
 		cfg.MaxConnsPerAgent = 8
@@ -299,7 +305,7 @@ func (r *Responder) Authorize(ctx context.Context, requestJWT string) (Decision,
 		}
 		// Short-lived: the agent reconnects at expiry, and every reconnect
 		// re-checks the enrollment, generation and lease (control.md §9).
-		exp = min(exp, r.cfg.Now().Add(ConnectionJWTTTL).Unix())
+		exp = min(exp, r.cfg.Now().Add(r.cfg.ConnectionJWTTTL).Unix())
 	}
 	userJWT, err := encodeUser(r.cfg.Issuer, r.issuerPub, r.cfg.AccountName, claims.AgentID, userNkey,
 		Grant(claims.WorkspaceID, claims.AgentID, inst), r.cfg.Now().Unix(), exp)
