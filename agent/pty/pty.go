@@ -102,7 +102,14 @@ type Service struct {
 	// scopeLocks serialises opens of one scope so two racing opens start
 	// one shell.
 	scopes     map[string]*session
-	scopeLocks map[string]*sync.Mutex
+	scopeLocks map[string]*scopeLock
+}
+
+// scopeLock serialises the opens of one scope; refs counts its holders and
+// waiters, so the entry goes away with the last one.
+type scopeLock struct {
+	mu   sync.Mutex
+	refs int
 }
 
 // New returns a Service with defaults applied to opts.
@@ -136,20 +143,28 @@ func New(opts Options) *Service {
 	}
 	return &Service{opts: opts, log: opts.Logger.With("component", "pty"), sessions: map[string]*session{},
 		pumps: map[*session]struct{}{}, stopReap: make(chan struct{}), reapDone: make(chan struct{}),
-		scopes: map[string]*session{}, scopeLocks: map[string]*sync.Mutex{}}
+		scopes: map[string]*session{}, scopeLocks: map[string]*scopeLock{}}
 }
 
 // lockScope serialises the opens of one scope.
 func (s *Service) lockScope(scope string) (unlock func()) {
 	s.mu.Lock()
-	m := s.scopeLocks[scope]
-	if m == nil {
-		m = &sync.Mutex{}
-		s.scopeLocks[scope] = m
+	l := s.scopeLocks[scope]
+	if l == nil {
+		l = &scopeLock{}
+		s.scopeLocks[scope] = l
 	}
+	l.refs++
 	s.mu.Unlock()
-	m.Lock()
-	return m.Unlock
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		s.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(s.scopeLocks, scope)
+		}
+		s.mu.Unlock()
+	}
 }
 
 // liveScope is the scope's terminal if it is still listed and its program

@@ -60,4 +60,10 @@ func TestScopeReattachesLiveTerminal(t *testing.T) {
 	if again.GetPtyId() == first.GetPtyId() {
 		t.Fatal("an exited terminal was reattached")
 	}
+	h.svc.mu.Lock()
+	locks := len(h.svc.scopeLocks)
+	h.svc.mu.Unlock()
+	if locks != 0 {
+		t.Fatalf("%d scope locks left after the opens returned", locks)
+	}
 }

@@ -121,7 +121,7 @@ func (s *Store) HandleMessage(ctx context.Context, subject string, data []byte) 
 		if err := s.ApplyHello(ctx, ws, id, &h); err != nil {
 			return err
 		}
-		return s.connectionSeen(ctx, ws, id, inst)
+		return s.connectionSeen(ctx, ws, id, inst, true)
 	}
 	ws, id, inst, err := parseAgentSubject(subject, "events")
 	if err != nil {
@@ -136,7 +136,7 @@ func (s *Store) HandleMessage(ctx context.Context, subject string, data []byte) 
 		if err := s.ApplyHeartbeat(ctx, ws, id, e.Heartbeat); err != nil {
 			return err
 		}
-		return s.connectionSeen(ctx, ws, id, inst)
+		return s.connectionSeen(ctx, ws, id, inst, false)
 	case *agentpb.AgentEvent_GoingOffline:
 		if err := s.ApplyGoingOffline(ctx, ws, id, e.GoingOffline); err != nil {
 			return err
@@ -150,10 +150,11 @@ func (s *Store) HandleMessage(ctx context.Context, subject string, data []byte) 
 	return nil
 }
 
-// connectionSeen renews a next-revision instance's lease and records it as
-// the machine's live instance (for routing); v1 subjects (inst "") have
-// neither.
-func (s *Store) connectionSeen(ctx context.Context, ws, id, inst string) error {
+// connectionSeen renews a next-revision instance's lease (hello marks it
+// announced, so routing may use it) and, on hello, records it as the
+// machine's instance; v1 subjects (inst "") have neither. A heartbeat costs
+// the lease's read and compare-and-set, nothing more.
+func (s *Store) connectionSeen(ctx context.Context, ws, id, inst string, hello bool) error {
 	if inst == "" {
 		return nil
 	}
@@ -161,11 +162,11 @@ func (s *Store) connectionSeen(ctx context.Context, ws, id, inst string) error {
 	if err != nil || !ok {
 		return err
 	}
-	if err := s.RenewConnection(ctx, ws, id, inst); err != nil {
+	if err := s.RenewConnection(ctx, ws, id, inst, hello); err != nil {
 		return err // ErrLeaseHeld: a runner the callout should not have admitted
 	}
-	if m, err := s.GetMachine(ctx, ws, id); err == nil && m.Instance == inst {
-		return nil // written once per instance, not per heartbeat
+	if !hello {
+		return nil
 	}
 	return s.updateMachine(ctx, ws, id, func(m *Machine) { m.Instance = inst })
 }

@@ -22,6 +22,9 @@ var ErrLeaseHeld = errors.New("store: the enrollment's connection lease is held 
 type ConnectionLease struct {
 	Instance  string    `json:"instance"`
 	ExpiresAt time.Time `json:"expiresAt"`
+	// Announced: the instance said Hello, which it does only after it
+	// subscribed, so its rpc subject has a responder (routing may use it).
+	Announced bool `json:"announced,omitempty"`
 }
 
 func leaseKey(ws, id string) string { return "l." + ws + "." + id }
@@ -31,13 +34,14 @@ func leaseKey(ws, id string) string { return "l." + ws + "." + id }
 // holds it (a reconnect). Otherwise ErrLeaseHeld. The callout claims at
 // every connect of a next-revision connection; heartbeats renew it.
 func (s *Store) ClaimConnection(ctx context.Context, ws, id, instance string) error {
-	return s.leaseUpdate(ctx, ws, id, instance)
+	return s.leaseUpdate(ctx, ws, id, instance, false)
 }
 
 // RenewConnection extends the lease of instance; a lease held by another
 // live instance is left alone (ErrLeaseHeld), a lapsed one is taken.
-func (s *Store) RenewConnection(ctx context.Context, ws, id, instance string) error {
-	return s.leaseUpdate(ctx, ws, id, instance)
+// announced records that the instance said Hello.
+func (s *Store) RenewConnection(ctx context.Context, ws, id, instance string, announced bool) error {
+	return s.leaseUpdate(ctx, ws, id, instance, announced)
 }
 
 // ReleaseConnection drops the lease if instance holds it (GoingOffline), so
@@ -59,7 +63,7 @@ func (s *Store) ReleaseConnection(ctx context.Context, ws, id, instance string) 
 	return nil
 }
 
-func (s *Store) leaseUpdate(ctx context.Context, ws, id, instance string) error {
+func (s *Store) leaseUpdate(ctx context.Context, ws, id, instance string, announced bool) error {
 	if !validID(ws) || !validID(id) || !validID(instance) {
 		return ErrInvalidKey
 	}
@@ -73,7 +77,8 @@ func (s *Store) leaseUpdate(ctx context.Context, ws, id, instance string) error 
 		if err == nil && cur.Instance != instance && cur.ExpiresAt.After(now) {
 			return ErrLeaseHeld
 		}
-		next := ConnectionLease{Instance: instance, ExpiresAt: now.Add(ConnectionLeaseTTL)}
+		next := ConnectionLease{Instance: instance, ExpiresAt: now.Add(ConnectionLeaseTTL),
+			Announced: announced || (err == nil && cur.Instance == instance && cur.Announced)}
 		if _, err := putJSON(ctx, s.machines, key, &next, rev); errors.Is(err, errCAS) {
 			continue
 		} else if err != nil {
@@ -95,14 +100,7 @@ func (s *Store) LiveInstance(ctx context.Context, ws, id string) (string, error)
 		return "", ErrInvalidKey
 	}
 	l, _, err := getJSON[ConnectionLease](ctx, s.machines, leaseKey(ws, id))
-	if errors.Is(err, ErrNotFound) || (err == nil && !l.ExpiresAt.After(s.Now())) {
-		return "", nil
-	}
-	if err != nil {
-		return "", err
-	}
-	m, err := s.GetMachine(ctx, ws, id)
-	if errors.Is(err, ErrNotFound) || (err == nil && m.Instance != l.Instance) {
+	if errors.Is(err, ErrNotFound) || (err == nil && (!l.Announced || !l.ExpiresAt.After(s.Now()))) {
 		return "", nil
 	}
 	return l.Instance, err
