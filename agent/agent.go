@@ -585,7 +585,7 @@ func (a *Agent) heartbeats(ctx context.Context) {
 			ActiveSessions: uint32(a.dispatch.Active()),
 			Metrics:        a.sampler.Sample(ctx),
 			Draining:       a.dispatch.Draining(),
-			Capacity:       a.sampler.Capacity(ctx),
+			Capacity:       a.capacity(ctx),
 			Admission:      a.admission(),
 		}}}
 		if err := a.publishEvent(nc, ev); err != nil {
@@ -608,6 +608,19 @@ func (a *Agent) logQueue(ctx context.Context, lastRefused uint64) uint64 {
 	a.logger.Log(ctx, level, "op queue", "running", q.Running, "slots", q.Slots, "queue_depth", q.Queued,
 		"queue_limit", q.Limit, "refused_busy_total", q.Refused, "refused_busy_since_last", q.Refused-lastRefused)
 	return q.Refused
+}
+
+// capacity is the heartbeat's HostCapacitySample. While the audit log
+// cannot write (a full disk), disk_free_bytes is 0 whatever the workspace
+// root's disk says, so the platform learns the machine's disk is full.
+func (a *Agent) capacity(ctx context.Context) *agentpb.HostCapacitySample {
+	c := a.sampler.Capacity(ctx)
+	if sr, ok := a.opts.Observer.(StorageReporter); ok {
+		if sr.StorageFailure() != "" { // the audit log itself logs the failure
+			c.DiskFreeBytes = 0
+		}
+	}
+	return c
 }
 
 // admission is the heartbeat's AdmissionTelemetry: heavy ops running and

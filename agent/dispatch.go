@@ -101,6 +101,15 @@ type Observer interface {
 	ObservePause(paused bool, until time.Time)
 }
 
+// StorageReporter is an Observer that can fail to keep its records (the
+// owner's audit log on a full disk). While it reports a failure, heartbeats
+// carry disk_free_bytes 0: the wire has no other field for a full disk.
+type StorageReporter interface {
+	// StorageFailure is the last write error while records cannot be
+	// written, "" while they can.
+	StorageFailure() string
+}
+
 // Admission defaults.
 const (
 	DefaultMaxHeavy = 32

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -553,5 +554,77 @@ func TestPauseClosesTheDesktopStream(t *testing.T) {
 	}
 	if _, err := s.DesktopEnsure(ctx, 320, 240); asControlError(t, err).Detail["reason"] != "paused" {
 		t.Fatalf("desktop_ensure while paused: %v", err)
+	}
+}
+
+// A disk that refuses the audit log's writes reaches the platform: while
+// the log cannot write, heartbeats carry disk_free_bytes 0 (the wire has no
+// other field for a full disk); once it writes again they carry the real
+// free space.
+func TestAuditFullDiskInHeartbeat(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full to stand for a full disk")
+	}
+	dir := t.TempDir()
+	live := audit.LivePath(dir)
+	if err := os.Symlink("/dev/full", live); err != nil {
+		t.Fatal(err)
+	}
+	log := openAuditLog(t, dir)
+	srv := natstest.Start(t)
+	events := subscribeEvents(t, srv.ClientURL(), testWS, testAgent)
+	e := &env{srv: srv, root: t.TempDir()}
+	e.startAgent(t, func(o *agent.Options) {
+		o.Servers = []string{srv.ClientURL()}
+		o.Observer = log.For(auditConn)
+		o.HeartbeatInterval = 50 * time.Millisecond
+	})
+	s := e.session(t, nil)
+	ctx := ctxT(t)
+	mark := func(m string) { // an op the log must keep
+		t.Helper()
+		if _, err := s.ExecArgs(ctx, control.ExecRequestOptions{Argv: []string{"true", m}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mark("before-recovery")
+	awaitDiskFree := func(want func(uint64) bool) {
+		t.Helper()
+		timeout := time.After(30 * time.Second)
+		for {
+			select {
+			case m := <-events:
+				var ev agentpb.AgentEvent
+				if err := proto.Unmarshal(m.Data, &ev); err != nil {
+					t.Fatal(err)
+				}
+				if c := ev.GetHeartbeat().GetCapacity(); c != nil && want(c.GetDiskFreeBytes()) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no heartbeat with the expected disk_free_bytes (audit log status %q)", log.Status())
+			}
+		}
+	}
+	awaitDiskFree(func(free uint64) bool { return free == 0 })
+	if log.Status() == "" {
+		t.Fatal("heartbeat said the disk is full while the audit log writes")
+	}
+	// The disk has room again: the next record is written and heartbeats
+	// report the real free space.
+	if err := os.Remove(live); err != nil {
+		t.Fatal(err)
+	}
+	mark("after-recovery")
+	if err := log.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	awaitDiskFree(func(free uint64) bool { return free > 0 })
+	var argvs []string
+	for _, r := range auditRecords(t, log, audit.Filter{Op: "exec"}) {
+		argvs = append(argvs, strings.Join(r.Args.Argv, " "))
+	}
+	if want := []string{"true before-recovery", "true after-recovery"}; !slices.Equal(argvs, want) {
+		t.Fatalf("exec records %q, want %q (none lost)", argvs, want)
 	}
 }

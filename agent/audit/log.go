@@ -378,6 +378,10 @@ func (r *Recorder) ObserveOp(req *agentpb.ControlRequest, resp *agentpb.ControlR
 	r.log.Append(opRecord(r.conn, r.log.opts.RecordInput, req, resp, op, start, took, bytesIn, bytesOut))
 }
 
+// StorageFailure reports the log's disk refusing writes ("" while it takes
+// them); the agent's heartbeats pass it on (agent.StorageReporter).
+func (r *Recorder) StorageFailure() string { return r.log.Status() }
+
 // ObservePause records that the running agent saw the owner pause
 // (until: zero for "until resumed") or resume this machine.
 func (r *Recorder) ObservePause(paused bool, until time.Time) {
