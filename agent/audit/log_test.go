@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -326,9 +327,58 @@ func TestOpRecordArguments(t *testing.T) {
 				}
 				return nil
 			}},
+		{"op_start exec", &agentpb.ControlRequest{Op: &agentpb.ControlRequest_OpStart{OpStart: &agentpb.OpStart{Op: &agentpb.OpStart_Exec{Exec: &agentpb.ExecRequest{
+			Command: []string{"make", "test"}, Cwd: "/w", Env: map[string]string{"TOKEN": "s3cret"}, Stdin: []byte("in")}}}}}, nil,
+			func(a *Args) error {
+				if a.Starts != "exec" || fmt.Sprint(a.Argv) != "[make test]" || a.Cwd != "/w" || fmt.Sprint(a.EnvKeys) != "[TOKEN]" || a.StdinBytes != 2 {
+					return fmt.Errorf("%+v", a)
+				}
+				return nil
+			}},
+		{"op_start fs_read", &agentpb.ControlRequest{Op: &agentpb.ControlRequest_OpStart{OpStart: &agentpb.OpStart{Op: &agentpb.OpStart_FsRead{FsRead: &agentpb.FsReadRequest{
+			Path: "big.bin", Offset: 4, Length: 9}}}}}, nil,
+			func(a *Args) error {
+				if a.Starts != "fs_read" || a.Path != "big.bin" || a.Offset != 4 || a.Length != 9 {
+					return fmt.Errorf("%+v", a)
+				}
+				return nil
+			}},
+		{"op_start fs_write", &agentpb.ControlRequest{Op: &agentpb.ControlRequest_OpStart{OpStart: &agentpb.OpStart{Op: &agentpb.OpStart_FsWrite{FsWrite: &agentpb.FsWriteBegin{
+			Path: "out.bin"}}}}}, nil,
+			func(a *Args) error {
+				if a.Starts != "fs_write" || a.Path != "out.bin" {
+					return fmt.Errorf("%+v", a)
+				}
+				return nil
+			}},
+		{"write_chunk", &agentpb.ControlRequest{Op: &agentpb.ControlRequest_WriteChunk{WriteChunk: &agentpb.WriteChunk{
+			OpId: "op1", Seq: 3, Offset: 1024, Bytes: []byte("contents"), Last: true}}}, nil,
+			func(a *Args) error {
+				if a.OpID != "op1" || a.Seq != 3 || a.Offset != 1024 || a.Bytes != 8 || !a.Last {
+					return fmt.Errorf("%+v", a)
+				}
+				return nil
+			}},
+		{"op_attach", &agentpb.ControlRequest{Op: &agentpb.ControlRequest_OpAttach{OpAttach: &agentpb.OpAttach{OpId: "op1", FromSeq: 7}}}, nil,
+			func(a *Args) error {
+				if a.OpID != "op1" || a.Seq != 7 {
+					return fmt.Errorf("%+v", a)
+				}
+				return nil
+			}},
+		{"op_cancel", &agentpb.ControlRequest{Op: &agentpb.ControlRequest_OpCancel{OpCancel: &agentpb.OpCancel{OpId: "op1"}}}, nil,
+			func(a *Args) error {
+				if a.OpID != "op1" {
+					return fmt.Errorf("%+v", a)
+				}
+				return nil
+			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := opRecord(conn, false, tc.req, tc.resp, tc.name, start, time.Millisecond, 10, 20)
+			if b, err := json.Marshal(r); err != nil || bytes.Contains(b, []byte("s3cret")) || bytes.Contains(b, []byte("contents")) {
+				t.Fatalf("record %s (%v) holds a secret", b, err)
+			}
 			if r.Connection != "c1" || r.Platform != "https://api.example" || r.Code != "OK" || r.BytesIn != 10 || r.BytesOut != 20 || r.DurationMs != 1 {
 				t.Fatalf("record %+v", r)
 			}

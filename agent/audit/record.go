@@ -89,6 +89,16 @@ type Args struct {
 
 	TargetVersion string `json:"target_version,omitempty"`
 
+	// Op-stream (op_start, write_chunk, op_cancel, op_query, op_attach):
+	// Starts is what an op_start runs (exec, fs_read, fs_write; its op id is
+	// the record's request id), OpID the op a later request is about, Seq a
+	// chunk's or an attach's sequence number. An op_start's outcome arrives
+	// later in frames, so its record is of the start.
+	Starts string `json:"starts,omitempty"`
+	OpID   string `json:"op_id,omitempty"`
+	Seq    uint64 `json:"seq,omitempty"`
+	Last   bool   `json:"last,omitempty"` // the final chunk of a write
+
 	// Text is what was typed (pty_write data, desktop key text), only when
 	// the owner turned on input recording.
 	Text string `json:"text,omitempty"`
@@ -153,9 +163,7 @@ var refusalCodes = map[agentpb.ErrorCode]bool{
 func args(req *agentpb.ControlRequest, resp *agentpb.ControlResponse, recordInput bool) *Args {
 	switch op := req.GetOp().(type) {
 	case *agentpb.ControlRequest_Exec:
-		x := op.Exec
-		a := &Args{Argv: x.GetCommand(), Shell: x.GetShell(), Cwd: x.GetCwd(), EnvKeys: keys(x.GetEnv()),
-			StdinBytes: len(x.GetStdin()), TimeoutMs: x.GetTimeoutMs()}
+		a := execArgs(op.Exec)
 		if r := resp.GetExec(); r != nil {
 			a.ExitCode, a.TimedOut = ptr(r.GetExitCode()), r.GetTimedOut()
 		}
@@ -209,8 +217,40 @@ func args(req *agentpb.ControlRequest, resp *agentpb.ControlResponse, recordInpu
 		return inputArgs(op.DesktopInput, recordInput)
 	case *agentpb.ControlRequest_AgentUpdateApply:
 		return &Args{TargetVersion: op.AgentUpdateApply.GetTargetVersion()}
+	case *agentpb.ControlRequest_OpStart:
+		return opStartArgs(op.OpStart)
+	case *agentpb.ControlRequest_WriteChunk:
+		c := op.WriteChunk
+		return &Args{OpID: c.GetOpId(), Seq: c.GetSeq(), Offset: c.GetOffset(), Bytes: len(c.GetBytes()), Last: c.GetLast()}
+	case *agentpb.ControlRequest_OpCancel:
+		return &Args{OpID: op.OpCancel.GetOpId()}
+	case *agentpb.ControlRequest_OpQuery:
+		return &Args{OpID: op.OpQuery.GetOpId()}
+	case *agentpb.ControlRequest_OpAttach:
+		return &Args{OpID: op.OpAttach.GetOpId(), Seq: op.OpAttach.GetFromSeq()}
 	}
 	return nil
+}
+
+func execArgs(x *agentpb.ExecRequest) *Args {
+	return &Args{Argv: x.GetCommand(), Shell: x.GetShell(), Cwd: x.GetCwd(), EnvKeys: keys(x.GetEnv()),
+		StdinBytes: len(x.GetStdin()), TimeoutMs: x.GetTimeoutMs()}
+}
+
+// opStartArgs are the key arguments of what an op_start runs, as for the
+// op served directly.
+func opStartArgs(st *agentpb.OpStart) *Args {
+	switch op := st.GetOp().(type) {
+	case *agentpb.OpStart_Exec:
+		a := execArgs(op.Exec)
+		a.Starts = "exec"
+		return a
+	case *agentpb.OpStart_FsRead:
+		return &Args{Starts: "fs_read", Path: op.FsRead.GetPath(), Offset: op.FsRead.GetOffset(), Length: op.FsRead.GetLength()}
+	case *agentpb.OpStart_FsWrite:
+		return &Args{Starts: "fs_write", Path: op.FsWrite.GetPath()}
+	}
+	return &Args{}
 }
 
 func inputArgs(in *agentpb.DesktopInputRequest, recordInput bool) *Args {
