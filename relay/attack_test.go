@@ -31,7 +31,13 @@ func machineKey(ws, agent string, port uint32) *agentpb.StreamChannel {
 }
 
 func machineAgentOpen(t testing.TB, secret, ws, agent string, port uint32) *agentpb.StreamOpen {
-	tok, err := token.MintAgent(secret, token.AgentClaims{WorkspaceID: ws, AgentID: agent}, time.Now())
+	return machineAgentOpenGen(t, secret, ws, agent, port, 0)
+}
+
+// machineAgentOpenGen is machineAgentOpen with a token of credential
+// generation gen (0: absent, as the reference mints a first generation).
+func machineAgentOpenGen(t testing.TB, secret, ws, agent string, port uint32, gen int) *agentpb.StreamOpen {
+	tok, err := token.MintAgent(secret, token.AgentClaims{WorkspaceID: ws, AgentID: agent, CredentialGeneration: gen}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,10 +17,19 @@ type RevocationSource interface {
 	OnRevoke(f func(ws, agent string))
 }
 
+// GenerationSource is a RevocationSource that also knows each machine's
+// current credential generation (control.md §9); the relay then refuses an
+// agent token minted for an older one (issued before a revocation that was
+// later undone by re-activation).
+type GenerationSource interface {
+	CredentialGeneration(ws, agent string) int
+}
+
 // Rejection and close texts of revocation.
 const (
 	msgRevoked            = "machine enrollment revoked"
 	msgRevocationUnknown  = "revocation state unavailable; retry later"
+	msgStaleGeneration    = "agent token of an older credential generation (the machine was re-paired); use the current credentials"
 	revokedCloseOnChannel = agentpb.StreamCloseReason_STREAM_CLOSE_REASON_FENCED
 )
 

@@ -185,15 +185,35 @@ func TestAttackRevokedRelayToken(t *testing.T) {
 	}
 	attackLog(t, "relay-revoked-token", attempts, refused)
 
-	// Re-enrolling the same machine (same key) re-activates it.
-	enrollMachine(t, st, ws, "pk-a")
+	// Re-enrolling the same machine (same key) re-activates it with a new
+	// credential generation: tokens minted before the revocation (the
+	// attacker kept a copy) stay dead; one of the new generation opens.
+	reactivated, err := st.UpsertEnrollment(context.Background(), store.FinalizeInput{WorkspaceID: ws, Pubkey: "pk-a", OS: "linux", Arch: "x86_64"})
+	if err != nil || reactivated.ID != machineA || reactivated.Generation() < 2 {
+		t.Fatalf("re-activation: %+v %v", reactivated, err)
+	}
 	natstest.Eventually(t, waitFor, func() error {
 		if r, err := w.Revoked(ws, machineA); r || err != nil {
 			return fmt.Errorf("still revoked: %v", err)
 		}
+		if g := w.CredentialGeneration(ws, machineA); g != reactivated.Generation() {
+			return fmt.Errorf("generation %d, want %d", g, reactivated.Generation())
+		}
 		return nil
 	})
-	e.mustConnect(machineQuery(ws, machineA, port), machineAgentOpen(t, testSecret, ws, machineA, port))
+	attempts, refused = 0, 0
+	for _, p := range []uint32{port, 6080} {
+		try := func(open *agentpb.StreamOpen) {
+			attempts++
+			if e.refusedOpen(machineQuery(ws, machineA, p), open, msgStaleGeneration) {
+				refused++
+			}
+		}
+		try(machineAgentOpen(t, testSecret, ws, machineA, p)) // generation absent: 1
+		try(machineAgentOpenGen(t, testSecret, ws, machineA, p, reactivated.Generation()-1))
+	}
+	attackLog(t, "relay-token-before-reactivation", attempts, refused)
+	e.mustConnect(machineQuery(ws, machineA, port), machineAgentOpenGen(t, testSecret, ws, machineA, port, reactivated.Generation()))
 
 	w.Close()
 	if errs := v.all(); len(errs) > 0 {

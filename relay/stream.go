@@ -272,6 +272,9 @@ func (s *Server) authorize(q dialQuery, open *agentpb.StreamOpen) (*token.Viewer
 		if c.WorkspaceID != key.GetWorkspaceId() || c.AgentID != key.GetAgentId() {
 			return nil, msgAgentScope
 		}
+		if gs, ok := s.opts.Revocations.(GenerationSource); ok && c.Generation() < gs.CredentialGeneration(c.WorkspaceID, c.AgentID) {
+			return nil, msgStaleGeneration
+		}
 		return nil, ""
 	case agentpb.StreamRole_STREAM_ROLE_CLIENT:
 		if s.opts.StreamTokenSecret == "" {

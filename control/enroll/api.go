@@ -348,7 +348,7 @@ func (a *API) credentials(e store.Enrollment) (*Credentials, error) {
 	}
 	if c.RelayURL != "" && a.cfg.RelayTokenSecret != "" {
 		c.RelayToken, err = token.MintAgent(a.cfg.RelayTokenSecret, token.AgentClaims{WorkspaceID: e.WorkspaceID, AgentID: e.ID,
-			Exp: now.Add(RelayTokenTTL).Unix()}, now)
+			Exp: now.Add(RelayTokenTTL).Unix(), CredentialGeneration: e.Generation()}, now)
 		if err != nil {
 			return nil, err
 		}

@@ -725,7 +725,7 @@ func (p *Platform) reuse(ctx context.Context, cs *config.Store) (*config.Credent
 		fresh.RelayURL, fresh.RelayToken = enroll.RelayDialURL(p.currentRelayURL()), ""
 		if fresh.RelayURL != "" {
 			if fresh.RelayToken, err = token.MintAgent(p.state.RelayTokenSecret, token.AgentClaims{WorkspaceID: p.ws, AgentID: c.AgentID,
-				Exp: now.Add(enroll.RelayTokenTTL).Unix()}, now); err != nil {
+				Exp: now.Add(enroll.RelayTokenTTL).Unix(), CredentialGeneration: e.Generation()}, now); err != nil {
 				return nil, err
 			}
 		}

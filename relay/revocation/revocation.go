@@ -56,6 +56,7 @@ type Watcher struct {
 
 	mu       sync.Mutex
 	revoked  map[machine]struct{} // revoked or deleted enrollments
+	gens     map[machine]int      // credential generations above 1 of active enrollments
 	synced   bool                 // the current watch replayed the bucket
 	notify   []func(ws, agent string)
 	syncedCh chan struct{} // closed at the first sync
@@ -88,7 +89,7 @@ func Start(nc *nats.Conn, o Options) *Watcher {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Watcher{nc: nc, bucket: o.Bucket, log: o.Logger.With("component", "relay-revocation", "bucket", o.Bucket),
-		revoked: map[machine]struct{}{}, syncedCh: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
+		revoked: map[machine]struct{}{}, gens: map[machine]int{}, syncedCh: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
 	go w.run(ctx, &backoff.Backoff{Policy: o.Retry})
 	return w
 }
@@ -107,6 +108,17 @@ func (w *Watcher) Revoked(ws, agent string) (bool, error) {
 		return false, ErrUnavailable
 	}
 	return false, nil
+}
+
+// CredentialGeneration is the machine's current credential generation
+// (control.md §9: bumped when a revoked enrollment is re-activated; 1 for
+// one never re-activated or not seen). The relay refuses an ogr_ token of
+// an older generation, so re-activation does not revive tokens issued
+// before the revocation.
+func (w *Watcher) CredentialGeneration(ws, agent string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return max(w.gens[machine{ws, agent}], 1)
 }
 
 // OnRevoke registers f, called (on the watch goroutine) with every machine
@@ -182,6 +194,7 @@ func (w *Watcher) watch(ctx context.Context, bo *backoff.Backoff) error {
 		}
 	}()
 	replay := map[machine]struct{}{}
+	replayGens := map[machine]int{}
 	replaying := true
 	for {
 		select {
@@ -195,11 +208,11 @@ func (w *Watcher) watch(ctx context.Context, bo *backoff.Backoff) error {
 			}
 			if e == nil { // end of the initial replay
 				replaying = false
-				w.sync(replay)
+				w.sync(replay, replayGens)
 				bo.Reset()
 				continue
 			}
-			m, revoked, ok := w.decode(e)
+			m, revoked, gen, ok := w.decode(e)
 			if !ok {
 				continue
 			}
@@ -209,36 +222,47 @@ func (w *Watcher) watch(ctx context.Context, bo *backoff.Backoff) error {
 				} else {
 					delete(replay, m)
 				}
+				setGen(replayGens, m, gen)
 				continue
 			}
-			w.apply(m, revoked)
+			w.apply(m, revoked, gen)
 		}
 	}
 }
 
-// decode reads one bucket entry: the machine and whether it is revoked.
-// A deleted or purged record counts as revoked.
-func (w *Watcher) decode(e jetstream.KeyValueEntry) (machine, bool, bool) {
+// decode reads one bucket entry: the machine, whether it is revoked and
+// its credential generation. A deleted or purged record counts as revoked.
+func (w *Watcher) decode(e jetstream.KeyValueEntry) (m machine, revoked bool, gen int, ok bool) {
 	ws, id, ok := store.ParseEnrollmentKey(e.Key())
 	if !ok {
-		return machine{}, false, false
+		return machine{}, false, 0, false
 	}
-	m := machine{ws, id}
+	m = machine{ws, id}
 	if e.Operation() != jetstream.KeyValuePut {
-		return m, true, true
+		return m, true, 1, true
 	}
 	var rec store.Enrollment
 	if err := json.Unmarshal(e.Value(), &rec); err != nil {
 		// Unreadable is not active: refuse rather than guess.
 		w.log.Warn("undecodable enrollment record counts as revoked", "key", e.Key(), "err", err)
-		return m, true, true
+		return m, true, 1, true
 	}
-	return m, !rec.Active(), true
+	return m, !rec.Active(), rec.Generation(), true
+}
+
+// setGen keeps generations above 1 only: most machines are never
+// re-activated, and an absent entry reads as 1.
+func setGen(gens map[machine]int, m machine, gen int) {
+	if gen > 1 {
+		gens[m] = gen
+	} else {
+		delete(gens, m)
+	}
 }
 
 // sync swaps in the replayed set and closes the channels of machines that
 // became revoked while no watch ran.
-func (w *Watcher) sync(replay map[machine]struct{}) {
+func (w *Watcher) sync(replay map[machine]struct{}, gens map[machine]int) {
 	w.mu.Lock()
 	var fresh []machine
 	for m := range replay {
@@ -247,7 +271,7 @@ func (w *Watcher) sync(replay map[machine]struct{}) {
 		}
 	}
 	first := !w.everSynced()
-	w.revoked, w.synced = replay, true
+	w.revoked, w.gens, w.synced = replay, gens, true
 	fs := w.notify
 	w.mu.Unlock()
 	if first {
@@ -273,8 +297,9 @@ func (w *Watcher) everSynced() bool {
 }
 
 // apply records one live change and, for a new revocation, notifies.
-func (w *Watcher) apply(m machine, revoked bool) {
+func (w *Watcher) apply(m machine, revoked bool, gen int) {
 	w.mu.Lock()
+	setGen(w.gens, m, gen)
 	_, was := w.revoked[m]
 	if revoked {
 		w.revoked[m] = struct{}{}

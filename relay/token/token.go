@@ -93,7 +93,15 @@ type AgentClaims struct {
 	WorkspaceID string `json:"workspaceId"`
 	AgentID     string `json:"agentId"`
 	Exp         int64  `json:"exp"`
+	// CredentialGeneration is the enrollment's credential generation at
+	// mint time (control.md §9, absent = 1; set only above 1, so a first
+	// generation token is byte-equal to the reference mint). A relay that
+	// follows enrollments refuses a token of an older generation.
+	CredentialGeneration int `json:"credentialGeneration,omitempty"`
 }
+
+// Generation is the token's credential generation (absent = 1).
+func (c AgentClaims) Generation() int { return max(c.CredentialGeneration, 1) }
 
 // MintViewer signs an "ogs_" token. Zero values get the TS mint defaults:
 // Mode "view", Port 6080, Exp now+ViewerTTL.
@@ -127,6 +135,9 @@ func MintAgent(secret string, c AgentClaims, now time.Time) (string, error) {
 	}
 	if c.Exp <= 0 {
 		return "", fmt.Errorf("%w: exp must be positive", ErrInvalidMint)
+	}
+	if c.CredentialGeneration <= 1 {
+		c.CredentialGeneration = 0 // absent: the reference's first-generation shape
 	}
 	return Mint(AgentPrefix, secret, c)
 }
@@ -174,9 +185,10 @@ func VerifyViewer(secret, tok string, now time.Time) (ViewerClaims, error) {
 // VerifyAgent checks an "ogr_" token under secret at now and returns its claims.
 func VerifyAgent(secret, tok string, now time.Time) (AgentClaims, error) {
 	var w struct {
-		WorkspaceID *string `json:"workspaceId"`
-		AgentID     *string `json:"agentId"`
-		Exp         *int64  `json:"exp"`
+		WorkspaceID          *string `json:"workspaceId"`
+		AgentID              *string `json:"agentId"`
+		Exp                  *int64  `json:"exp"`
+		CredentialGeneration int     `json:"credentialGeneration"`
 	}
 	if err := Verify(AgentPrefix, secret, tok, &w); err != nil {
 		return AgentClaims{}, err
@@ -184,7 +196,7 @@ func VerifyAgent(secret, tok string, now time.Time) (AgentClaims, error) {
 	if w.WorkspaceID == nil || w.AgentID == nil || w.Exp == nil {
 		return AgentClaims{}, ErrBadClaims
 	}
-	c := AgentClaims{WorkspaceID: *w.WorkspaceID, AgentID: *w.AgentID, Exp: *w.Exp}
+	c := AgentClaims{WorkspaceID: *w.WorkspaceID, AgentID: *w.AgentID, Exp: *w.Exp, CredentialGeneration: w.CredentialGeneration}
 	if c.Exp < now.Unix() {
 		return AgentClaims{}, ErrExpired
 	}
