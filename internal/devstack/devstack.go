@@ -21,11 +21,12 @@ import (
 
 	"github.com/opengeni/opengeni-agent/agent"
 	"github.com/opengeni/opengeni-agent/agent/config"
+	"github.com/opengeni/opengeni-agent/platform"
 )
 
 // Defaults used by `relay dev` and, symmetrically, by `relay ctl`.
 const (
-	DefaultNATSPort    = 4222
+	DefaultNATSPort    = platform.DefaultNATSPort
 	DefaultRelayPort   = 8443
 	DefaultWorkspaceID = "dev"
 	DefaultAgentID     = "local"
