@@ -288,6 +288,7 @@ func (p *Platform) RevokeEnrollment(ctx context.Context, agentID string) (bool, 
 	err := p.Admin().Do(ctx, http.MethodPost, platform.RevokePath(p.ws, agentID), nil, &r)
 	return r.Revoked, err
 }
+
 // EnrollLocalMachine pairs this machine with the local workspace and saves
 // its credentials in configDir (agent/config layout). Stored credentials
 // are reused (their NATS, API and relay addresses refreshed) while their
