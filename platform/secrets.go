@@ -115,8 +115,13 @@ func SecretsFromEnv(getenv func(string) string) Secrets {
 	return s
 }
 
-// ErrMissingSecret: a secret the platform needs is empty.
-var ErrMissingSecret = errors.New("platform: missing secret")
+// Errors of [Secrets.Validate].
+var (
+	// ErrMissingSecret: a secret the platform needs is empty.
+	ErrMissingSecret = errors.New("platform: missing secret")
+	// ErrBadSecret: a secret has the wrong form.
+	ErrBadSecret = errors.New("platform: bad secret")
+)
 
 // Validate checks that every secret is set and the callout seed is an
 // account seed.
@@ -142,8 +147,11 @@ func (s *Secrets) CalloutIssuer() (string, error) {
 		return "", fmt.Errorf("platform: callout seed: %w", err)
 	}
 	pub, err := kp.PublicKey()
-	if err != nil || !nkeys.IsValidPublicAccountKey(pub) {
-		return "", fmt.Errorf("platform: the callout seed is not an account seed (SA…): %v", err)
+	if err != nil {
+		return "", fmt.Errorf("platform: callout seed: %w", err)
+	}
+	if !nkeys.IsValidPublicAccountKey(pub) {
+		return "", fmt.Errorf("%w: the callout seed is not an account seed (SA…)", ErrBadSecret)
 	}
 	return pub, nil
 }
