@@ -72,7 +72,9 @@ func pair(t testing.TB, p *Platform) *config.Credentials {
 		t.Fatal(err)
 	}
 	client := &agentenroll.Client{BaseURL: p.APIURL(), UserAgent: "platform-test", Logger: quietLogger(),
-		Sleep: func(ctx context.Context, d time.Duration) error { return backoff.SleepCtx(ctx, min(d, 50*time.Millisecond)) }}
+		Sleep: func(ctx context.Context, d time.Duration) error {
+			return backoff.SleepCtx(ctx, min(d, 50*time.Millisecond))
+		}}
 	start, err := client.Start(ctx, agentenroll.StartRequest{WorkspaceID: testWS, PublicKey: id.PublicKey(), OS: agentenroll.HostOS(), Arch: agentenroll.HostArch()})
 	if err != nil {
 		t.Fatalf("device start: %v", err)
@@ -278,4 +280,3 @@ func TestSecretsEnvRoundTrip(t *testing.T) {
 		t.Fatalf("empty secrets: %v", err)
 	}
 }
-
