@@ -157,16 +157,21 @@ func TestFailoverAgentNodeKilled(t *testing.T) {
 	}
 
 	// The stream of execs: sequential, each with the session's deadline.
-	const before, after = 10, 20
+	const before, after, maxOps = 10, 20, 500
 	var (
 		mu       sync.Mutex
 		outcomes []opOutcome
+		capped   bool
 	)
 	killNow, reconnected, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
 		okAfter := 0
-		for i := 0; okAfter < after && i < 2000; i++ {
+		for i := 0; okAfter < after; i++ {
+			if i == maxOps {
+				capped = true
+				return
+			}
 			want := fmt.Sprintf("op-%d", i)
 			res, err := sess.ExecArgs(ctx, control.ExecRequestOptions{Argv: []string{"echo", want}})
 			var o opOutcome
@@ -194,6 +199,11 @@ func TestFailoverAgentNodeKilled(t *testing.T) {
 					okAfter++
 				}
 			default:
+				if o.offline {
+					// Told agent_offline, a client waits for the machine
+					// to come back rather than spin.
+					<-reconnected
+				}
 			}
 		}
 	}()
@@ -214,6 +224,9 @@ func TestFailoverAgentNodeKilled(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
+	if capped {
+		t.Errorf("%d ops did not give %d answers after the reconnect", maxOps, after)
+	}
 	var ok, retryable, offline int
 	for i, o := range outcomes {
 		switch {
