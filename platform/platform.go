@@ -121,8 +121,9 @@ type Platform struct {
 	handler   atomic.Pointer[enroll.API]
 	apiURL    string
 
-	mu       sync.Mutex // relayURL
+	mu       sync.Mutex // relayURL, relays
 	relayURL string
+	relays   []*Relay
 	once     sync.Once
 	done     chan struct{}
 }
@@ -418,6 +419,12 @@ func (p *Platform) Close() {
 }
 
 func (p *Platform) shutdown() {
+	p.mu.Lock()
+	relays := p.relays
+	p.mu.Unlock()
+	for _, r := range relays {
+		r.Close()
+	}
 	if p.httpSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = p.httpSrv.Shutdown(ctx)
