@@ -1,7 +1,10 @@
 // Package natsurl handles lists of NATS server URLs.
 package natsurl
 
-import "strings"
+import (
+	"net/url"
+	"strings"
+)
 
 // Split splits comma-separated NATS URLs (each entry may itself be a list),
 // trimming spaces and dropping empty entries: what nats.Connect does with
@@ -16,4 +19,20 @@ func Split(lists ...string) []string {
 		}
 	}
 	return out
+}
+
+// Redact hides the passwords of a comma-separated URL list (user:xxxxx@);
+// an entry that does not parse loses everything before its last '@'.
+func Redact(list string) string {
+	urls := Split(list)
+	for i, raw := range urls {
+		if u, err := url.Parse(raw); err == nil {
+			if u.User != nil {
+				urls[i] = u.Redacted()
+			}
+		} else if at := strings.LastIndex(raw, "@"); at >= 0 {
+			urls[i] = "xxxxx" + raw[at:]
+		}
+	}
+	return strings.Join(urls, ",")
 }
