@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/opengeni/opengeni-agent/control/store"
@@ -254,5 +255,21 @@ func TestShippedClusterConfigs(t *testing.T) {
 	}
 	if p.Server() != nil {
 		t.Fatal("an embedded server ran beside the external cluster")
+	}
+	// The callout answers on every node, wherever its responder is
+	// connected: an agent's bearer is admitted by each node alone.
+	creds := pair(t, p)
+	for _, n := range c.nodes {
+		nc, err := nats.Connect(n.srv.ClientURL(), nats.Token(creds.NATSBearer), nats.NoReconnect(), nats.Timeout(10*time.Second))
+		if err != nil {
+			t.Fatalf("%s refused the bearer: %v", n.name, err)
+		}
+		if got := nc.ConnectedServerName(); got != n.name {
+			t.Fatalf("connected to %s, want %s", got, n.name)
+		}
+		nc.Close()
+	}
+	if _, err := nats.Connect(c.nodes[1].srv.ClientURL(), nats.Token("oge_forged"), nats.NoReconnect()); err == nil {
+		t.Fatal("a forged bearer was admitted")
 	}
 }
