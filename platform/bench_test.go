@@ -30,9 +30,7 @@ func BenchmarkExecCluster(b *testing.B) {
 	runAgent(b, sc, nil)
 	vs := []*variant{{name: "single", sess: session(b, single.ControlConnFactory(), sc, 10*time.Second)}}
 
-	s := freshSecrets(b)
-	c := startCluster(b, s)
-	p := startExternal(b, c, s)
+	c, p := startClusterPlatform(b)
 	cc := pair(b, p)
 	pinned := *cc
 	pinned.NATSURLs = []string{c.nodes[0].srv.ClientURL()} // the agent on node 1 only

@@ -236,9 +236,7 @@ func bucketNames() []string {
 // The shipped configuration starts a 3-node JetStream cluster with the
 // auth callout, and the platform runs on it with replicated buckets.
 func TestShippedClusterConfigs(t *testing.T) {
-	s := freshSecrets(t)
-	c := startCluster(t, s)
-	p := startExternal(t, c, s)
+	c, p := startClusterPlatform(t)
 	js, err := jetstream.New(p.Conn())
 	if err != nil {
 		t.Fatal(err)

@@ -128,9 +128,7 @@ type opOutcome struct {
 // fails with a typed error (none hangs or goes missing), heartbeats resume,
 // and the replicated KV keeps every record.
 func TestFailoverAgentNodeKilled(t *testing.T) {
-	s := freshSecrets(t)
-	c := startCluster(t, s)
-	p := startExternal(t, c, s)
+	c, p := startClusterPlatform(t)
 	ctx := t.Context()
 	creds := pair(t, p)
 	if len(creds.NATSURLs) != 3 {
@@ -262,9 +260,7 @@ func TestFailoverAgentNodeKilled(t *testing.T) {
 // being ingested, and enrollment works (device flow and enroll token) with
 // the new machines admitted by the callout.
 func TestFailoverMetaLeaderKilled(t *testing.T) {
-	s := freshSecrets(t)
-	c := startCluster(t, s)
-	p := startExternal(t, c, s)
+	c, p := startClusterPlatform(t)
 	ctx := t.Context()
 	first := pair(t, p)
 	runAgent(t, first, nil)

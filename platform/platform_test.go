@@ -62,6 +62,15 @@ func startExternal(t testing.TB, c *testCluster, s Secrets) *Platform {
 	return p
 }
 
+// startClusterPlatform starts the shipped 3-node cluster and the platform
+// on it.
+func startClusterPlatform(t testing.TB) (*testCluster, *Platform) {
+	t.Helper()
+	s := freshSecrets(t)
+	c := startCluster(t, s)
+	return c, startExternal(t, c, s)
+}
+
 // pair enrolls a new machine through the real device flow (start, admin
 // approve, poll) and returns its credentials.
 func pair(t testing.TB, p *Platform) *config.Credentials {
