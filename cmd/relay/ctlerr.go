@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"path/filepath"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/control/store"
 	"github.com/opengeni/opengeni-agent/internal/devstack"
+	"github.com/opengeni/opengeni-agent/internal/natsurl"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -34,13 +34,8 @@ type ctlTarget struct {
 	timeout time.Duration
 }
 
-// redactedURL hides a password in a NATS URL.
-func redactedURL(raw string) string {
-	if u, err := url.Parse(raw); err == nil && u.User != nil {
-		return u.Redacted()
-	}
-	return raw
-}
+// redactedURL hides the passwords in a NATS URL list.
+func redactedURL(raw string) string { return natsurl.Redact(raw) }
 
 // isAuthFailure reports a refused or expired credential (nats.go's typed
 // errors for the server's -ERR).

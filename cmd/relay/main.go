@@ -3,8 +3,9 @@
 //	relay serve  the stream relay (WebSocket edge between agents and viewers)
 //	relay dev    the whole system on this machine (embedded NATS, a relay, this machine's agent)
 //	relay ctl    drive a machine from a shell through the control library
+//	relay platform  the platform side (enrollment API, auth callout, ingestion, relay) on an external NATS cluster
 //
-// Flags live here only; behaviour lives in the relay, control and devstack packages.
+// Flags live here only; behaviour lives in the relay, control, platform and devstack packages.
 package main
 
 import (
@@ -21,6 +22,7 @@ Usage:
   relay serve [flags]               run the stream relay (env OPENGENI_RELAY_*)
   relay dev [flags]                 run NATS, a relay and this machine's agent on loopback
   relay ctl [flags] <command> ...   drive a machine (ping, exec, ls, cat, put, get, ...)
+  relay platform [flags]            run the platform side against an external NATS cluster (production)
 
 Run "relay <command> -h" for flags; "relay --version" prints the version.
 `
@@ -41,6 +43,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDev(args[1:], stdout, stderr)
 	case "ctl":
 		return cmdCtl(args[1:], stdout, stderr)
+	case "platform":
+		return cmdPlatform(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "relay %s\n", agent.Version)
 		return 0

@@ -36,6 +36,7 @@ import (
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/control/store"
 	"github.com/opengeni/opengeni-agent/internal/iplimit"
+	"github.com/opengeni/opengeni-agent/internal/natsurl"
 	"github.com/opengeni/opengeni-agent/relay/token"
 )
 
@@ -55,7 +56,8 @@ type Config struct {
 	SigningSecret string
 	// RelayTokenSecret signs ogr_ relay tokens; "" hands out relayToken "".
 	RelayTokenSecret string
-	// NATSURL is handed to agents (natsUrls); "" hands out [].
+	// NATSURL is handed to agents (natsUrls); a cluster's URLs are
+	// comma-separated (one natsUrls entry each); "" hands out [].
 	NATSURL string
 	// RelayURL is the relay base; "" hands out relayUrl "".
 	RelayURL string
@@ -343,8 +345,8 @@ func (a *API) credentials(e store.Enrollment) (*Credentials, error) {
 		NATSURLs: []string{}, RelayURL: RelayDialURL(a.cfg.RelayURL), NATSAccountCreds: bearer,
 		UpdatePublicKey: a.cfg.UpdatePublicKey, ConsentedWholeMachine: true, ConsentedScreenControl: e.AllowScreenControl,
 	}
-	if a.cfg.NATSURL != "" {
-		c.NATSURLs = []string{a.cfg.NATSURL}
+	if urls := natsurl.Split(a.cfg.NATSURL); len(urls) > 0 {
+		c.NATSURLs = urls
 	}
 	if c.RelayURL != "" && a.cfg.RelayTokenSecret != "" {
 		c.RelayToken, err = token.MintAgent(a.cfg.RelayTokenSecret, token.AgentClaims{WorkspaceID: e.WorkspaceID, AgentID: e.ID,

@@ -12,21 +12,8 @@ import (
 	"time"
 
 	"github.com/opengeni/opengeni-agent/control/enroll"
+	"github.com/opengeni/opengeni-agent/platform"
 )
-
-// APIError is a non-2xx answer of the enrollment API.
-type APIError struct {
-	Method, Path string
-	Status       int
-	Message      string // the API's "error" field, else the body
-}
-
-func (e *APIError) Error() string {
-	return fmt.Sprintf("devstack: %s %s: HTTP %d: %s", e.Method, e.Path, e.Status, e.Message)
-}
-
-// approvePath is the admin route that approves a device-flow request.
-func approvePath(ws string) string { return "/v1/workspaces/" + ws + "/enrollments/device/approve" }
 
 // Approve approves the device-flow request with userCode on the dev
 // platform whose data directory is dataDir ("" = the default), with the
@@ -48,8 +35,8 @@ func Approve(ctx context.Context, dataDir, userCode string, allowScreenControl b
 		return nil, fmt.Errorf("devstack: admin token: %w", err)
 	}
 	var out enroll.ApproveResponse
-	err = adminDo(ctx, &http.Client{Timeout: 30 * time.Second}, c.APIURL, strings.TrimSpace(string(tok)), http.MethodPost,
-		approvePath(c.WorkspaceID), map[string]any{"userCode": normalizeUserCode(userCode), "allowScreenControl": allowScreenControl}, &out)
+	admin := platform.AdminClient{BaseURL: c.APIURL, Token: strings.TrimSpace(string(tok)), HTTP: &http.Client{Timeout: 30 * time.Second}}
+	err = admin.Do(ctx, http.MethodPost, platform.ApprovePath(c.WorkspaceID), map[string]any{"userCode": normalizeUserCode(userCode), "allowScreenControl": allowScreenControl}, &out)
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +106,8 @@ func (p *Platform) serveDevicePage(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	err := devicePage.Execute(w, map[string]any{
 		"Workspace": p.ws, "Code": code, "DataDir": p.dataDir, "TTL": fmt.Sprintf("%d minutes", int(enroll.DeviceCodeTTL.Minutes())),
-		"APIURL": p.apiURL, "ApprovePath": approvePath(p.ws), "TokenFile": p.AdminTokenFile(),
+		// The request's own origin: the API's address as the browser used it.
+		"APIURL": "http://" + r.Host, "ApprovePath": platform.ApprovePath(p.ws), "TokenFile": p.AdminTokenFile(),
 	})
 	if err != nil {
 		p.log.Debug("device page not written", "err", err)

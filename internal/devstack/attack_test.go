@@ -100,7 +100,7 @@ func pair(t *testing.T, p *Platform, ws string) *machine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.AdminDo(ctx, http.MethodPost, "/v1/workspaces/"+ws+"/enrollments/device/approve",
+	if err := p.Admin().Do(ctx, http.MethodPost, "/v1/workspaces/"+ws+"/enrollments/device/approve",
 		map[string]any{"userCode": start.UserCode}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +274,7 @@ func TestAttackSuite(t *testing.T) {
 			}
 			return nil
 		})
-		if err := p.storeNC.Flush(); err != nil {
+		if err := p.Conn().Flush(); err != nil {
 			t.Fatal(err)
 		}
 		got := deliveredAnywhere()
@@ -479,7 +479,7 @@ func TestAttackSuite(t *testing.T) {
 			Credentials map[string]any `json:"credentials"`
 		}
 		for i := 0; i < 3; i++ {
-			err := p.AdminDo(ctx, http.MethodPost, "/v1/enrollments/device/poll", map[string]string{"deviceCode": m.deviceCode}, &out)
+			err := p.Admin().Do(ctx, http.MethodPost, "/v1/enrollments/device/poll", map[string]string{"deviceCode": m.deviceCode}, &out)
 			ta.attempt("consumed-device-code", err == nil && out.State != "authorized" && out.Credentials == nil, "poll of a consumed code: %+v %v", out, err)
 		}
 	}
@@ -513,7 +513,7 @@ func TestAttackSuite(t *testing.T) {
 	var revoked struct {
 		Revoked bool `json:"revoked"`
 	}
-	if err := p.AdminDo(ctx, http.MethodPost, "/v1/workspaces/"+wsB+"/enrollments/"+b2.creds.AgentID+"/revoke", nil, &revoked); err != nil || !revoked.Revoked {
+	if err := p.Admin().Do(ctx, http.MethodPost, "/v1/workspaces/"+wsB+"/enrollments/"+b2.creds.AgentID+"/revoke", nil, &revoked); err != nil || !revoked.Revoked {
 		t.Fatalf("revoke: %v %v", revoked, err)
 	}
 	for i := 0; i < 5; i++ {

@@ -16,16 +16,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
+	"strconv"
 
 	"github.com/opengeni/opengeni-agent/agent"
 	"github.com/opengeni/opengeni-agent/agent/config"
+	"github.com/opengeni/opengeni-agent/platform"
 )
 
 // Defaults used by `relay dev` and, symmetrically, by `relay ctl`.
 const (
-	DefaultNATSPort    = 4222
+	DefaultNATSPort    = platform.DefaultNATSPort
 	DefaultRelayPort   = 8443
 	DefaultWorkspaceID = "dev"
 	DefaultAgentID     = "local"
@@ -83,19 +86,26 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	rl, err := startRelay(ctx, opts, []byte(p.StreamTokenSecret()), []byte(p.RelayTokenSecret()), p.RelayRevocationConfig())
+	relayPort := opts.RelayPort
+	if relayPort == 0 {
+		relayPort = DefaultRelayPort
+	}
+	relayPort = max(relayPort, 0)
+	if err := portFree(opts.Host, relayPort, "relay", "-relay-port"); err != nil {
+		p.Close()
+		return nil, err
+	}
+	// The relay runs apart from ctx: the agent closes its terminals
+	// through it before it stops.
+	rl, err := p.StartRelay(ctx, platform.RelayOptions{Addr: net.JoinHostPort(opts.Host, strconv.Itoa(relayPort)),
+		TrustedProxies: opts.TrustedProxies})
 	if err != nil {
 		p.Close()
 		return nil, err
 	}
-	creds, err := func() (*config.Credentials, error) {
-		if err := p.SetRelayURL(rl.url); err != nil {
-			return nil, err
-		}
-		return p.EnrollLocalMachine(ctx, p.AgentConfigDir())
-	}()
+	creds, err := p.EnrollLocalMachine(ctx, p.AgentConfigDir())
 	if err != nil {
-		rl.stop()
+		rl.Close()
 		p.Close()
 		return nil, err
 	}
@@ -103,7 +113,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	cs := config.NewStore(p.AgentConfigDir())
 	if opts.AllowScreenControl {
 		if err := cs.SetScreenControl(creds.ID(), true); err != nil {
-			rl.stop()
+			rl.Close()
 			p.Close()
 			return nil, fmt.Errorf("devstack: record screen-control consent: %w", err)
 		}
@@ -120,19 +130,20 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		},
 	})
 	if err != nil {
-		rl.stop()
+		rl.Close()
 		p.Close()
 		return nil, err
 	}
-	s := &Stack{opts: opts, platform: p, agent: a, relayURL: rl.url, secret: rl.streamSecret, done: make(chan error, 1),
+	secret := []byte(p.StreamTokenSecret())
+	s := &Stack{opts: opts, platform: p, agent: a, relayURL: rl.URL(), secret: secret, done: make(chan error, 1),
 		screenControl: func() bool { _, sc := cs.Consent(creds.ID()); return sc }}
-	s.files, err = writeDevFiles(p.DataDir(), rl.url, rl.streamSecret)
+	s.files, err = writeDevFiles(p.DataDir(), rl.URL(), secret)
 	if err != nil {
 		opts.Logger.Warn("dev relay files not written; pass the viewer secret explicitly", "err", err)
 	}
 	go func() {
 		err := a.Run(ctx) // closes its terminals while the relay still runs
-		rl.stop()
+		rl.Close()
 		for _, f := range s.files {
 			os.Remove(f)
 		}

@@ -1,20 +1,11 @@
 package devstack
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"time"
-
-	"github.com/opengeni/opengeni-agent/relay"
-	"github.com/opengeni/opengeni-agent/relay/revocation"
 )
 
 // Files in the platform's data directory that `relay ctl shell` reads.
@@ -22,90 +13,6 @@ const (
 	SecretFileName   = "viewer.secret"
 	RelayURLFileName = "relay.url"
 )
-
-type devRelay struct {
-	url          string
-	streamSecret []byte
-	cancel       context.CancelFunc
-	done         chan struct{}
-}
-
-// revocationSyncTimeout bounds the wait for the relay's first revocation
-// sync (the local agent would be refused, retryably, until then).
-const revocationSyncTimeout = 15 * time.Second
-
-// startRelay runs a relay on loopback with the platform's persisted
-// secrets; the enrollment API mints the agent's ogr_ token. The relay
-// watches revocations through rev and is returned once that watch synced.
-func startRelay(ctx context.Context, opts Options, streamSecret, agentSecret []byte, rev revocation.Config) (*devRelay, error) {
-	port := opts.RelayPort
-	if port == 0 {
-		port = DefaultRelayPort
-	}
-	if port < 0 {
-		port = 0
-	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(opts.Host, strconv.Itoa(port)))
-	if err != nil {
-		return nil, fmt.Errorf("devstack: relay port %d is busy (another `relay dev`? use -relay-port): %w", port, err)
-	}
-	w, stopWatch, err := rev.Connect(opts.Logger)
-	if err != nil {
-		ln.Close()
-		return nil, err
-	}
-	select {
-	case <-w.Synced():
-	case <-ctx.Done():
-		stopWatch()
-		ln.Close()
-		return nil, ctx.Err()
-	case <-time.After(revocationSyncTimeout):
-		stopWatch()
-		ln.Close()
-		return nil, fmt.Errorf("devstack: the relay's revocation watch did not sync within %v", revocationSyncTimeout)
-	}
-	ro := relay.DefaultOptions()
-	ro.Bind = ln.Addr().String()
-	ro.StreamTokenSecret = string(streamSecret)
-	ro.RelayTokenSecret = string(agentSecret)
-	ro.TrustedProxies = opts.TrustedProxies
-	ro.Revocations = w
-	srv, err := relay.New(ro, opts.Logger)
-	if err != nil {
-		stopWatch()
-		ln.Close()
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &devRelay{
-		url:          "ws://" + ln.Addr().String() + "/stream",
-		streamSecret: streamSecret,
-		cancel:       cancel,
-		done:         make(chan struct{}),
-	}
-	go func() {
-		defer close(r.done)
-		defer stopWatch()
-		if err := srv.Serve(ctx, ln); err != nil {
-			opts.Logger.Error("dev relay stopped", "err", err)
-		}
-	}()
-	return r, nil
-}
-
-func (r *devRelay) stop() {
-	r.cancel()
-	<-r.done
-}
-
-// randomSecret is 32 random bytes, hex-encoded (tokens key the HMAC with
-// the secret string's UTF-8 bytes, so it must stay printable).
-func randomSecret() []byte {
-	b := make([]byte, 32)
-	rand.Read(b)
-	return []byte(hex.EncodeToString(b))
-}
 
 // Dir is where a running dev stack with the default data directory leaves
 // its relay URL and viewer secret for `relay ctl`.

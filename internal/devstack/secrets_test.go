@@ -54,7 +54,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A revocation logs its reasons (and kicks the agent, which retries).
-	if err := p.AdminDo(ctx, http.MethodPost, "/v1/workspaces/"+creds.WorkspaceID+"/enrollments/"+creds.AgentID+"/revoke", nil, nil); err != nil {
+	if err := p.Admin().Do(ctx, http.MethodPost, "/v1/workspaces/"+creds.WorkspaceID+"/enrollments/"+creds.AgentID+"/revoke", nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	natstest.Eventually(t, 10*time.Second, func() error {
@@ -67,6 +67,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	secrets := map[string]string{
 		"signing secret": st.SigningSecret, "relay token secret": st.RelayTokenSecret, "stream token secret": st.StreamTokenSecret,
 		"callout seed": st.CalloutSeed, "control password": st.ControlPassword, "callout password": st.CalloutPassword,
+		"relay NATS password": st.RelayNATSPassword, "kick password": st.SysPassword,
 		"admin token": st.AdminToken, "bearer": creds.NATSBearer, "relay token": creds.RelayToken,
 	}
 	out := logs.String()
