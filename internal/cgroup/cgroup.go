@@ -135,10 +135,15 @@ func envBytes(getenv func(string) string, key string) (uint64, error) {
 	if v == "" {
 		return 0, nil
 	}
-	num, shift := strings.TrimSuffix(strings.ToUpper(v), "B"), 0
+	num, shift := strings.ToUpper(v), 0
+	if n, ok := strings.CutSuffix(num, "IB"); ok { // 2GiB
+		num = n
+	} else {
+		num = strings.TrimSuffix(num, "B") // 2GB, 2G
+	}
 	for i, unit := range []string{"K", "M", "G", "T"} {
-		if trimmed, ok := strings.CutSuffix(num, unit); ok {
-			num, shift = strings.TrimSuffix(trimmed, "I"), 10*(i+1)
+		if n, ok := strings.CutSuffix(num, unit); ok {
+			num, shift = n, 10*(i+1)
 			break
 		}
 	}
