@@ -110,3 +110,37 @@ func TestMemoryHogIsOOMKilledInItsLeaf(t *testing.T) {
 		t.Fatalf("leaves left behind: %v", mine)
 	}
 }
+
+// Where the machine claims enforcement but the op's leaf cannot be made
+// (the delegated cgroup went away), exec and git fail closed with a typed
+// error naming the policy: the command never runs uncontained.
+func TestLimitedOpFailsClosedWhenItsLeafCannotBeMade(t *testing.T) {
+	s := natstest.Start(t)
+	nc := natstest.Connect(t, s)
+	gone := filepath.Join(t.TempDir(), "gone")
+	limits := cgroup.NewAt(nil, cgroup.Policy{}, cgroup.Support{Memory: true, CPU: true, Base: gone})
+	hellos := subscribe(t, nc, testSubject("hello"))
+	ra := startAgent(t, s.ClientURL(), func(o *Options) { o.ResourceLimits = limits })
+	if c := next(t, hellos, &agentpb.Hello{}).GetCapabilities(); !c.GetOperationResourcePolicy() || !c.GetOperationCpuQuota() {
+		t.Fatalf("hello %v", c)
+	}
+	marker := filepath.Join(ra.root.Dir, "ran")
+
+	p := &agentpb.OperationResourcePolicy{MemoryMaxBytes: proto.Uint64(64 << 20), CpuMaxMillicores: proto.Uint32(500)}
+	for _, req := range []*agentpb.ControlRequest{
+		execWithPolicy("e", p, "touch", marker),
+		{RequestId: "g", ResourcePolicy: p, Op: &agentpb.ControlRequest_Git{Git: &agentpb.GitRequest{Op: agentpb.GitOp_GIT_OP_RAW, Args: []string{"init", marker}}}},
+	} {
+		e := request(t, nc, req).GetError()
+		if e.GetCode() != agentpb.ErrorCode_ERROR_CODE_OS || !strings.Contains(e.GetMessage(), "create the op's cgroup (resource policy memory.max=67108864 cpu=500m)") {
+			t.Fatalf("%s: %v", req.GetRequestId(), e)
+		}
+		if _, err := os.Stat(marker); !os.IsNotExist(err) {
+			t.Fatalf("%s ran uncontained: %v", req.GetRequestId(), err)
+		}
+	}
+	// Ops without a policy are not touched.
+	if resp := request(t, nc, execWithPolicy("plain", nil, "echo", "ok")); string(resp.GetExec().GetStdout()) != "ok\n" {
+		t.Fatalf("plain exec: %v", resp)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -180,7 +181,17 @@ type Manager struct {
 // Unavailable is a Manager that enforces nothing, for reason (an agent
 // whose owner turned limits off, or a test that must not depend on the host).
 func Unavailable(reason string) *Manager {
-	return &Manager{support: Support{Reason: reason}, log: slog.Default()}
+	return NewAt(nil, Policy{}, Support{Reason: reason})
+}
+
+// NewAt is a Manager over a delegated cgroup found elsewhere (s.Base, with
+// the controllers s says it has), and the owner's caps: for a supervisor
+// that set the subtree up itself, and for tests.
+func NewAt(log *slog.Logger, caps Policy, s Support) *Manager {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Manager{support: s, caps: caps, log: log.With("component", "cgroup"), pid: os.Getpid(), rmdir: removeDir}
 }
 
 // Support reports what the machine can enforce.
@@ -275,7 +286,9 @@ func Place(ctx context.Context, cmd *exec.Cmd) (*Leaf, error) {
 	}
 	l, err := b.m.newLeaf(b.policy)
 	if err != nil {
-		return nil, agenterr.FromIO("create the op's cgroup (resource policy "+b.policy.String()+")", err)
+		// OS, never NOT_FOUND: the caller's paths are not at fault.
+		return nil, &agenterr.Error{Code: agentpb.ErrorCode_ERROR_CODE_OS, Err: err,
+			Message: "create the op's cgroup (resource policy " + b.policy.String() + "): " + err.Error()}
 	}
 	l.attach(cmd)
 	return l, nil

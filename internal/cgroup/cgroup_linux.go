@@ -56,11 +56,13 @@ func Detect(log *slog.Logger, caps Policy) *Manager {
 }
 
 func newManager(log *slog.Logger, caps Policy, s Support, pid int) *Manager {
-	if log == nil {
-		log = slog.Default()
-	}
-	return &Manager{support: s, caps: caps, log: log.With("component", "cgroup"), pid: pid, rmdir: unix.Rmdir}
+	m := NewAt(log, caps, s)
+	m.pid = pid
+	return m
 }
+
+// removeDir removes an empty cgroup (its interface files go with it).
+func removeDir(dir string) error { return unix.Rmdir(dir) }
 
 type mount struct {
 	point, root, fstype string

@@ -299,3 +299,88 @@ func TestPlaceFailsClosed(t *testing.T) {
 		t.Fatalf("Place: %v %v", l, err)
 	}
 }
+
+// realScratch makes a scratch cgroup under this process's own cgroup v2
+// directory, or skips saying why it cannot.
+func realScratch(t *testing.T) string {
+	t.Helper()
+	mounts, err := readMounts("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(mounts, func(m mount) bool { return m.fstype == "cgroup2" && m.root == "/" })
+	if i < 0 {
+		t.Skip("no cgroup v2 mount here")
+	}
+	rel, err := ownCgroup("/proc/self/cgroup")
+	if err != nil {
+		t.Skip(err.Error())
+	}
+	dir := filepath.Join(mounts[i].point, rel, fmt.Sprintf("opengeni-agent-test-%d", os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Skipf("cannot make a cgroup under this process's own (%v): not root or not delegated", err)
+	}
+	t.Cleanup(func() { _ = os.Remove(dir) })
+	return dir
+}
+
+// The leaf's life on the real kernel, without the memory and cpu
+// controllers (which this host's cgroup v2 lacks): the child starts inside
+// the leaf (CLONE_INTO_CGROUP), so does what it forks; Close kills what the
+// command left running, waits for the leaf to empty and removes it.
+func TestLeafLifecycleOnTheRealKernel(t *testing.T) {
+	base := realScratch(t)
+	m := newManager(nil, Policy{}, Support{Base: base}, os.Getpid())
+	leaf, err := m.newLeaf(Policy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leaf.Close()
+	cmd := exec.Command("sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!")
+	leaf.attach(cmd)
+	out, err := cmd.Output() // sh exits at once; its background sleep stays in the leaf
+	if err != nil {
+		t.Fatal(err)
+	}
+	bg := strings.TrimSpace(string(out))
+	cg, err := os.ReadFile("/proc/" + bg + "/cgroup")
+	if err != nil {
+		t.Fatalf("background child %s: %v", bg, err)
+	}
+	if !strings.HasSuffix(strings.TrimSpace(string(cg)), "/"+filepath.Base(leaf.Dir())) {
+		t.Fatalf("background child's cgroup %q, leaf %s", cg, leaf.Dir())
+	}
+	if !leaf.populated() {
+		t.Fatal("leaf reads empty while the child lives")
+	}
+	if o := leaf.Close(); o.OOMKilled() {
+		t.Fatalf("outcome %+v", o)
+	}
+	if _, err := os.Stat(leaf.Dir()); !os.IsNotExist(err) {
+		t.Fatalf("leaf not removed: %v", err)
+	}
+	// Gone, or a zombie waiting for init: it no longer runs.
+	if st, err := os.ReadFile("/proc/" + bg + "/stat"); err == nil && !strings.Contains(string(st), ") Z ") {
+		t.Fatalf("background child still runs: %s", st)
+	}
+}
+
+// On the real kernel a limit the leaf cannot take (no memory controller
+// here) fails the op closed, and the half-made leaf is removed.
+func TestLimitWithoutTheControllerFailsClosedOnTheRealKernel(t *testing.T) {
+	base := realScratch(t)
+	if slices.Contains(fields(readString(filepath.Join(base, "cgroup.controllers"))), "memory") {
+		t.Skip("this cgroup has the memory controller")
+	}
+	m := newManager(nil, Policy{}, Support{Memory: true, Base: base}, os.Getpid())
+	ctx, err := m.Bind(context.Background(), "exec", &agentpb.OperationResourcePolicy{MemoryMaxBytes: proto.Uint64(64 << 20)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := Place(ctx, exec.Command("true")); l != nil || err == nil {
+		t.Fatalf("placed: %v %v", l, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(base, leafPrefix+"*")); len(left) != 0 {
+		t.Fatalf("half-made leaves left: %v", left)
+	}
+}
