@@ -154,6 +154,9 @@ func prepare(p hostPaths, own, base string, atRoot bool, s Support) error {
 			return fmt.Errorf("make the op cgroup %s: %w", base, err)
 		}
 	case own == base:
+		if systemdOwned(own) && !delegated(own) {
+			return fmt.Errorf("the agent's cgroup %s belongs to systemd and is not delegated to it; reinstall the service (opengeni-agent service install) so its unit has Delegate=yes", own)
+		}
 		procs := fields(readString(filepath.Join(own, "cgroup.procs")))
 		if len(procs) != 1 || procs[0] != strconv.Itoa(p.pid) {
 			return fmt.Errorf("the agent's cgroup %s also holds other processes (%d in all), so it cannot hand controllers to op cgroups; run the agent as its service (Delegate=yes, DelegateSubgroup=%s)",
@@ -175,6 +178,24 @@ func prepare(p hostPaths, own, base string, atRoot bool, s Support) error {
 		_ = unix.Rmdir(dir) // an empty leaf of a crashed agent; a busy one stays
 	}
 	return nil
+}
+
+// systemdOwned reports a cgroup systemd made for a unit: it must not be
+// reorganised unless the unit delegates it.
+func systemdOwned(dir string) bool {
+	return strings.HasSuffix(dir, ".service") || strings.HasSuffix(dir, ".scope")
+}
+
+// delegated reports systemd's delegation mark on a cgroup (systemd ≥ 251
+// sets trusted.delegate, or user.delegate in a user manager, to "1").
+func delegated(dir string) bool {
+	for _, attr := range []string{"trusted.delegate", "user.delegate"} {
+		buf := make([]byte, 8)
+		if n, err := unix.Getxattr(dir, attr, buf); err == nil && string(buf[:n]) == "1" {
+			return true
+		}
+	}
+	return false
 }
 
 // enableControllers writes enable ("+memory +cpu") to dir's

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
@@ -94,6 +95,16 @@ func (h *fakeHost) read(t *testing.T, rel string) string {
 	return string(b)
 }
 
+// markDelegated sets systemd's delegation mark as systemd does.
+func markDelegated(t *testing.T, dir string) {
+	t.Helper()
+	if err := unix.Setxattr(dir, "trusted.delegate", []byte("1"), 0); err != nil {
+		if err := unix.Setxattr(dir, "user.delegate", []byte("1"), 0); err != nil {
+			t.Skipf("cannot set a delegation xattr on the test's filesystem: %v", err)
+		}
+	}
+}
+
 const v1Memory = "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
 
 func TestDetectOnAFakeCgroupfs(t *testing.T) {
@@ -160,6 +171,7 @@ func TestDetectOnAFakeCgroupfs(t *testing.T) {
 			setup: func(t *testing.T, h *fakeHost) {
 				h.write(t, unit+"/cgroup.controllers", "cpu memory\n")
 				h.write(t, unit+"/cgroup.procs", "4242\n")
+				markDelegated(t, filepath.Join(h.root, unit))
 			},
 			want: Support{Memory: true, CPU: true, Base: unit},
 			check: func(t *testing.T, h *fakeHost) {
@@ -169,10 +181,23 @@ func TestDetectOnAFakeCgroupfs(t *testing.T) {
 			},
 		},
 		{
-			name: "cgroup shared with other processes", self: "/user.slice/session-2.scope",
+			name: "systemd's cgroup without Delegate=yes is left alone", self: "/" + unit,
 			setup: func(t *testing.T, h *fakeHost) {
-				h.write(t, "user.slice/session-2.scope/cgroup.controllers", "cpu memory\n")
-				h.write(t, "user.slice/session-2.scope/cgroup.procs", "900\n4242\n")
+				h.write(t, unit+"/cgroup.controllers", "cpu memory\n")
+				h.write(t, unit+"/cgroup.procs", "4242\n")
+			},
+			want: Support{Reason: "belongs to systemd and is not delegated to it"},
+			check: func(t *testing.T, h *fakeHost) {
+				if _, err := os.Stat(filepath.Join(h.root, unit, "supervisor")); !os.IsNotExist(err) {
+					t.Fatalf("reorganised systemd's cgroup: %v", err)
+				}
+			},
+		},
+		{
+			name: "cgroup shared with other processes", self: "/agents/shared",
+			setup: func(t *testing.T, h *fakeHost) {
+				h.write(t, "agents/shared/cgroup.controllers", "cpu memory\n")
+				h.write(t, "agents/shared/cgroup.procs", "900\n4242\n")
 			},
 			want: Support{Reason: "also holds other processes (2 in all)"},
 		},
