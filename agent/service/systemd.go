@@ -33,9 +33,9 @@ func unitPath(o Options) string {
 // starts the agent in a subgroup, because cgroup v2 lets a cgroup give
 // memory and cpu to children only while it holds no process itself. Older
 // systemd ignores the key and the agent moves itself there. A user unit gets
-// only the controllers its user manager has: user@.service delegates
-// memory and pids by default and cpu only on newer systemd (or with a
-// drop-in, see agent/README.md).
+// only the controllers its user manager has (user@.service's Delegate=:
+// pids memory cpu on systemd 252; older versions may lack cpu; see
+// agent/README.md for the drop-in).
 func renderSystemd(o Options) Definition {
 	target := "default.target"
 	if o.Scope == System {
