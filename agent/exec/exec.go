@@ -170,12 +170,7 @@ func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.
 	// and a child that outlives its kill; the output pipes are ours.
 	cmd.WaitDelay = s.pipeGrace
 
-	leaf, err := cgroup.Place(ctx, cmd) // the op's resource policy: its own cgroup leaf
-	if err != nil {
-		pipes.Started()
-		pipes.Drain(ctx, 0)
-		return nil, err
-	}
+	leaf := cgroup.Place(ctx, cmd) // the op's resource policy: its own cgroup leaf (else Start fails)
 	defer leaf.Close()
 
 	start := time.Now()

@@ -60,12 +60,7 @@ func (s *Service) runCLI(ctx context.Context, bin string, op agentpb.GitOp, dir 
 	ownProcessGroup(cmd)
 	cmd.Cancel = func() error { return killProcessGroup(cmd) }
 	cmd.WaitDelay = waitDelay
-	leaf, err := cgroup.Place(ctx, cmd) // the op's resource policy: its own cgroup leaf
-	if err != nil {
-		pipes.Started()
-		pipes.Drain(ctx, 0)
-		return nil, err
-	}
+	leaf := cgroup.Place(ctx, cmd) // the op's resource policy: its own cgroup leaf (else Start fails)
 	defer leaf.Close()
 
 	err = cmd.Start()

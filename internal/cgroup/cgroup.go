@@ -276,22 +276,25 @@ func PolicyOf(ctx context.Context) Policy {
 }
 
 // Place creates the leaf of ctx's policy and sets cmd to start inside it.
-// Without a policy it returns a nil *Leaf (whose methods do nothing). Call it
-// after the rest of cmd.SysProcAttr is set, before starting cmd, and Close
-// the leaf once cmd is done.
-func Place(ctx context.Context, cmd *exec.Cmd) (*Leaf, error) {
+// Without a policy it returns a nil *Leaf (whose methods do nothing). A leaf
+// that cannot be made becomes cmd.Err, so Start fails with it (an OS error
+// naming the policy) and the command never runs uncontained. Call it after
+// the rest of cmd.SysProcAttr is set, before starting cmd, and Close the
+// leaf once cmd is done.
+func Place(ctx context.Context, cmd *exec.Cmd) *Leaf {
 	b, ok := ctx.Value(bindingKey{}).(binding)
 	if !ok {
-		return nil, nil
+		return nil
 	}
 	l, err := b.m.newLeaf(b.policy)
 	if err != nil {
 		// OS, never NOT_FOUND: the caller's paths are not at fault.
-		return nil, &agenterr.Error{Code: agentpb.ErrorCode_ERROR_CODE_OS, Err: err,
+		cmd.Err = &agenterr.Error{Code: agentpb.ErrorCode_ERROR_CODE_OS, Err: err,
 			Message: "create the op's cgroup (resource policy " + b.policy.String() + "): " + err.Error()}
+		return nil
 	}
 	l.attach(cmd)
-	return l, nil
+	return l
 }
 
 // Leaf is one op's cgroup.

@@ -266,9 +266,9 @@ func TestLeafOnAFakeCgroupfs(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("true")
-	leaf, err := Place(ctx, cmd)
-	if err != nil {
-		t.Fatal(err)
+	leaf := Place(ctx, cmd)
+	if leaf == nil || cmd.Err != nil {
+		t.Fatal(cmd.Err)
 	}
 	rel, _ := filepath.Rel(h.root, leaf.Dir())
 	if rel != fmt.Sprintf("%s/op-%d-1", unit, fakePid) {
@@ -306,13 +306,14 @@ func TestLeafOnAFakeCgroupfs(t *testing.T) {
 
 	// Without a bound policy nothing is placed.
 	plain := exec.Command("true")
-	if l, err := Place(context.Background(), plain); l != nil || err != nil || plain.SysProcAttr != nil {
-		t.Fatalf("placed without a policy: %v %v %+v", l, err, plain.SysProcAttr)
+	if l := Place(context.Background(), plain); l != nil || plain.Err != nil || plain.SysProcAttr != nil {
+		t.Fatalf("placed without a policy: %v %v %+v", l, plain.Err, plain.SysProcAttr)
 	}
 }
 
-// A leaf that cannot be made (the delegated cgroup went away) fails the op
-// with a typed OS error naming the policy, never running it uncontained.
+// A leaf that cannot be made (the delegated cgroup went away) fails the
+// command's Start with a typed OS error naming the policy, never running it
+// uncontained.
 func TestPlaceFailsClosed(t *testing.T) {
 	m := newManager(nil, Policy{}, Support{Memory: true, Base: filepath.Join(t.TempDir(), "gone")}, fakePid)
 	ctx, err := m.Bind(context.Background(), "exec", &agentpb.OperationResourcePolicy{MemoryMaxBytes: proto.Uint64(1 << 20)})
@@ -320,8 +321,12 @@ func TestPlaceFailsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("true")
-	if l, err := Place(ctx, cmd); l != nil || err == nil || !strings.Contains(err.Error(), "memory.max=1048576") || cmd.SysProcAttr != nil {
-		t.Fatalf("Place: %v %v", l, err)
+	if l := Place(ctx, cmd); l != nil || cmd.Err == nil || !strings.Contains(cmd.Err.Error(), "memory.max=1048576") || cmd.SysProcAttr != nil {
+		t.Fatalf("Place: %v %v", l, cmd.Err)
+	}
+	// Start fails with it: nothing runs.
+	if err := cmd.Start(); err != cmd.Err {
+		t.Fatalf("Start: %v", err)
 	}
 }
 
@@ -402,8 +407,9 @@ func TestLimitWithoutTheControllerFailsClosedOnTheRealKernel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l, err := Place(ctx, exec.Command("true")); l != nil || err == nil {
-		t.Fatalf("placed: %v %v", l, err)
+	cmd := exec.Command("true")
+	if l := Place(ctx, cmd); l != nil || cmd.Err == nil {
+		t.Fatalf("placed: %v %v", l, cmd.Err)
 	}
 	if left, _ := filepath.Glob(filepath.Join(base, leafPrefix+"*")); len(left) != 0 {
 		t.Fatalf("half-made leaves left: %v", left)
