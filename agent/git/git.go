@@ -135,7 +135,7 @@ func (s *Service) Git(ctx context.Context, req *agentpb.GitRequest) (resp *agent
 	if err != nil {
 		backend = "go-git"
 		if cgroup.Requested(ctx) { // go-git runs inside the agent: no leaf can hold it
-			return nil, agenterr.Unsupported("git with a resource policy: git is not installed, and the built-in go-git runs inside the agent, where no per-op limit applies")
+			return nil, cgroup.Unenforceable("git with a resource policy: git is not installed, and the built-in go-git runs inside the agent, where no per-op limit applies")
 		}
 		return s.goGit(ctx, op, dir, req.GetArgs())
 	}

@@ -223,13 +223,13 @@ func (m *Manager) Bind(ctx context.Context, op string, wire *agentpb.OperationRe
 	s := m.Support()
 	if !req.IsZero() {
 		if !ContainedOps[op] {
-			return ctx, unenforceable("%s with a resource policy: limits apply to exec and git only", op)
+			return ctx, Unenforceable("%s with a resource policy: limits apply to exec and git only", op)
 		}
 		if req.limitsMemory() && !s.Memory {
-			return ctx, unenforceable("%s with a memory limit (%s): this machine cannot enforce per-op memory limits: %s", op, req, s.Reason)
+			return ctx, Unenforceable("%s with a memory limit (%s): this machine cannot enforce per-op memory limits: %s", op, req, s.Reason)
 		}
 		if req.CPUMillicores != 0 && !s.CPU {
-			return ctx, unenforceable("%s with a CPU limit (%s): this machine cannot enforce per-op CPU quotas: %s", op, req, s.Reason)
+			return ctx, Unenforceable("%s with a CPU limit (%s): this machine cannot enforce per-op CPU quotas: %s", op, req, s.Reason)
 		}
 	}
 	if !ContainedOps[op] || (!s.Memory && !s.CPU) {
@@ -246,10 +246,12 @@ func (m *Manager) Bind(ctx context.Context, op string, wire *agentpb.OperationRe
 	if eff.IsZero() {
 		return ctx, nil
 	}
-	return context.WithValue(ctx, bindingKey{}, binding{m: m, policy: eff}), nil
+	return context.WithValue(ctx, bindingKey{}, binding{m: m, policy: eff, requested: !req.IsZero()}), nil
 }
 
-func unenforceable(format string, args ...any) error {
+// Unenforceable is the UNSUPPORTED answer to a policy that cannot be
+// enforced (detail reason ReasonUnenforceable).
+func Unenforceable(format string, args ...any) *agenterr.Error {
 	e := agenterr.Unsupported(format, args...)
 	e.Detail = map[string]string{"reason": ReasonUnenforceable}
 	return e
@@ -258,15 +260,18 @@ func unenforceable(format string, args ...any) error {
 type bindingKey struct{}
 
 type binding struct {
-	m      *Manager
-	policy Policy
+	m         *Manager
+	policy    Policy
+	requested bool // the request carried a policy (not only the owner's caps)
 }
 
-// Requested reports whether ctx carries a policy to enforce (an op that
-// would run inside the agent, such as go-git, must then refuse).
+// Requested reports whether the op's request carried a policy to enforce:
+// work that would run inside the agent (go-git) must then refuse. The
+// owner's caps alone do not count: they limit the processes the agent
+// starts, and such work starts none.
 func Requested(ctx context.Context) bool {
-	_, ok := ctx.Value(bindingKey{}).(binding)
-	return ok
+	b, _ := ctx.Value(bindingKey{}).(binding)
+	return b.requested
 }
 
 // PolicyOf is the effective policy bound to ctx (zero when none).
@@ -342,7 +347,7 @@ const noteRoom = 200
 // NoteRoom is the room to keep in a reply for the OOM note of ctx's op: 0
 // when no policy is bound.
 func NoteRoom(ctx context.Context) int {
-	if !Requested(ctx) {
+	if _, bound := ctx.Value(bindingKey{}).(binding); !bound {
 		return 0
 	}
 	return noteRoom

@@ -99,8 +99,9 @@ func TestBind(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := PolicyOf(ctx); got != tc.want || Requested(ctx) != !tc.want.IsZero() {
-				t.Fatalf("bound %+v (requested %v), want %+v", got, Requested(ctx), tc.want)
+			requested := tc.wire != nil && !tc.want.IsZero()
+			if got := PolicyOf(ctx); got != tc.want || Requested(ctx) != requested || (NoteRoom(ctx) > 0) != !tc.want.IsZero() {
+				t.Fatalf("bound %+v (requested %v, note room %d), want %+v", got, Requested(ctx), NoteRoom(ctx), tc.want)
 			}
 		})
 	}
