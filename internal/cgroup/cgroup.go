@@ -39,10 +39,10 @@ const (
 // machine cannot enforce.
 const ReasonUnenforceable = "resource_policy_unenforceable"
 
-// ContainedOps are the ops a resource policy applies to (control.md §9:
+// Contained reports the ops a resource policy applies to (control.md §9:
 // exec and git carry it). Any other op carrying a policy is UNSUPPORTED: its
 // work runs inside the agent or outlives the request, so no leaf can hold it.
-var ContainedOps = map[string]bool{"exec": true, "git": true}
+func Contained(op string) bool { return op == "exec" || op == "git" }
 
 // Policy is a per-op resource policy. Zero fields mean "no limit".
 type Policy struct {
@@ -216,13 +216,16 @@ func (m *Manager) Caps() Policy {
 // request's clamped by the local caps, which apply to every contained op
 // even without a request policy) for [Place].
 func (m *Manager) Bind(ctx context.Context, op string, wire *agentpb.OperationResourcePolicy) (context.Context, error) {
+	if wire == nil && !Contained(op) { // ping, fs ops, ...: nothing to decide
+		return ctx, nil
+	}
 	req, err := FromProto(wire)
 	if err != nil {
 		return ctx, err
 	}
 	s := m.Support()
 	if !req.IsZero() {
-		if !ContainedOps[op] {
+		if !Contained(op) {
 			return ctx, Unenforceable("%s with a resource policy: limits apply to exec and git only", op)
 		}
 		if req.limitsMemory() && !s.Memory {
@@ -232,7 +235,7 @@ func (m *Manager) Bind(ctx context.Context, op string, wire *agentpb.OperationRe
 			return ctx, Unenforceable("%s with a CPU limit (%s): this machine cannot enforce per-op CPU quotas: %s", op, req, s.Reason)
 		}
 	}
-	if !ContainedOps[op] || (!s.Memory && !s.CPU) {
+	if !Contained(op) || (!s.Memory && !s.CPU) {
 		return ctx, nil
 	}
 	caps := m.caps

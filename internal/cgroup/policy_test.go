@@ -126,3 +126,30 @@ func TestOutcomeNote(t *testing.T) {
 		t.Fatal("nil leaf")
 	}
 }
+
+// BenchmarkBind is what the dispatcher pays per op for resource limits:
+// every op passes Bind (ping included), so its no-policy path must be
+// negligible against a dispatch.
+func BenchmarkBind(b *testing.B) {
+	m := &Manager{support: Support{Memory: true, CPU: true, Base: "/x"}, caps: Policy{MemoryMax: 1 << 30}}
+	none := Unavailable("no cgroup v2 here")
+	mem := &agentpb.OperationResourcePolicy{MemoryMaxBytes: proto.Uint64(64 << 20)}
+	ctx := context.Background()
+	for _, bc := range []struct {
+		name string
+		m    *Manager
+		op   string
+		p    *agentpb.OperationResourcePolicy
+	}{
+		{"ping_no_policy", m, "ping", nil},
+		{"exec_caps_bound", m, "exec", nil},
+		{"exec_policy_bound", m, "exec", mem},
+		{"exec_policy_refused", none, "exec", mem},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				_, _ = bc.m.Bind(ctx, bc.op, bc.p)
+			}
+		})
+	}
+}
