@@ -29,6 +29,7 @@ import (
 	"github.com/opengeni/opengeni-agent/agent/opstream"
 	"github.com/opengeni/opengeni-agent/agent/pty"
 	"github.com/opengeni/opengeni-agent/internal/backoff"
+	"github.com/opengeni/opengeni-agent/internal/cgroup"
 	"github.com/opengeni/opengeni-agent/internal/logthrottle"
 	"github.com/opengeni/opengeni-agent/internal/subject"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
@@ -99,6 +100,11 @@ type Options struct {
 	// (agent_update_apply) and supplies Hello's completed_update_*. One per
 	// process, shared by its connections. Nil: the op answers UNSUPPORTED.
 	SelfUpdate *SelfUpdate
+	// ResourceLimits runs exec and git in per-op cgroup v2 leaves
+	// (ControlRequest.resource_policy, clamped by the owner's caps); Hello's
+	// operation_resource_policy / operation_cpu_quota say what it can
+	// enforce. Nil: detected on this host, caps from OPENGENI_AGENT_OP_*.
+	ResourceLimits *cgroup.Manager
 
 	Logger      *slog.Logger
 	NATSOptions []nats.Option // appended last (tests, TLS)
@@ -212,6 +218,20 @@ func New(opts Options) (*Agent, error) {
 		opts.DrainTimeout = 20 * time.Second
 	}
 	logger := opts.Logger.With("component", "agent", "agent_id", opts.AgentID)
+	if opts.ResourceLimits == nil {
+		caps, err := cgroup.CapsFromEnv(os.Getenv)
+		if err != nil {
+			return nil, fmt.Errorf("agent: per-op resource caps: %w", err)
+		}
+		opts.ResourceLimits = cgroup.Detect(logger, caps)
+		if sup := opts.ResourceLimits.Support(); sup.Reason != "" {
+			level := slog.LevelDebug
+			if !caps.IsZero() { // the owner asked for caps this host cannot apply
+				level = slog.LevelWarn
+			}
+			logger.Log(context.Background(), level, "per-op resource limits unavailable", "reason", sup.Reason, "caps", caps.String())
+		}
+	}
 	root := workspace.New(opts.WorkspaceRoot)
 	a := &Agent{
 		opts:     opts,
@@ -229,6 +249,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	a.dispatch.SetHeldEpoch(opts.HeldEpoch)
 	a.dispatch.SetQueueLimit(opts.MaxQueuedOps)
+	a.dispatch.SetResourceLimits(opts.ResourceLimits)
 	if opts.SelfUpdate != nil {
 		opts.SelfUpdate.attach(a.dispatch) // its idle check waits for this connection's ops too
 	}
@@ -542,6 +563,10 @@ func (a *Agent) hello(consent Consent, hasDesktop bool, display *agentpb.Display
 			// Capability honesty (next revision): why there is no desktop.
 			DesktopUnavailableReason: desktopReason,
 			OpStream:                 a.dispatch.Serves("op_start"),
+			// Resource honesty: true only where a delegated cgroup v2
+			// subtree can hold each exec and git in its own leaf.
+			OperationResourcePolicy: a.opts.ResourceLimits.Support().Memory,
+			OperationCpuQuota:       a.opts.ResourceLimits.Support().CPU,
 		},
 		UpdateChannel: a.opts.UpdateChannel,
 		ResumeToken:   a.opts.ResumeToken,

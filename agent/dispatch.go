@@ -16,6 +16,7 @@ import (
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	"github.com/opengeni/opengeni-agent/agent/opctx"
+	"github.com/opengeni/opengeni-agent/internal/cgroup"
 	"github.com/opengeni/opengeni-agent/internal/logthrottle"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -86,6 +87,7 @@ type Dispatcher struct {
 
 	observer Observer          // told about every answered request; nil: none
 	paused   func() PauseState // the owner's pause switch, read live; nil: never paused
+	limits   *cgroup.Manager   // per-op resource limits; nil: none enforceable
 }
 
 // Observer is told about every request the dispatcher answered, refusals
@@ -211,6 +213,11 @@ func (d *Dispatcher) SetObserver(o Observer) { d.observer = o }
 // SetPause makes every op but ping and metrics answer CONSENT_REQUIRED
 // while paused() says so; it is read on every op. Call it before serving.
 func (d *Dispatcher) SetPause(paused func() PauseState) { d.paused = paused }
+
+// SetResourceLimits makes exec and git run in per-op cgroup leaves under m
+// (ControlRequest.resource_policy and the owner's caps). Call it before
+// serving.
+func (d *Dispatcher) SetResourceLimits(m *cgroup.Manager) { d.limits = m }
 
 // SetHeldEpoch sets the epoch the control plane assigned this connection;
 // requests carrying an older non-zero epoch are fenced. It is never raised
@@ -511,13 +518,12 @@ func (d *Dispatcher) serve(ctx context.Context, r *Request, maxPayload int) (*ag
 		return errorResponse(id, &agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_UNSUPPORTED,
 			Message: fmt.Sprintf("unsupported operation: %s is not served by this agent", label)}), label
 	}
-	if p := req.GetResourcePolicy(); p != nil && (p.MemoryMaxBytes != nil || p.MemoryHighBytes != nil || p.CpuMaxMillicores != nil) {
-		// control.md §9: a policy the runner cannot enforce is UNSUPPORTED,
-		// never silently ignored (the platform would believe the op is
-		// contained). This build enforces none (Capabilities say so).
-		return errorResponse(id, &agentpb.AgentError{Code: agentpb.ErrorCode_ERROR_CODE_UNSUPPORTED,
-			Message: fmt.Sprintf("unsupported operation: %s with a resource policy: this agent cannot enforce per-op memory or CPU limits", label),
-			Detail:  map[string]string{"reason": "resource_policy_unenforceable"}}), label
+	// control.md §9: a policy the runner cannot enforce is UNSUPPORTED,
+	// never silently ignored (the platform would believe the op contained);
+	// an enforceable one (and the owner's caps) go with the op to its leaf.
+	ctx, err := d.limits.Bind(ctx, label, req.GetResourcePolicy())
+	if err != nil {
+		return errorResponse(id, agenterr.ToProto(err)), label
 	}
 
 	if r.prev != nil { // wait for the previous request with the same key, before taking a slot

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/opengeni/opengeni-agent/internal/cgroup"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -44,14 +45,16 @@ func TestUnservedOpsAnswerUnsupportedByName(t *testing.T) {
 
 // A resource policy this agent cannot enforce is refused, never ignored.
 func TestResourcePolicyIsUnsupported(t *testing.T) {
-	a, err := New(Options{Servers: []string{"nats://127.0.0.1:1"}, WorkspaceID: testWS, AgentID: testAgent, WorkspaceRoot: t.TempDir()})
+	a, err := New(Options{Servers: []string{"nats://127.0.0.1:1"}, WorkspaceID: testWS, AgentID: testAgent, WorkspaceRoot: t.TempDir(),
+		ResourceLimits: cgroup.Unavailable("no delegated cgroup v2 subtree (test)")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	req := &agentpb.ControlRequest{RequestId: "r1", Op: &agentpb.ControlRequest_Exec{Exec: &agentpb.ExecRequest{Command: []string{"true"}}},
 		ResourcePolicy: &agentpb.OperationResourcePolicy{MemoryMaxBytes: proto.Uint64(64 << 20)}}
 	resp := roundTrip(t, a.Dispatcher(), req, 1<<20)
-	if e := resp.GetError(); e.GetCode() != agentpb.ErrorCode_ERROR_CODE_UNSUPPORTED || e.GetDetail()["reason"] != "resource_policy_unenforceable" {
+	if e := resp.GetError(); e.GetCode() != agentpb.ErrorCode_ERROR_CODE_UNSUPPORTED || e.GetDetail()["reason"] != "resource_policy_unenforceable" ||
+		!strings.Contains(e.GetMessage(), "no delegated cgroup v2 subtree (test)") {
 		t.Fatalf("exec with a policy: %v", resp)
 	}
 	// An empty policy asks for nothing: the op runs.

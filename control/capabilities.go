@@ -3,8 +3,12 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
+	"strings"
 	"time"
+
+	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
 // Capability negotiation and liveness of a connected machine (control.md §3,
@@ -180,6 +184,11 @@ type NegotiationContext struct {
 	DesktopStream  *StreamMint
 	TerminalStream *StreamMint
 
+	// Report is what the machine last reported (next revision); when set
+	// the document gains its Machine cell, and "desktop unavailable: …"
+	// carries the machine's own reason. Nil: a v1 document.
+	Report *MachineReport
+
 	// Now is the clock; zero means time.Now().
 	Now time.Time
 }
@@ -307,7 +316,9 @@ type CapabilityDocument struct {
 	DesktopStream             DesktopStreamCell `json:"DesktopStream"`
 	Recording                 RecordingCell     `json:"Recording"`
 	ComputerUse               ComputerUseCell   `json:"ComputerUse"`
-	NegotiatedAt              string            `json:"negotiatedAt"` // ISO 8601, millisecond, UTC
+	// Machine is the next revision's report (nil without one).
+	Machine      *MachineCell `json:"Machine,omitempty"`
+	NegotiatedAt string       `json:"negotiatedAt"` // ISO 8601, millisecond, UTC
 }
 
 // Negotiation constants of a selfhosted document.
@@ -359,8 +370,13 @@ func NegotiateCapabilities(ctx context.Context, in NegotiationContext) Capabilit
 //     consent_required;
 //  4. otherwise the base document.
 //
-// A base policy reason always wins.
+// A base policy reason always wins. With a Report, a machine that says
+// why it has no desktop reads as having no display, and the document's
+// Machine cell explains what it cannot do now.
 func Negotiate(in NegotiationContext, live Liveness) CapabilityDocument {
+	if in.Report != nil && in.Report.NoDesktop {
+		live.HasDisplay = false // the machine's own word beats the enrollment's flag
+	}
 	doc := baseDocument(in, live.State == StateOnline)
 	switch {
 	case live.State != StateOnline:
@@ -392,6 +408,9 @@ func Negotiate(in NegotiationContext, live Liveness) CapabilityDocument {
 		if doc.ComputerUse.Available {
 			doc.ComputerUse.Available, doc.ComputerUse.Reason = false, ReasonConsentRequired
 		}
+	}
+	if in.Report != nil {
+		doc.Machine = machineCell(in.Report, live, &doc)
 	}
 	return doc
 }
@@ -529,4 +548,255 @@ func unnullable(b []byte) (string, error) {
 	var s string
 	err := json.Unmarshal(b, &s)
 	return s, err
+}
+
+// ---------------------------------------------------------------------------
+// The next revision's machine report (control.md §9): what the latest Hello
+// and heartbeat said beyond v1 (desktop_unavailable_reason, op_stream, the
+// resource-policy bits, HostCapacitySample, AdmissionTelemetry), and what it
+// means for a capability document and for one operation.
+
+// HostCapacity is a heartbeat's HostCapacitySample.
+type HostCapacity struct {
+	MemAvailableBytes uint64 `json:"memAvailableBytes"`
+	DiskFreeBytes     uint64 `json:"diskFreeBytes"`
+	FdHeadroom        uint64 `json:"fdHeadroom"`
+	PidHeadroom       uint64 `json:"pidHeadroom"`
+	Nproc             uint64 `json:"nproc"`
+}
+
+// AdmissionTelemetry is a heartbeat's AdmissionTelemetry.
+type AdmissionTelemetry struct {
+	LightRunning         uint64 `json:"lightRunning"`
+	LightQueued          uint64 `json:"lightQueued"`
+	HeavyRunning         uint64 `json:"heavyRunning"`
+	HeavyQueued          uint64 `json:"heavyQueued"`
+	LiveOps              uint64 `json:"liveOps"`
+	OpFramesDroppedTotal uint64 `json:"opFramesDroppedTotal"`
+	EvictedUnackedTotal  uint64 `json:"evictedUnackedTotal"`
+}
+
+// MachineReport is what a machine last reported about itself (store.Machine
+// builds it). The zero value is a v1 agent: nothing beyond v1 reported.
+type MachineReport struct {
+	// NoDesktop: the latest Hello said desktop=false.
+	NoDesktop bool
+	// DesktopUnavailableReason is Hello's actionable reason why the desktop
+	// is off (macOS without Screen Recording, no display, paused by the
+	// owner), or, with the desktop on, what part of it is missing (input).
+	DesktopUnavailableReason string
+	// OpStream is Hello's op_stream: streaming exec and transfers.
+	OpStream bool
+	// ResourcePolicy and CPUQuota are Hello's operation_resource_policy and
+	// operation_cpu_quota: per-op memory and CPU limits are enforceable.
+	ResourcePolicy bool
+	CPUQuota       bool
+	// Draining is the latest heartbeat's draining flag.
+	Draining bool
+	// MemTotalBytes is the latest metrics' total memory (0: unknown).
+	MemTotalBytes uint64
+	// Capacity and Admission are the latest heartbeat's telemetry (nil from
+	// v1 agents).
+	Capacity  *HostCapacity
+	Admission *AdmissionTelemetry
+}
+
+// Pressure thresholds: below them the machine reads as under pressure.
+const (
+	// MemoryPressureMinBytes: less available memory than this, or than
+	// MemoryPressureFraction of the total, is memory pressure.
+	MemoryPressureMinBytes = 256 << 20
+	MemoryPressureFraction = 0.05
+	// DiskLowBytes: less free disk under the workspace root than this.
+	DiskLowBytes = 1 << 30
+	// HeadroomLow: fewer spare file descriptors or process ids than this.
+	HeadroomLow = 64
+)
+
+// Pressure kinds.
+const (
+	PressureMemory = "memory"
+	PressureDisk   = "disk"
+	PressureFDs    = "fds"
+	PressurePIDs   = "pids"
+)
+
+// PressureNote is one way the machine is short of room, with its message.
+type PressureNote struct {
+	Kind    string `json:"kind"`
+	Message string `json:"message"`
+}
+
+// Pressures lists where the machine is short of room, from its latest
+// HostCapacitySample (none without one).
+func (r MachineReport) Pressures() []PressureNote {
+	c := r.Capacity
+	if c == nil {
+		return nil
+	}
+	var out []PressureNote
+	memFloor := uint64(MemoryPressureMinBytes)
+	if f := uint64(float64(r.MemTotalBytes) * MemoryPressureFraction); f > memFloor {
+		memFloor = f
+	}
+	if c.MemAvailableBytes < memFloor {
+		msg := "machine under memory pressure: " + mib(c.MemAvailableBytes) + " available"
+		if r.MemTotalBytes > 0 {
+			msg += " of " + mib(r.MemTotalBytes)
+		}
+		out = append(out, PressureNote{PressureMemory, msg})
+	}
+	if c.DiskFreeBytes < DiskLowBytes {
+		out = append(out, PressureNote{PressureDisk, "machine low on disk: " + mib(c.DiskFreeBytes) + " free under its workspace root"})
+	}
+	if c.FdHeadroom < HeadroomLow {
+		out = append(out, PressureNote{PressureFDs, fmt.Sprintf("machine near its open-file limit: %d file descriptors to spare", c.FdHeadroom)})
+	}
+	if c.PidHeadroom < HeadroomLow {
+		out = append(out, PressureNote{PressurePIDs, fmt.Sprintf("machine near its process limit: %d process ids to spare", c.PidHeadroom)})
+	}
+	return out
+}
+
+func mib(b uint64) string { return fmt.Sprintf("%d MiB", b>>20) }
+
+// MachineCell is the capability document's account of the machine's own
+// report (present only when a report was given, so v1 documents are
+// unchanged).
+type MachineCell struct {
+	OpStream       bool           `json:"opStream"`
+	ResourcePolicy bool           `json:"resourcePolicy"`
+	CPUQuota       bool           `json:"cpuQuota"`
+	Draining       bool           `json:"draining"`
+	Pressure       []PressureNote `json:"pressure"`
+	// Notes explain, one line each, what the machine cannot do now and why.
+	Notes []string `json:"notes"`
+}
+
+// Operation reasons beyond the cells' (why one operation cannot run).
+const (
+	ReasonResourcePolicyUnsupported UnavailableReason = "resource_policy_unsupported"
+	ReasonOpStreamUnsupported       UnavailableReason = "op_stream_unsupported"
+	ReasonAgentDraining             UnavailableReason = "agent_draining"
+	ReasonMachinePressure           UnavailableReason = "machine_pressure"
+)
+
+// desktopNote is the line that says why there is no desktop (or what part
+// of it is missing), in the machine's own words when it gave them.
+func desktopNote(r *MachineReport) string {
+	switch reason := r.DesktopUnavailableReason; {
+	case reason == "":
+		return "desktop unavailable: the machine reports no display"
+	case strings.HasPrefix(reason, "desktop "):
+		return reason
+	default:
+		return "desktop unavailable: " + reason
+	}
+}
+
+// machineCell builds the document's machine cell from the report.
+func machineCell(r *MachineReport, live Liveness, doc *CapabilityDocument) *MachineCell {
+	c := &MachineCell{OpStream: r.OpStream, ResourcePolicy: r.ResourcePolicy, CPUQuota: r.CPUQuota, Draining: r.Draining,
+		Pressure: r.Pressures(), Notes: []string{}}
+	if c.Pressure == nil {
+		c.Pressure = []PressureNote{}
+	}
+	if live.State != StateOnline {
+		return c
+	}
+	if doc.DesktopStream.Reason == ReasonDisplayUnavailable || r.DesktopUnavailableReason != "" {
+		c.Notes = append(c.Notes, desktopNote(r))
+	}
+	if r.Draining {
+		c.Notes = append(c.Notes, "machine draining: new operations are refused until it is back (an update or a stop is under way)")
+	}
+	for _, p := range c.Pressure {
+		c.Notes = append(c.Notes, p.Message)
+	}
+	if !r.ResourcePolicy {
+		c.Notes = append(c.Notes, "resource policy unsupported: the machine cannot enforce per-op memory limits (no delegated cgroup v2 subtree)")
+	} else if !r.CPUQuota {
+		c.Notes = append(c.Notes, "CPU quota unsupported: the machine can limit memory per op but not CPU")
+	}
+	if !r.OpStream {
+		c.Notes = append(c.Notes, "op-stream unsupported: exec and transfers use the buffered request/reply path")
+	}
+	return c
+}
+
+// OperationRequest is one operation a platform is about to send.
+type OperationRequest struct {
+	// Op is the ControlRequest op name: "exec", "git", "fs_write",
+	// "screenshot", "op_start", ...
+	Op string
+	// ResourcePolicy is the policy the op will carry (exec and git).
+	ResourcePolicy *agentpb.OperationResourcePolicy
+	// OpStream: the op will go over op-stream.
+	OpStream bool
+	// WriteBytes is how much the op will write to the machine's disk.
+	WriteBytes uint64
+}
+
+// OperationAdmission is the verdict on one operation.
+type OperationAdmission struct {
+	Allowed bool              `json:"allowed"`
+	Reason  UnavailableReason `json:"reason"`
+	// Message says why not, or is "" when allowed.
+	Message string `json:"message"`
+	// Warnings are reasons the op may fare badly though it is allowed
+	// (memory pressure under an exec).
+	Warnings []string `json:"warnings"`
+}
+
+// desktopOps need a display.
+var desktopOps = map[string]bool{"screenshot": true, "input": true, "desktop_ensure": true, "desktop_stream_open": true,
+	"computer_frames_open": true}
+
+// heavyOps run commands on the machine, which memory and process pressure
+// hurt.
+var heavyOps = map[string]bool{"exec": true, "git": true, "op_start": true, "pty_open": true}
+
+// AdmitOperation decides, from the machine's liveness and its latest
+// report, whether op can run now and explains why not (the reference's
+// resolveOperationAdmission, which runs before each op). A refusal here is
+// what the agent would answer: a policy the machine cannot enforce is
+// UNSUPPORTED there too. Pressure only warns: the agent's own admission
+// has the live numbers.
+func AdmitOperation(live Liveness, r MachineReport, req OperationRequest) OperationAdmission {
+	refuse := func(reason UnavailableReason, msg string) OperationAdmission {
+		return OperationAdmission{Reason: reason, Message: msg, Warnings: []string{}}
+	}
+	switch live.State {
+	case StateOffline:
+		return refuse(ReasonAgentOffline, "machine offline")
+	case StateReconnecting:
+		return refuse(ReasonAgentReconnecting, "machine reconnecting (seen within the last 30 s)")
+	}
+	if r.Draining {
+		return refuse(ReasonAgentDraining, "machine draining: new operations are refused until it is back (an update or a stop is under way)")
+	}
+	if desktopOps[req.Op] && (!live.HasDisplay || r.NoDesktop || (req.Op == "input" && r.DesktopUnavailableReason != "")) {
+		return refuse(ReasonDisplayUnavailable, desktopNote(&r))
+	}
+	if req.OpStream && !r.OpStream {
+		return refuse(ReasonOpStreamUnsupported, "op-stream unsupported: the machine's agent does not serve op_start; use the buffered path")
+	}
+	if p := req.ResourcePolicy; p != nil {
+		if (p.MemoryMaxBytes != nil || p.MemoryHighBytes != nil) && !r.ResourcePolicy {
+			return refuse(ReasonResourcePolicyUnsupported, "resource policy unsupported: the machine cannot enforce per-op memory limits (no delegated cgroup v2 subtree); send the op without one or pick another machine")
+		}
+		if p.CpuMaxMillicores != nil && !r.CPUQuota {
+			return refuse(ReasonResourcePolicyUnsupported, "resource policy unsupported: the machine cannot enforce per-op CPU quotas; send the op without cpu_max_millicores or pick another machine")
+		}
+	}
+	a := OperationAdmission{Allowed: true, Warnings: []string{}}
+	for _, p := range r.Pressures() {
+		switch {
+		case p.Kind == PressureDisk && req.WriteBytes > 0 && r.Capacity.DiskFreeBytes < req.WriteBytes:
+			return refuse(ReasonMachinePressure, fmt.Sprintf("not enough disk: writing %s, %s free under the workspace root", mib(req.WriteBytes), mib(r.Capacity.DiskFreeBytes)))
+		case p.Kind == PressureDisk && req.WriteBytes > 0, p.Kind != PressureDisk && heavyOps[req.Op]:
+			a.Warnings = append(a.Warnings, p.Message)
+		}
+	}
+	return a
 }

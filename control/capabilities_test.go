@@ -3,9 +3,12 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -352,5 +355,144 @@ func TestNegotiateProbe(t *testing.T) {
 	d = NegotiateCapabilities(context.Background(), NegotiationContext{Enrollment: defaultEnrollment(func(e *Enrollment) { n := time.Now(); e.LastSeenAt = &n })})
 	if d.Liveness != "cold" || d.FileSystem.Reason != ReasonAgentReconnecting {
 		t.Fatalf("no probe, fresh last seen with the real clock: %+v", d.FileSystem)
+	}
+}
+
+// The next revision's machine report in negotiation: without one the
+// document is v1's (no Machine key at all); with one, a machine that said
+// why it has no desktop reads display_unavailable whatever the enrollment
+// says, and the Machine cell explains pressure and unsupported features.
+func TestNegotiateWithMachineReport(t *testing.T) {
+	online := true
+	v1 := Negotiate(NegotiationContext{Enrollment: defaultEnrollment(), ProbeResponded: &online, Now: capNow}, Liveness{StateOnline, true, true})
+	if b, _ := json.Marshal(v1); v1.Machine != nil || strings.Contains(string(b), `"Machine"`) {
+		t.Fatalf("v1 document grew a Machine cell: %s", b)
+	}
+
+	report := &MachineReport{NoDesktop: true, DesktopUnavailableReason: "Screen Recording permission is off (System Settings → Privacy)",
+		OpStream: true, MemTotalBytes: 16 << 30,
+		Capacity: &HostCapacity{MemAvailableBytes: 300 << 20, DiskFreeBytes: 100 << 30, FdHeadroom: 60000, PidHeadroom: 30000, Nproc: 8}}
+	d := NegotiateCapabilities(context.Background(), NegotiationContext{Enrollment: defaultEnrollment(), ProbeResponded: &online, Report: report, Now: capNow})
+	if d.DesktopStream.Reason != ReasonDisplayUnavailable || d.ComputerUse.Available || d.Recording.Available || !d.FileSystem.Available {
+		t.Fatalf("desktop cells: %+v %+v %+v", d.DesktopStream, d.ComputerUse, d.Recording)
+	}
+	m := d.Machine
+	if m == nil || !m.OpStream || m.ResourcePolicy || m.CPUQuota {
+		t.Fatalf("machine cell %+v", m)
+	}
+	want := []string{
+		"desktop unavailable: Screen Recording permission is off (System Settings → Privacy)",
+		"machine under memory pressure: 300 MiB available of 16384 MiB", // under 5% of 16 GiB
+		"resource policy unsupported: the machine cannot enforce per-op memory limits (no delegated cgroup v2 subtree)",
+	}
+	if !slices.Equal(m.Notes, want) || len(m.Pressure) != 1 || m.Pressure[0].Kind != PressureMemory {
+		t.Fatalf("notes %q\npressure %+v", m.Notes, m.Pressure)
+	}
+	b, _ := json.Marshal(d)
+	if !strings.Contains(string(b), `"Machine":{"opStream":true,"resourcePolicy":false,"cpuQuota":false,"draining":false,"pressure":[{"kind":"memory"`) {
+		t.Fatalf("json %s", b)
+	}
+
+	// Offline: the liveness reasons stand; the cell explains nothing more.
+	off := false
+	d = NegotiateCapabilities(context.Background(), NegotiationContext{Enrollment: defaultEnrollment(func(e *Enrollment) { e.LastSeenAt = nil }), ProbeResponded: &off, Report: report, Now: capNow})
+	if d.FileSystem.Reason != ReasonAgentOffline || len(d.Machine.Notes) != 0 {
+		t.Fatalf("offline: %+v %+v", d.FileSystem, d.Machine)
+	}
+}
+
+func TestMachinePressures(t *testing.T) {
+	roomy := HostCapacity{MemAvailableBytes: 8 << 30, DiskFreeBytes: 50 << 30, FdHeadroom: 1000, PidHeadroom: 1000}
+	tests := []struct {
+		name  string
+		total uint64
+		mod   func(*HostCapacity)
+		want  []string
+	}{
+		{"roomy", 16 << 30, nil, nil},
+		{"memory under 5% of the total", 64 << 30, func(c *HostCapacity) { c.MemAvailableBytes = 3 << 30 }, []string{PressureMemory}},
+		{"memory above 5% of the total", 16 << 30, func(c *HostCapacity) { c.MemAvailableBytes = 1 << 30 }, nil},
+		{"memory under the floor, total unknown", 0, func(c *HostCapacity) { c.MemAvailableBytes = 100 << 20 }, []string{PressureMemory}},
+		{"disk", 16 << 30, func(c *HostCapacity) { c.DiskFreeBytes = 500 << 20 }, []string{PressureDisk}},
+		{"fds and pids", 16 << 30, func(c *HostCapacity) { c.FdHeadroom, c.PidHeadroom = 10, 3 }, []string{PressureFDs, PressurePIDs}},
+	}
+	for _, tc := range tests {
+		c := roomy
+		if tc.mod != nil {
+			tc.mod(&c)
+		}
+		var got []string
+		for _, p := range (MachineReport{MemTotalBytes: tc.total, Capacity: &c}).Pressures() {
+			got = append(got, p.Kind)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if (MachineReport{}).Pressures() != nil {
+		t.Error("pressure invented without telemetry")
+	}
+}
+
+func TestAdmitOperation(t *testing.T) {
+	online := Liveness{State: StateOnline, Consented: true, HasDisplay: true}
+	full := MachineReport{OpStream: true, ResourcePolicy: true, CPUQuota: true,
+		Capacity: &HostCapacity{MemAvailableBytes: 8 << 30, DiskFreeBytes: 50 << 30, FdHeadroom: 1000, PidHeadroom: 1000}}
+	with := func(f func(*MachineReport)) MachineReport {
+		r := full
+		c := *full.Capacity
+		r.Capacity = &c
+		f(&r)
+		return r
+	}
+	mem := &agentpb.OperationResourcePolicy{MemoryMaxBytes: proto.Uint64(1 << 30)}
+	cpu := &agentpb.OperationResourcePolicy{CpuMaxMillicores: proto.Uint32(500)}
+	tests := []struct {
+		name     string
+		live     Liveness
+		r        MachineReport
+		req      OperationRequest
+		reason   UnavailableReason // "" = allowed
+		message  string            // substring of the refusal or of a warning
+		warnings int
+	}{
+		{"plain exec", online, full, OperationRequest{Op: "exec"}, "", "", 0},
+		{"offline", Liveness{State: StateOffline}, full, OperationRequest{Op: "exec"}, ReasonAgentOffline, "machine offline", 0},
+		{"reconnecting", Liveness{State: StateReconnecting}, full, OperationRequest{Op: "fs_read"}, ReasonAgentReconnecting, "reconnecting", 0},
+		{"draining", online, with(func(r *MachineReport) { r.Draining = true }), OperationRequest{Op: "exec"}, ReasonAgentDraining, "machine draining", 0},
+		{"memory policy, no cgroups", online, with(func(r *MachineReport) { r.ResourcePolicy, r.CPUQuota = false, false }),
+			OperationRequest{Op: "exec", ResourcePolicy: mem}, ReasonResourcePolicyUnsupported, "resource policy unsupported: the machine cannot enforce per-op memory limits", 0},
+		{"cpu policy, memory only", online, with(func(r *MachineReport) { r.CPUQuota = false }),
+			OperationRequest{Op: "git", ResourcePolicy: cpu}, ReasonResourcePolicyUnsupported, "CPU quotas", 0},
+		{"memory policy, memory only", online, with(func(r *MachineReport) { r.CPUQuota = false }), OperationRequest{Op: "exec", ResourcePolicy: mem}, "", "", 0},
+		{"op-stream to a v1 agent", online, with(func(r *MachineReport) { r.OpStream = false }), OperationRequest{Op: "op_start", OpStream: true}, ReasonOpStreamUnsupported, "op-stream unsupported", 0},
+		{"screenshot without a display", Liveness{State: StateOnline}, full, OperationRequest{Op: "screenshot"}, ReasonDisplayUnavailable, "desktop unavailable: the machine reports no display", 0},
+		{"screenshot, machine's reason", online, with(func(r *MachineReport) {
+			r.NoDesktop, r.DesktopUnavailableReason = true, "no X11 display (DISPLAY is unset)"
+		}),
+			OperationRequest{Op: "screenshot"}, ReasonDisplayUnavailable, "desktop unavailable: no X11 display (DISPLAY is unset)", 0},
+		{"input when only input is missing", online, with(func(r *MachineReport) { r.DesktopUnavailableReason = "desktop input unavailable: no XTEST" }),
+			OperationRequest{Op: "input"}, ReasonDisplayUnavailable, "desktop input unavailable: no XTEST", 0},
+		{"screenshot when only input is missing", online, with(func(r *MachineReport) { r.DesktopUnavailableReason = "desktop input unavailable: no XTEST" }),
+			OperationRequest{Op: "screenshot"}, "", "", 0},
+		{"exec under memory pressure warns", online, with(func(r *MachineReport) { r.Capacity.MemAvailableBytes = 50 << 20 }),
+			OperationRequest{Op: "exec"}, "", "machine under memory pressure: 50 MiB available", 1},
+		{"a read under memory pressure does not", online, with(func(r *MachineReport) { r.Capacity.MemAvailableBytes = 50 << 20 }), OperationRequest{Op: "fs_read"}, "", "", 0},
+		{"a write bigger than the free disk", online, with(func(r *MachineReport) { r.Capacity.DiskFreeBytes = 100 << 20 }),
+			OperationRequest{Op: "fs_write", WriteBytes: 200 << 20}, ReasonMachinePressure, "not enough disk: writing 200 MiB, 100 MiB free", 0},
+		{"a write that fits a low disk warns", online, with(func(r *MachineReport) { r.Capacity.DiskFreeBytes = 100 << 20 }),
+			OperationRequest{Op: "fs_write", WriteBytes: 1 << 20}, "", "machine low on disk", 1},
+		{"v1 agent: no telemetry, plain exec", online, MachineReport{}, OperationRequest{Op: "exec"}, "", "", 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := AdmitOperation(tc.live, tc.r, tc.req)
+			if a.Allowed != (tc.reason == "") || a.Reason != tc.reason || len(a.Warnings) != tc.warnings || a.Warnings == nil {
+				t.Fatalf("%+v", a)
+			}
+			if text := a.Message + strings.Join(a.Warnings, "|"); !strings.Contains(text, tc.message) || (tc.reason != "" && a.Message == "") {
+				t.Fatalf("message %q lacks %q", text, tc.message)
+			}
+		})
 	}
 }

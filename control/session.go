@@ -52,6 +52,11 @@ type SessionConfig struct {
 	// Observer receives one Observation per op (the next revision's op
 	// observer); it must not block, and a panic in it is swallowed.
 	Observer func(Observation)
+	// ResourcePolicy is carried by every exec and git as
+	// ControlRequest.resource_policy (control.md §9): per-op memory and CPU
+	// limits. A machine that cannot enforce it answers UNSUPPORTED (see
+	// AdmitOperation to know before sending). Nil: none.
+	ResourcePolicy *agentpb.OperationResourcePolicy
 }
 
 // InstanceResolver reports the live connection instance of a machine, ""
@@ -81,6 +86,7 @@ type Session struct {
 	instances  InstanceResolver
 	retry      bool
 	observer   func(Observation)
+	policy     *agentpb.OperationResourcePolicy
 	jitterFn   func() float64                             // tests
 	sleep      func(context.Context, time.Duration) error // tests
 }
@@ -117,6 +123,7 @@ func NewSession(cfg SessionConfig) (*Session, error) {
 		instances:  cfg.Instances,
 		retry:      cfg.Retry,
 		observer:   cfg.Observer,
+		policy:     cfg.ResourcePolicy,
 		sleep:      backoff.SleepCtx,
 	}, nil
 }
@@ -295,6 +302,9 @@ func (s *Session) report(op string, start time.Time, retries int, resp *agentpb.
 func (s *Session) newRequest(op func(*agentpb.ControlRequest)) *agentpb.ControlRequest {
 	req := &agentpb.ControlRequest{RequestId: uuid.NewString(), Epoch: s.epoch}
 	op(req)
+	if s.policy != nil && (req.GetExec() != nil || req.GetGit() != nil) {
+		req.ResourcePolicy = s.policy
+	}
 	return req
 }
 

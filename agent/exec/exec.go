@@ -20,6 +20,7 @@ import (
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	"github.com/opengeni/opengeni-agent/agent/opctx"
 	"github.com/opengeni/opengeni-agent/internal/capture"
+	"github.com/opengeni/opengeni-agent/internal/cgroup"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -151,7 +152,7 @@ func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.
 
 	// Each stream may keep up to the whole budget; Fit shares it out at the
 	// end, when both lengths are known.
-	limit := max(budget-responseOverhead, 0)
+	limit := max(budget-responseOverhead-cgroup.NoteRoom(ctx), 0)
 	pipes, err := capture.Attach(cmd, limit)
 	if err != nil {
 		return nil, agenterr.FromIO("spawn "+argv0, err)
@@ -168,6 +169,9 @@ func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.
 	// Bounds only the stdin copy (a background child may hold stdin unread)
 	// and a child that outlives its kill; the output pipes are ours.
 	cmd.WaitDelay = s.pipeGrace
+
+	leaf := cgroup.Place(ctx, cmd) // the op's resource policy: its own cgroup leaf (else Start fails)
+	defer leaf.Close()
 
 	start := time.Now()
 	err = tree.start(cmd)
@@ -189,6 +193,7 @@ func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.
 	// command's deadline.
 	pipes.Drain(runCtx, s.pipeGrace)
 	elapsed := time.Since(start)
+	contained := leaf.Close() // after the command: what it left running ends with the op
 
 	if cmd.ProcessState == nil {
 		return nil, agenterr.FromIO("exec wait", waitErr)
@@ -220,6 +225,7 @@ func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.
 	}
 	var truncated bool
 	resp.Stdout, resp.Stderr, truncated = capture.Fit(pipes.Stdout, pipes.Stderr, limit)
+	resp.Stderr = append(resp.Stderr, contained.Note()...) // why it was killed, when memory.max did it
 	if truncated {
 		s.log.Info("command output not carried whole",
 			"program", filepath.Base(argv0), "stdout_bytes", pipes.Stdout.Total(), "stderr_bytes", pipes.Stderr.Total(), "budget", budget)

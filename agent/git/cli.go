@@ -13,6 +13,7 @@ import (
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	"github.com/opengeni/opengeni-agent/agent/opctx"
 	"github.com/opengeni/opengeni-agent/internal/capture"
+	"github.com/opengeni/opengeni-agent/internal/cgroup"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -51,7 +52,7 @@ func (s *Service) runCLI(ctx context.Context, bin string, op agentpb.GitOp, dir 
 	cmd := exec.CommandContext(ctx, bin, argv...)
 	cmd.Dir = dir
 	cmd.Env = s.env(ctx, bin, op, dir)
-	limit := s.outputLimit(ctx, op)
+	limit := max(s.outputLimit(ctx, op)-cgroup.NoteRoom(ctx), 0)
 	pipes, err := capture.Attach(cmd, min(limit, s.maxOutput))
 	if err != nil {
 		return nil, agenterr.FromIO("spawn git", err)
@@ -59,6 +60,8 @@ func (s *Service) runCLI(ctx context.Context, bin string, op agentpb.GitOp, dir 
 	ownProcessGroup(cmd)
 	cmd.Cancel = func() error { return killProcessGroup(cmd) }
 	cmd.WaitDelay = waitDelay
+	leaf := cgroup.Place(ctx, cmd) // the op's resource policy: its own cgroup leaf (else Start fails)
+	defer leaf.Close()
 
 	err = cmd.Start()
 	pipes.Started()
@@ -73,6 +76,7 @@ func (s *Service) runCLI(ctx context.Context, bin string, op agentpb.GitOp, dir 
 	// A helper git left behind (an ssh ControlMaster, say) may hold the
 	// output open; what git itself wrote is always read.
 	pipes.Drain(ctx, waitDelay)
+	contained := leaf.Close() // after git: what it left running ends with the op
 	if err != nil && ctx.Err() != nil {
 		return nil, s.ctxError(op, ctx.Err())
 	}
@@ -85,6 +89,7 @@ func (s *Service) runCLI(ctx context.Context, bin string, op agentpb.GitOp, dir 
 	}
 	var truncated bool
 	resp.Stdout, resp.Stderr, truncated = capture.Fit(pipes.Stdout, pipes.Stderr, limit)
+	resp.Stderr = append(resp.Stderr, contained.Note()...) // why it was killed, when memory.max did it
 	if truncated {
 		s.log.Info("git output not carried whole", "op", opName(op),
 			"stdout_bytes", pipes.Stdout.Total(), "stderr_bytes", pipes.Stderr.Total(), "budget", limit)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/cgroup"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -133,6 +134,9 @@ func (s *Service) Git(ctx context.Context, req *agentpb.GitRequest) (resp *agent
 	bin, err := s.lookGit()
 	if err != nil {
 		backend = "go-git"
+		if cgroup.Requested(ctx) { // go-git runs inside the agent: no leaf can hold it
+			return nil, cgroup.Unenforceable("git with a resource policy: git is not installed, and the built-in go-git runs inside the agent, where no per-op limit applies")
+		}
 		return s.goGit(ctx, op, dir, req.GetArgs())
 	}
 	return s.runCLI(ctx, bin, op, dir, req.GetArgs())

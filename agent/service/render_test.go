@@ -100,7 +100,7 @@ func TestScope(t *testing.T) {
 // TestSystemdVerify validates the rendered units with systemd-analyze
 // verify (a real `systemd --user` cannot start in this container: it has no
 // systemd as PID 1 and no user runtime; see the report). Keys newer than the
-// host's systemd (RestartSteps, RestartMaxDelaySec: systemd ≥ 254) are
+// host's systemd (RestartSteps, RestartMaxDelaySec, DelegateSubgroup: systemd ≥ 254) are
 // reported as ignored on older hosts and tolerated here; anything else fails.
 func TestSystemdVerify(t *testing.T) {
 	sa, err := exec.LookPath("systemd-analyze")
@@ -145,7 +145,8 @@ func TestSystemdVerify(t *testing.T) {
 				t.Fatalf("systemd-analyze verify failed: %v", err)
 			}
 			for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-				if l == "" || strings.Contains(l, "Unknown key 'RestartSteps'") || strings.Contains(l, "Unknown key 'RestartMaxDelaySec'") {
+				if l == "" || strings.Contains(l, "Unknown key 'RestartSteps'") || strings.Contains(l, "Unknown key 'RestartMaxDelaySec'") ||
+					strings.Contains(l, "Unknown key 'DelegateSubgroup'") {
 					continue
 				}
 				t.Errorf("unexpected systemd-analyze finding: %s", l)

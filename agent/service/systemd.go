@@ -27,6 +27,15 @@ func unitPath(o Options) string {
 // limit in [Unit], where systemd reads it. A clean exit (the agent was
 // stopped, or another instance already runs) is not restarted. Logs go to
 // journald (stdout/stderr → journal, tagged opengeni-agent).
+//
+// Delegate=yes hands the unit's cgroup to the agent for per-op resource
+// limits (internal/cgroup); DelegateSubgroup=supervisor (systemd ≥ 254)
+// starts the agent in a subgroup, because cgroup v2 lets a cgroup give
+// memory and cpu to children only while it holds no process itself. Older
+// systemd ignores the key and the agent moves itself there. A user unit gets
+// only the controllers its user manager has (user@.service's Delegate=:
+// pids memory cpu on systemd 252; older versions may lack cpu; see
+// agent/README.md for the drop-in).
 func renderSystemd(o Options) Definition {
 	target := "default.target"
 	if o.Scope == System {
@@ -56,7 +65,17 @@ TimeoutStopSec=30
 StandardOutput=journal
 StandardError=journal
 SyslogIdentifier=opengeni-agent
-
+# Per-op memory/CPU limits: the agent runs in its own "supervisor" subgroup
+# and puts each limited exec and git in a leaf beside it.
+Delegate=yes
+DelegateSubgroup=supervisor
+`)
+	if o.Scope == System {
+		// systemd-oomd leaves the agent's unit alone (honoured for
+		// root-owned cgroups only, so not written into a user unit).
+		b.WriteString("ManagedOOMPreference=avoid\n")
+	}
+	b.WriteString(`
 [Install]
 `)
 	fmt.Fprintf(&b, "WantedBy=%s\n", target)

@@ -354,6 +354,22 @@ func (s *Store) ControlEnrollment(ctx context.Context, ws, id string) (*control.
 	return ce, nil
 }
 
+// AdmitOperation is control.AdmitOperation over the stored state (the
+// reference's resolveOperationAdmission, re-read before each op): the
+// machine's liveness with the caller's probe, and its latest Hello and
+// heartbeat.
+func (s *Store) AdmitOperation(ctx context.Context, ws, id string, probeResponded bool, req control.OperationRequest) (control.OperationAdmission, error) {
+	live, err := s.Liveness(ctx, ws, id, probeResponded)
+	if err != nil {
+		return control.OperationAdmission{}, err
+	}
+	m, err := s.GetMachine(ctx, ws, id)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return control.OperationAdmission{}, err
+	}
+	return control.AdmitOperation(live, m.Report(), req), nil
+}
+
 // Liveness is §3.2 over the stored state: probeResponded is the caller's
 // probe (e.g. Session.Ping).
 func (s *Store) Liveness(ctx context.Context, ws, id string, probeResponded bool) (control.Liveness, error) {

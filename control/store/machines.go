@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opengeni/opengeni-agent/control"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -112,6 +113,29 @@ type Capabilities struct {
 	ConsentedWholeMachine  bool     `json:"consentedWholeMachine"`
 	ConsentedScreenControl bool     `json:"consentedScreenControl"`
 	Display                *Display `json:"display,omitempty"`
+	// The next revision's capability honesty (control.md §9).
+	DesktopUnavailableReason string `json:"desktopUnavailableReason,omitempty"`
+	OpStream                 bool   `json:"opStream,omitempty"`
+	OperationResourcePolicy  bool   `json:"operationResourcePolicy,omitempty"`
+	OperationCPUQuota        bool   `json:"operationCpuQuota,omitempty"`
+}
+
+// Report is what the machine last said about itself, for capability
+// negotiation and operation admission (control.NegotiationContext.Report,
+// control.AdmitOperation).
+func (m *Machine) Report() control.MachineReport {
+	var r control.MachineReport
+	if c := m.Capabilities; c != nil {
+		r.NoDesktop, r.DesktopUnavailableReason, r.OpStream = !c.Desktop, c.DesktopUnavailableReason, c.OpStream
+		r.ResourcePolicy, r.CPUQuota = c.OperationResourcePolicy, c.OperationCPUQuota
+	}
+	if h := m.Heartbeat; h != nil {
+		r.Draining, r.Capacity, r.Admission = h.Draining, h.Capacity, h.Admission
+	}
+	if p := m.LatestMetrics; p != nil {
+		r.MemTotalBytes = p.MemTotalBytes
+	}
+	return r
 }
 
 // Display is the Hello display.
@@ -135,24 +159,10 @@ type HeartbeatInfo struct {
 }
 
 // HostCapacity is a heartbeat's HostCapacitySample.
-type HostCapacity struct {
-	MemAvailableBytes uint64 `json:"memAvailableBytes"`
-	DiskFreeBytes     uint64 `json:"diskFreeBytes"`
-	FdHeadroom        uint64 `json:"fdHeadroom"`
-	PidHeadroom       uint64 `json:"pidHeadroom"`
-	Nproc             uint64 `json:"nproc"`
-}
+type HostCapacity = control.HostCapacity
 
 // Admission is a heartbeat's AdmissionTelemetry.
-type Admission struct {
-	LightRunning         uint64 `json:"lightRunning"`
-	LightQueued          uint64 `json:"lightQueued"`
-	HeavyRunning         uint64 `json:"heavyRunning"`
-	HeavyQueued          uint64 `json:"heavyQueued"`
-	LiveOps              uint64 `json:"liveOps"`
-	OpFramesDroppedTotal uint64 `json:"opFramesDroppedTotal"`
-	EvictedUnackedTotal  uint64 `json:"evictedUnackedTotal"`
-}
+type Admission = control.AdmissionTelemetry
 
 func heartbeatInfo(hb *agentpb.Heartbeat) *HeartbeatInfo {
 	h := &HeartbeatInfo{Seq: hb.GetSeq(), UptimeMs: hb.GetUptimeMs(), ActiveSessions: hb.GetActiveSessions(), Draining: hb.GetDraining()}
@@ -354,7 +364,8 @@ func (s *Store) ApplyHello(ctx context.Context, ws, id string, h *agentpb.Hello)
 		m.WorkspaceRoot, m.UpdateChannel = h.GetWorkspaceRoot(), h.GetUpdateChannel()
 		c := &Capabilities{Exec: caps.GetExec(), FileSystem: caps.GetFilesystem(), Git: caps.GetGit(), Pty: caps.GetPty(),
 			Desktop: caps.GetDesktop(), ConsentedWholeMachine: caps.GetConsentedWholeMachine(),
-			ConsentedScreenControl: caps.GetConsentedScreenControl()}
+			ConsentedScreenControl: caps.GetConsentedScreenControl(), DesktopUnavailableReason: caps.GetDesktopUnavailableReason(),
+			OpStream: caps.GetOpStream(), OperationResourcePolicy: caps.GetOperationResourcePolicy(), OperationCPUQuota: caps.GetOperationCpuQuota()}
 		if d := caps.GetDisplay(); d != nil {
 			c.Display = &Display{ID: d.GetId(), Width: d.GetWidth(), Height: d.GetHeight(), Virtual: d.GetVirtual()}
 		}
