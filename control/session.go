@@ -81,6 +81,7 @@ type Session struct {
 	instances  InstanceResolver
 	retry      bool
 	observer   func(Observation)
+	noOpStream bool                                       // WithoutOpStream
 	jitterFn   func() float64                             // tests
 	sleep      func(context.Context, time.Duration) error // tests
 }

@@ -52,7 +52,7 @@ func buildBin(b *testing.B, pkg string) string {
 func startProcStack(b *testing.B) *procStack {
 	natsBin := buildBin(b, "../cmd/harness")
 	agentBin := buildBin(b, "../cmd/opengeni-agent")
-	srvCmd := exec.Command(natsBin, harness.NATSServerCommand, "0")
+	srvCmd := exec.Command(natsBin, harness.NATSServerCommand, "-1") // -1: a random port (0 is 4222)
 	out, _ := srvCmd.StdoutPipe()
 	if err := srvCmd.Start(); err != nil {
 		b.Fatal(err)
@@ -111,13 +111,16 @@ func (p *procStack) peakRSS() float64 {
 
 func mibps(n int64, d time.Duration) float64 { return float64(n) / (1 << 20) / d.Seconds() }
 
-// BenchmarkTransfer moves 100 MiB each way per iteration, legacy
-// (ReadFileAll/WriteFileAll) and op-stream (ReadFileStream/WriteFileStream)
-// in the same run, agent and nats-server each in their own process, with
-// the floors beside them: raw NATS publish of 128 KiB frames through the
-// same server, local write+fsync and read of the same file. MiB/s are
-// reported as metrics; agent-peak-rss-* is the agent's VmHWM after the
-// op-stream transfers and at the end (the legacy path runs after op-stream).
+// BenchmarkTransfer moves a file each way per iteration, legacy
+// (ReadFileAll/WriteFileAll with op-stream off) and op-stream
+// (ReadFileStream/WriteFileStream) interleaved with their floors in the
+// same run, agent and nats-server each in their own process: raw NATS
+// publish of 128 KiB frames (download frame size) and of 512 KiB messages
+// (upload chunk size) through the same server, local write+fsync and read
+// of the same file. The machine is shared, so every phase of an iteration
+// runs back to back and load1 is reported beside the MiB/s.
+// agent-peak-rss-{up,down}-MiB is the agent's peak RSS during the op-stream
+// transfers alone (VmHWM, reset before each through clear_refs).
 func BenchmarkTransfer(b *testing.B) {
 	for _, size := range []int64{100 << 20, 1 << 30} {
 		b.Run(strconv.FormatInt(size>>20, 10)+"MiB", func(b *testing.B) {
@@ -129,59 +132,96 @@ func BenchmarkTransfer(b *testing.B) {
 			rand.Read(data)
 			ctx := context.Background()
 			path := filepath.Join(p.root, "file.bin")
-			var legacyUp, legacyDown, streamUp, streamDown, rawPub, diskW, diskR time.Duration
-			var streamRSS float64
+			legacy := p.session.WithoutOpStream()
+			var t phaseTimes
+			var rssUp, rssDown float64
 			for i := 0; i < b.N; i++ {
-				rawPub += timeIt(func() { rawPublish(b, p.url, size) })
-				diskW += timeIt(func() {
+				t.add("raw-nats-128k", func() { rawPublish(b, p.url, size, 128<<10) })
+				t.add("raw-nats-512k", func() { rawPublish(b, p.url, size, 512<<10) })
+				t.add("disk-write-fsync", func() {
 					f, _ := os.Create(path + ".local")
 					f.Write(data)
 					f.Sync()
 					f.Close()
 				})
-				diskR += timeIt(func() {
+				t.add("disk-read", func() {
 					f, _ := os.Open(path + ".local")
 					io.Copy(io.Discard, f)
 					f.Close()
 				})
-				streamUp += timeIt(func() {
+				if size <= 100<<20 { // the legacy path is the baseline; 1 GiB of it is slow
+					t.add("legacy-up", func() {
+						if n, err := legacy.WriteFileAll(ctx, path, bytes.NewReader(data), size, nil); err != nil || n != size {
+							b.Fatal(n, err)
+						}
+					})
+				}
+				p.resetPeakRSS()
+				t.add("opstream-up", func() {
 					if n, err := p.session.WriteFileStream(ctx, path, bytes.NewReader(data), size, nil); err != nil || n != size {
 						b.Fatal(n, err)
 					}
 				})
-				streamDown += timeIt(func() {
-					if n, err := p.session.ReadFileStream(ctx, path, io.Discard, &control.OpOptions{Window: 16 << 20}, nil); err != nil || n != size {
+				rssUp = max(rssUp, p.peakRSS())
+				if size <= 100<<20 {
+					t.add("legacy-down", func() {
+						if n, err := legacy.ReadFileAll(ctx, path, io.Discard, nil); err != nil || n != size {
+							b.Fatal(n, err)
+						}
+					})
+				}
+				p.resetPeakRSS()
+				t.add("opstream-down", func() {
+					if n, err := p.session.ReadFileStream(ctx, path, io.Discard, nil, nil); err != nil || n != size {
 						b.Fatal(n, err)
 					}
 				})
+				rssDown = max(rssDown, p.peakRSS())
 			}
-			streamRSS = p.peakRSS() // before the legacy path runs: op-stream's own peak
-			if size <= 100<<20 {    // the legacy path is the baseline; 1 GiB of it is slow
-				legacyUp += timeIt(func() {
-					if n, err := p.session.WriteFileAll(ctx, path, bytes.NewReader(data), size, nil); err != nil || n != size {
-						b.Fatal(n, err)
-					}
-				})
-				legacyDown += timeIt(func() {
-					if n, err := p.session.ReadFileAll(ctx, path, io.Discard, nil); err != nil || n != size {
-						b.Fatal(n, err)
-					}
-				})
-			}
-			n := size * int64(b.N)
-			b.ReportMetric(mibps(n, rawPub), "raw-nats-128k-MiB/s")
-			b.ReportMetric(mibps(n, diskW), "disk-write-fsync-MiB/s")
-			b.ReportMetric(mibps(n, diskR), "disk-read-MiB/s")
-			if legacyUp > 0 {
-				b.ReportMetric(mibps(n, legacyUp), "legacy-up-MiB/s")
-				b.ReportMetric(mibps(n, legacyDown), "legacy-down-MiB/s")
-			}
-			b.ReportMetric(mibps(n, streamUp), "opstream-up-MiB/s")
-			b.ReportMetric(mibps(n, streamDown), "opstream-down-MiB/s")
-			b.ReportMetric(streamRSS, "agent-peak-rss-opstream-MiB")
-			b.ReportMetric(p.peakRSS(), "agent-peak-rss-all-MiB")
+			t.report(b, size*int64(b.N))
+			b.ReportMetric(rssUp, "agent-peak-rss-up-MiB")
+			b.ReportMetric(rssDown, "agent-peak-rss-down-MiB")
+			b.ReportMetric(load1(), "load1")
 		})
 	}
+}
+
+// phaseTimes sums the time of each named phase over the iterations.
+type phaseTimes struct {
+	names []string
+	total map[string]time.Duration
+}
+
+func (t *phaseTimes) add(name string, f func()) {
+	if t.total == nil {
+		t.total = map[string]time.Duration{}
+	}
+	if _, ok := t.total[name]; !ok {
+		t.names = append(t.names, name)
+	}
+	t.total[name] += timeIt(f)
+}
+
+func (t *phaseTimes) report(b *testing.B, bytes int64) {
+	for _, n := range t.names {
+		b.ReportMetric(mibps(bytes, t.total[n]), n+"-MiB/s")
+	}
+}
+
+// resetPeakRSS starts the agent's VmHWM afresh (clear_refs 5).
+func (p *procStack) resetPeakRSS() {
+	_ = os.WriteFile("/proc/"+strconv.Itoa(p.agentPID)+"/clear_refs", []byte("5"), 0)
+}
+
+// load1 is the machine's one-minute load average (0 where unknown).
+func load1() float64 {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 func timeIt(f func()) time.Duration {
@@ -190,9 +230,9 @@ func timeIt(f func()) time.Duration {
 	return time.Since(start)
 }
 
-// rawPublish is the NATS floor: size bytes as 128 KiB messages from one
-// connection to a subscriber on another, through the same server.
-func rawPublish(b *testing.B, url string, size int64) {
+// rawPublish is the NATS floor: size bytes as frame-byte messages from
+// one connection to a subscriber on another, through the same server.
+func rawPublish(b *testing.B, url string, size int64, frame int) {
 	pub, err := nats.Connect(url)
 	if err != nil {
 		b.Fatal(err)
@@ -203,8 +243,7 @@ func rawPublish(b *testing.B, url string, size int64) {
 		b.Fatal(err)
 	}
 	defer sub.Close()
-	const frame = 128 << 10
-	count := int((size + frame - 1) / frame)
+	count := int((size + int64(frame) - 1) / int64(frame))
 	done := make(chan struct{})
 	got := 0
 	s, _ := sub.Subscribe("bench.raw", func(*nats.Msg) {

@@ -112,6 +112,7 @@ type Capabilities struct {
 	ConsentedWholeMachine  bool     `json:"consentedWholeMachine"`
 	ConsentedScreenControl bool     `json:"consentedScreenControl"`
 	Display                *Display `json:"display,omitempty"`
+	OpStream               bool     `json:"opStream,omitempty"` // op-stream v1.1 (control.md §9)
 }
 
 // Display is the Hello display.
@@ -244,6 +245,17 @@ func (s *Store) GetMachine(ctx context.Context, ws, id string) (Machine, error) 
 	return m, err
 }
 
+// OffersOpStream reports whether the machine's latest Hello offered
+// op-stream (Capabilities.op_stream); false before its first Hello. It
+// implements control.OpStreamResolver.
+func (s *Store) OffersOpStream(ctx context.Context, ws, id string) (bool, error) {
+	m, err := s.GetMachine(ctx, ws, id)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil && m.Capabilities != nil && m.Capabilities.OpStream, err
+}
+
 // MetricsSeries returns the downsampled series, oldest first.
 func (s *Store) MetricsSeries(ctx context.Context, ws, id string) ([]MetricsPoint, error) {
 	if !validID(ws) || !validID(id) {
@@ -354,7 +366,7 @@ func (s *Store) ApplyHello(ctx context.Context, ws, id string, h *agentpb.Hello)
 		m.WorkspaceRoot, m.UpdateChannel = h.GetWorkspaceRoot(), h.GetUpdateChannel()
 		c := &Capabilities{Exec: caps.GetExec(), FileSystem: caps.GetFilesystem(), Git: caps.GetGit(), Pty: caps.GetPty(),
 			Desktop: caps.GetDesktop(), ConsentedWholeMachine: caps.GetConsentedWholeMachine(),
-			ConsentedScreenControl: caps.GetConsentedScreenControl()}
+			ConsentedScreenControl: caps.GetConsentedScreenControl(), OpStream: caps.GetOpStream()}
 		if d := caps.GetDisplay(); d != nil {
 			c.Display = &Display{ID: d.GetId(), Width: d.GetWidth(), Height: d.GetHeight(), Virtual: d.GetVirtual()}
 		}
