@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"lukechampine.com/blake3"
+	"github.com/zeebo/blake3"
 
 	"github.com/opengeni/opengeni-agent/internal/backoff"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
@@ -113,7 +113,7 @@ func (s *Session) ReadFileStream(ctx context.Context, path string, w io.Writer, 
 		return 0, err
 	}
 	defer op.Close()
-	h := blake3.New(32, nil)
+	h := blake3.New()
 	var n int64
 	exit, err := op.Consume(ctx, func(_ agentpb.OpChannel, b []byte) error {
 		if _, err := w.Write(b); err != nil {
@@ -189,8 +189,22 @@ func (s *Session) WriteFileStream(ctx context.Context, path string, r io.Reader,
 	}
 	defer op.Close()
 
-	h := blake3.New(32, nil)
+	h := blake3.New()
 	sem := make(chan struct{}, o.InFlight)
+	// Chunk buffers are reused once their chunk was answered: the ones in
+	// flight, the one read ahead and the one being read.
+	free := make(chan []byte, o.InFlight+2)
+	for range o.InFlight + 2 {
+		free <- make([]byte, chunk)
+	}
+	readChunk := func() ([]byte, error) {
+		b := <-free
+		m, err := io.ReadFull(r, b)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			err = nil
+		}
+		return b[:m], err
+	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
@@ -204,7 +218,7 @@ func (s *Session) WriteFileStream(ctx context.Context, path string, r io.Reader,
 	}
 	failed := func() bool { mu.Lock(); defer mu.Unlock(); return firstErr != nil }
 	send := func(wc *agentpb.WriteChunk) {
-		defer func() { <-sem; wg.Done() }()
+		defer func() { free <- wc.Bytes[:cap(wc.Bytes)]; <-sem; wg.Done() }()
 		if err := op.writeChunk(ctx, wc); err != nil {
 			fail(err)
 			return
@@ -219,9 +233,9 @@ func (s *Session) WriteFileStream(ctx context.Context, path string, r io.Reader,
 	// Read one chunk ahead so the chunk that ends the file is marked last.
 	var off int64
 	var seq uint64
-	cur, err := readChunk(r, chunk)
+	cur, err := readChunk()
 	for err == nil && !failed() {
-		next, nerr := readChunk(r, chunk)
+		next, nerr := readChunk()
 		if nerr != nil {
 			err = nerr
 			break
@@ -267,17 +281,6 @@ func (s *Session) WriteFileStream(ctx context.Context, path string, r io.Reader,
 			exit.GetTotals()["content"], exit.GetDigests()["content"])
 	}
 	return off, nil
-}
-
-// readChunk reads up to n bytes; an empty slice at the end of r. An empty
-// source still makes one (empty, last) chunk.
-func readChunk(r io.Reader, n int) ([]byte, error) {
-	b := make([]byte, n)
-	m, err := io.ReadFull(r, b)
-	if err == io.EOF || err == io.ErrUnexpectedEOF {
-		err = nil
-	}
-	return b[:m], err
 }
 
 // writeChunk sends one chunk, retrying transient failures with the same

@@ -38,7 +38,7 @@ type fixture struct {
 }
 
 // start runs a real agent on a real in-process nats-server.
-func start(t *testing.T) *fixture {
+func start(t testing.TB) *fixture {
 	t.Helper()
 	srv := natstest.Start(t)
 	root := t.TempDir()
@@ -71,7 +71,7 @@ func start(t *testing.T) *fixture {
 
 // session is a control session on its own connection to the machine's
 // live instance.
-func (f *fixture) session(t *testing.T, opts ...nats.Option) *control.Session {
+func (f *fixture) session(t testing.TB, opts ...nats.Option) *control.Session {
 	t.Helper()
 	nc := natstest.Connect(t, f.srv, opts...)
 	s, err := control.NewSession(control.SessionConfig{WorkspaceID: testWS, AgentID: testAgent,

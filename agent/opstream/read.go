@@ -5,7 +5,7 @@ import (
 	"io"
 	"os"
 
-	"lukechampine.com/blake3"
+	"github.com/zeebo/blake3"
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
@@ -30,7 +30,7 @@ func (s *Service) startRead(o *op, req *agentpb.FsReadRequest) (func(), error) {
 	return func() {
 		defer f.Close()
 		exit := newExit()
-		h := blake3.New(32, nil)
+		h := blake3.New()
 		sent, err := s.streamFile(o, f, start, n, h)
 		exit.Digests["content"] = hex.EncodeToString(h.Sum(nil))
 		exit.Totals["content"] = uint64(sent)
