@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 type procStack struct {
 	url      string
 	agentPID int
+	natsPID  int
 	root     string
 	session  *control.Session
 	nc       *nats.Conn
@@ -94,7 +96,7 @@ func startProcStack(b *testing.B) *procStack {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &procStack{url: url, agentPID: agentCmd.Process.Pid, root: root, session: s, nc: nc}
+	return &procStack{url: url, agentPID: agentCmd.Process.Pid, natsPID: srvCmd.Process.Pid, root: root, session: s, nc: nc}
 }
 
 // peakRSS is the agent's VmHWM (peak resident set) in MiB.
@@ -119,8 +121,8 @@ func mibps(n int64, d time.Duration) float64 { return float64(n) / (1 << 20) / d
 // (upload chunk size) through the same server, local write+fsync and read
 // of the same file. The machine is shared, so every phase of an iteration
 // runs back to back and load1 is reported beside the MiB/s.
-// agent-peak-rss-{up,down}-MiB is the agent's peak RSS during the op-stream
-// transfers alone (VmHWM, reset before each through clear_refs).
+// agent-peak-rss-{up,down}-MiB is the peak RSS of a fresh agent process
+// over one op-stream transfer (VmHWM).
 func BenchmarkTransfer(b *testing.B) {
 	for _, size := range []int64{100 << 20, 1 << 30} {
 		b.Run(strconv.FormatInt(size>>20, 10)+"MiB", func(b *testing.B) {
@@ -133,8 +135,8 @@ func BenchmarkTransfer(b *testing.B) {
 			ctx := context.Background()
 			path := filepath.Join(p.root, "file.bin")
 			legacy := p.session.WithoutOpStream()
-			var t phaseTimes
-			var rssUp, rssDown float64
+			t := phaseTimes{p: p}
+			rssUp, rssDown := freshPeakRSS(b, data)
 			for i := 0; i < b.N; i++ {
 				t.add("raw-nats-128k", func() { rawPublish(b, p.url, size, 128<<10) })
 				t.add("raw-nats-512k", func() { rawPublish(b, p.url, size, 512<<10) })
@@ -156,13 +158,18 @@ func BenchmarkTransfer(b *testing.B) {
 						}
 					})
 				}
-				p.resetPeakRSS()
 				t.add("opstream-up", func() {
 					if n, err := p.session.WriteFileStream(ctx, path, bytes.NewReader(data), size, nil); err != nil || n != size {
 						b.Fatal(n, err)
 					}
 				})
-				rssUp = max(rssUp, p.peakRSS())
+				for _, inflight := range []int{8} {
+					t.add("opstream-up-inflight"+strconv.Itoa(inflight), func() {
+						if n, err := p.session.WriteFileStream(ctx, path, bytes.NewReader(data), size, &control.ChunkedWriteOptions{InFlight: inflight}); err != nil || n != size {
+							b.Fatal(n, err)
+						}
+					})
+				}
 				if size <= 100<<20 {
 					t.add("legacy-down", func() {
 						if n, err := legacy.ReadFileAll(ctx, path, io.Discard, nil); err != nil || n != size {
@@ -170,13 +177,18 @@ func BenchmarkTransfer(b *testing.B) {
 						}
 					})
 				}
-				p.resetPeakRSS()
 				t.add("opstream-down", func() {
 					if n, err := p.session.ReadFileStream(ctx, path, io.Discard, nil, nil); err != nil || n != size {
 						b.Fatal(n, err)
 					}
 				})
-				rssDown = max(rssDown, p.peakRSS())
+				for _, w := range []uint64{8 << 20} {
+					t.add("opstream-down-window"+strconv.Itoa(int(w>>20))+"M", func() {
+						if n, err := p.session.ReadFileStream(ctx, path, io.Discard, &control.OpOptions{Window: w}, nil); err != nil || n != size {
+							b.Fatal(n, err)
+						}
+					})
+				}
 			}
 			t.report(b, size*int64(b.N))
 			b.ReportMetric(rssUp, "agent-peak-rss-up-MiB")
@@ -186,31 +198,89 @@ func BenchmarkTransfer(b *testing.B) {
 	}
 }
 
-// phaseTimes sums the time of each named phase over the iterations.
+// phaseTimes sums the wall time of each named phase over the iterations,
+// and the CPU time the agent, the nats-server and this process (the
+// control side) spent in it: on a shared machine CPU per MiB is what the
+// code costs, whatever the load did to the wall time.
 type phaseTimes struct {
+	p     *procStack
 	names []string
 	total map[string]time.Duration
+	cpu   map[string][3]time.Duration
 }
 
 func (t *phaseTimes) add(name string, f func()) {
 	if t.total == nil {
-		t.total = map[string]time.Duration{}
+		t.total, t.cpu = map[string]time.Duration{}, map[string][3]time.Duration{}
 	}
 	if _, ok := t.total[name]; !ok {
 		t.names = append(t.names, name)
 	}
+	before := t.p.cpuTimes()
 	t.total[name] += timeIt(f)
+	after := t.p.cpuTimes()
+	c := t.cpu[name]
+	for i := range c {
+		c[i] += after[i] - before[i]
+	}
+	t.cpu[name] = c
 }
 
 func (t *phaseTimes) report(b *testing.B, bytes int64) {
+	mib := float64(bytes) / (1 << 20)
 	for _, n := range t.names {
 		b.ReportMetric(mibps(bytes, t.total[n]), n+"-MiB/s")
+		if strings.HasPrefix(n, "disk-") || strings.HasPrefix(n, "raw-") {
+			continue
+		}
+		for i, who := range []string{"agent", "nats", "client"} {
+			b.ReportMetric(float64(t.cpu[n][i].Microseconds())/1000/mib, n+"-cpu-"+who+"-ms/MiB")
+		}
 	}
 }
 
-// resetPeakRSS starts the agent's VmHWM afresh (clear_refs 5).
-func (p *procStack) resetPeakRSS() {
-	_ = os.WriteFile("/proc/"+strconv.Itoa(p.agentPID)+"/clear_refs", []byte("5"), 0)
+// cpuTimes are the user+system CPU times so far of the agent, the
+// nats-server and this process.
+func (p *procStack) cpuTimes() [3]time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return [3]time.Duration{procCPU(p.agentPID), procCPU(p.natsPID), time.Duration(ru.Utime.Nano() + ru.Stime.Nano())}
+}
+
+// procCPU is a process's utime+stime from /proc/<pid>/stat (clock ticks
+// of 10 ms).
+func procCPU(pid int) time.Duration {
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * 10 * time.Millisecond
+}
+
+// freshPeakRSS is the peak RSS (MiB) of a fresh agent process over one
+// op-stream upload of data, and of another over one download of it: what
+// the transfer costs, not what earlier ones left in the heap.
+func freshPeakRSS(b *testing.B, data []byte) (up, down float64) {
+	ctx := context.Background()
+	size := int64(len(data))
+	p := startProcStack(b)
+	if n, err := p.session.WriteFileStream(ctx, filepath.Join(p.root, "up.bin"), bytes.NewReader(data), size, nil); err != nil || n != size {
+		b.Fatal(n, err)
+	}
+	up = p.peakRSS()
+	p = startProcStack(b)
+	path := filepath.Join(p.root, "down.bin")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if n, err := p.session.ReadFileStream(ctx, path, io.Discard, nil, nil); err != nil || n != size {
+		b.Fatal(n, err)
+	}
+	return up, p.peakRSS()
 }
 
 // load1 is the machine's one-minute load average (0 where unknown).

@@ -7,7 +7,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
+
+	"github.com/opengeni/opengeni-agent/control"
 )
 
 // BenchmarkInProcess moves 64 MiB each way with agent, server and client
@@ -19,14 +22,16 @@ func BenchmarkInProcess(b *testing.B) {
 	data := make([]byte, 64<<20)
 	rand.Read(data)
 	ctx := context.Background()
-	b.Run("up", func(b *testing.B) {
-		b.SetBytes(int64(len(data)))
-		for range b.N {
-			if n, err := s.WriteFileStream(ctx, "up.bin", bytes.NewReader(data), int64(len(data)), nil); err != nil || n != int64(len(data)) {
-				b.Fatal(n, err)
+	for _, inflight := range []int{2, 4, 8, 16} {
+		b.Run("up-inflight"+strconv.Itoa(inflight), func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			for range b.N {
+				if n, err := s.WriteFileStream(ctx, "up.bin", bytes.NewReader(data), int64(len(data)), &control.ChunkedWriteOptions{InFlight: inflight}); err != nil || n != int64(len(data)) {
+					b.Fatal(n, err)
+				}
 			}
-		}
-	})
+		})
+	}
 	if err := os.WriteFile(filepath.Join(f.root, "down.bin"), data, 0o644); err != nil {
 		b.Fatal(err)
 	}
