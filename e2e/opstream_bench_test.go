@@ -163,13 +163,6 @@ func BenchmarkTransfer(b *testing.B) {
 						b.Fatal(n, err)
 					}
 				})
-				for _, inflight := range []int{8} {
-					t.add("opstream-up-inflight"+strconv.Itoa(inflight), func() {
-						if n, err := p.session.WriteFileStream(ctx, path, bytes.NewReader(data), size, &control.ChunkedWriteOptions{InFlight: inflight}); err != nil || n != size {
-							b.Fatal(n, err)
-						}
-					})
-				}
 				if size <= 100<<20 {
 					t.add("legacy-down", func() {
 						if n, err := legacy.ReadFileAll(ctx, path, io.Discard, nil); err != nil || n != size {
@@ -182,13 +175,6 @@ func BenchmarkTransfer(b *testing.B) {
 						b.Fatal(n, err)
 					}
 				})
-				for _, w := range []uint64{8 << 20} {
-					t.add("opstream-down-window"+strconv.Itoa(int(w>>20))+"M", func() {
-						if n, err := p.session.ReadFileStream(ctx, path, io.Discard, &control.OpOptions{Window: w}, nil); err != nil || n != size {
-							b.Fatal(n, err)
-						}
-					})
-				}
 			}
 			t.report(b, size*int64(b.N))
 			b.ReportMetric(rssUp, "agent-peak-rss-up-MiB")
@@ -368,3 +354,18 @@ func BenchmarkExecStream(b *testing.B) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// BenchmarkOpStreamUpload is op-stream uploads of 100 MiB alone (to
+// profile the agent process from outside: perf record -p).
+func BenchmarkOpStreamUpload(b *testing.B) {
+	p := startProcStack(b)
+	data := make([]byte, 100<<20)
+	rand.Read(data)
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	for range b.N {
+		if n, err := p.session.WriteFileStream(context.Background(), filepath.Join(p.root, "up.bin"), bytes.NewReader(data), int64(len(data)), nil); err != nil || n != int64(len(data)) {
+			b.Fatal(n, err)
+		}
+	}
+}

@@ -21,6 +21,70 @@ import (
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
+// frameWatch subscribes beside the consumer to the ops' frames (subj may
+// be a wildcard) and records each seq once: the data it carried and the
+// total published.
+type frameWatch struct {
+	mu        sync.Mutex
+	data      map[uint64][]byte
+	published uint64
+}
+
+func watchFrames(t testing.TB, f *fixture, subj string) *frameWatch {
+	t.Helper()
+	w := &frameWatch{data: map[uint64][]byte{}}
+	raw := natstest.Connect(t, f.srv)
+	sub, err := raw.Subscribe(subject.Connection(testWS, testAgent, f.agent.Instance())+".op."+subj, func(m *nats.Msg) {
+		var fr agentpb.OpFrame
+		if proto.Unmarshal(m.Data, &fr) != nil {
+			return
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if _, dup := w.data[fr.GetSeq()]; !dup {
+			w.data[fr.GetSeq()] = fr.GetData().GetBytes()
+			w.published += uint64(len(fr.GetData().GetBytes()))
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := raw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func (w *frameWatch) bytesPublished() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.published
+}
+
+// seenBefore says whether every frame before next reached the watcher.
+func (w *frameWatch) seenBefore(next uint64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for seq := uint64(1); seq < next; seq++ {
+		if _, ok := w.data[seq]; !ok {
+			return fmt.Errorf("frame %d not seen yet", seq)
+		}
+	}
+	return nil
+}
+
+// content is the data of the frames before next, in seq order.
+func (w *frameWatch) content(next uint64) []byte {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var b bytes.Buffer
+	for seq := uint64(1); seq < next; seq++ {
+		b.Write(w.data[seq])
+	}
+	return b.Bytes()
+}
+
 // A slow consumer of a file read holds the agent to its credit, round after
 // round: the consumer here is the raw wire (it grants credit by hand), and
 // a subscriber beside it sees exactly the credit's worth of data published,
@@ -36,30 +100,7 @@ func TestSlowFileConsumerHoldsAgentToCredit(t *testing.T) {
 	const window = 200 << 10 // not a multiple of the frame size: the last frame of a grant is cut to fit
 	const opID = "slow-consumer-op"
 
-	var mu sync.Mutex
-	seen := map[uint64]bool{}
-	var published uint64
-	var got bytes.Buffer
-	byseq := map[uint64][]byte{}
-	raw := natstest.Connect(t, f.srv)
-	sub, err := raw.Subscribe(subject.Connection(testWS, testAgent, f.agent.Instance())+".op."+opID, func(m *nats.Msg) {
-		var fr agentpb.OpFrame
-		if proto.Unmarshal(m.Data, &fr) != nil {
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if !seen[fr.GetSeq()] {
-			seen[fr.GetSeq()] = true
-			published += uint64(len(fr.GetData().GetBytes()))
-			byseq[fr.GetSeq()] = fr.GetData().GetBytes()
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	raw.Flush()
+	w := watchFrames(t, f, opID)
 
 	r := f.raw(t)
 	resp := r.send(&agentpb.ControlRequest{RequestId: opID, Op: &agentpb.ControlRequest_OpStart{OpStart: &agentpb.OpStart{
@@ -77,32 +118,20 @@ func TestSlowFileConsumerHoldsAgentToCredit(t *testing.T) {
 		t.Helper()
 		var next uint64
 		natstest.Eventually(t, 20*time.Second, func() error {
-			mu.Lock()
-			p := published
-			mu.Unlock()
-			if p < credit {
+			if p := w.bytesPublished(); p < credit {
 				return fmt.Errorf("%d of %d credited bytes published", p, credit)
 			}
 			next = query().GetNextSeq()
-			mu.Lock()
-			defer mu.Unlock()
-			for seq := uint64(1); seq < next; seq++ {
-				if !seen[seq] {
-					return fmt.Errorf("frame %d not seen yet", seq)
-				}
-			}
-			return nil
+			return w.seenBefore(next)
 		})
-		mu.Lock()
-		defer mu.Unlock()
-		if published != credit {
-			t.Fatalf("credit %d, the agent published %d bytes", credit, published)
+		if p := w.bytesPublished(); p != credit {
+			t.Fatalf("credit %d, the agent published %d bytes", credit, p)
 		}
 		return next
 	}
 	ack := func(seq, credit uint64, final bool) {
 		b, _ := proto.Marshal(&agentpb.OpAck{OpId: opID, AckedSeq: seq, CreditBytes: credit, Final: final})
-		if err := raw.Publish(subject.Connection(testWS, testAgent, f.agent.Instance())+".ack", b); err != nil {
+		if err := r.nc.Publish(subject.Connection(testWS, testAgent, f.agent.Instance())+".ack", b); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -124,24 +153,10 @@ func TestSlowFileConsumerHoldsAgentToCredit(t *testing.T) {
 		return nil
 	})
 	next := query().GetNextSeq()
-	natstest.Eventually(t, 20*time.Second, func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		for seq := uint64(1); seq < next; seq++ {
-			if !seen[seq] {
-				return fmt.Errorf("frame %d not seen yet", seq)
-			}
-		}
-		return nil
-	})
+	natstest.Eventually(t, 20*time.Second, func() error { return w.seenBefore(next) })
 	ack(next-1, 0, true)
-	mu.Lock()
-	defer mu.Unlock()
-	for seq := uint64(1); seq < next; seq++ {
-		got.Write(byseq[seq])
-	}
-	if !bytes.Equal(got.Bytes(), content) {
-		t.Fatalf("the frames carry %d bytes, not the file's %d", got.Len(), len(content))
+	if got := w.content(next); !bytes.Equal(got, content) {
+		t.Fatalf("the frames carry %d bytes, not the file's %d", len(got), len(content))
 	}
 }
 
