@@ -56,7 +56,7 @@ func (s *Service) streamFile(o *op, f *os.File, off, n int64, h io.Writer) (int6
 			return sent, err
 		}
 		seq := o.peekSeq()
-		buf := dataHeader(getFrameBuf()[:0], o.id, seq, agentpb.OpChannel_OP_CHANNEL_CONTENT, want)
+		buf := dataHeader(getFrameBuf(want), o.id, seq, agentpb.OpChannel_OP_CHANNEL_CONTENT, want)
 		hdr := len(buf)
 		buf = buf[:hdr+want]
 		m, err := f.ReadAt(buf[hdr:], off+sent)
