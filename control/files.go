@@ -71,7 +71,7 @@ func (s *Session) transferParams(ctx context.Context, opts *TransferOptions) (ch
 func (s *Session) ReadFileAll(ctx context.Context, path string, w io.Writer, opts *TransferOptions) (int64, error) {
 	if s.UsesOpStream(ctx) {
 		n, err := s.readFileOpStream(ctx, path, w, opts)
-		if !opStreamRefused(err) {
+		if n > 0 || !opStreamRefused(err) {
 			return n, err
 		}
 	}
@@ -182,7 +182,7 @@ func (s *Session) WriteFileAll(ctx context.Context, path string, r io.Reader, si
 			progress = opts.Progress
 		}
 		n, err := s.WriteFileStream(ctx, path, r, size, &ChunkedWriteOptions{Progress: progress})
-		if !opStreamRefused(err) {
+		if n > 0 || !opStreamRefused(err) { // nothing read from r yet: the v1 ops can still send it
 			return n, err
 		}
 	}

@@ -116,7 +116,8 @@ func (s *Session) UsesOpStream(ctx context.Context) bool {
 }
 
 // opStreamRefused: the agent does not serve op-stream (an older agent, or
-// one with it turned off), so the v1 ops are the way.
+// one with it turned off) or not for this file (a chunked write replaces
+// regular files only), so the v1 ops are the way.
 func opStreamRefused(err error) bool {
 	var ce *Error
 	return errors.Is(err, ErrOpStreamUnavailable) || (errors.As(err, &ce) && ce.Code == agentpb.ErrorCode_ERROR_CODE_UNSUPPORTED)

@@ -248,9 +248,15 @@ func appendDataFrame(b []byte, id string, seq uint64, ch agentpb.OpChannel, data
 // frames get a buffer of their own size.
 var frameClasses = [...]int{MaxFrameData/2 + frameSlack + 128, MaxFrameData + frameSlack + 128}
 
-// framePools recycle data frame buffers once acked, one pool per class: a
-// transfer allocates about a window's worth, not its size.
-var framePools = [len(frameClasses)]sync.Pool{}
+// framePools recycle data frame buffers once acked, one free list per
+// class: a producer blocked on credit reuses what the consumer's ack freed.
+// They are bounded (not a sync.Pool, which the GC counts as live for a
+// cycle and so doubles the heap a window of frames costs).
+var framePools = [len(frameClasses)]chan []byte{make(chan []byte, maxPooledFrames), make(chan []byte, maxPooledFrames/2)}
+
+// maxPooledFrames bounds the half-size free list (2 MiB); the full-size
+// one holds half as many.
+const maxPooledFrames = 32
 
 // getFrameBuf returns an empty buffer for a data frame of n data bytes.
 func getFrameBuf(n int) []byte {
@@ -262,10 +268,12 @@ func getFrameBuf(n int) []byte {
 		if need*4 < c {
 			break // a pooled buffer would be mostly waste
 		}
-		if b, ok := framePools[i].Get().(*[]byte); ok {
-			return (*b)[:0]
+		select {
+		case b := <-framePools[i]:
+			return b
+		default:
+			return make([]byte, 0, c)
 		}
-		return make([]byte, 0, c)
 	}
 	return make([]byte, 0, need)
 }
@@ -273,8 +281,10 @@ func getFrameBuf(n int) []byte {
 func putFrameBuf(b []byte) {
 	for i, c := range frameClasses {
 		if cap(b) == c {
-			b = b[:0]
-			framePools[i].Put(&b)
+			select {
+			case framePools[i] <- b[:0]:
+			default: // enough kept; the GC takes it
+			}
 			return
 		}
 	}
