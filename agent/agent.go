@@ -88,6 +88,9 @@ type Options struct {
 	DrainTimeout       time.Duration // how long in-flight ops may finish on stop; default 20s
 	ExecDefaultTimeout time.Duration // exec timeout when a request says 0; default 10m
 	ExecMaxTimeout     time.Duration // upper bound of any exec; default 1h
+	// NoOpStream leaves op-stream (agent.md §9) unserved: Hello says
+	// op_stream=false and the control side uses the v1 ops (an older agent).
+	NoOpStream bool
 
 	// APIURL is the control plane the credentials came from; it goes into
 	// the exact re-pairing command logged when NATS refuses the bearer.

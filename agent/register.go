@@ -34,13 +34,15 @@ func (a *Agent) register() {
 	files := fs.New(a.root)
 	// Op-stream v1.1 (agent.md §9): exec, fs_read and chunked fs_write as
 	// detachable ops whose frames ride the bulk connection.
-	a.ops = opstream.New(opstream.Options{Exec: ex, Files: files, Publish: a.publishFrame,
-		Subject: func(id string) string { return a.ConnectionSubject(subject.Op + "." + id) }, Logger: a.logger})
-	Handle(d, "op_start", Heavy, a.ops.Start)
-	HandleAs(d, "op_cancel", "op_status", Light, a.ops.Cancel)
-	HandleAs(d, "op_query", "op_status", Light, a.ops.Query)
-	HandleAs(d, "op_attach", "op_status", Light, a.ops.Attach)
-	Handle(d, "write_chunk", Heavy, a.ops.WriteChunk)
+	if !a.opts.NoOpStream {
+		a.ops = opstream.New(opstream.Options{Exec: ex, Files: files, Publish: a.publishFrame,
+			Subject: func(id string) string { return a.ConnectionSubject(subject.Op + "." + id) }, Logger: a.logger})
+		Handle(d, "op_start", Heavy, a.ops.Start)
+		HandleAs(d, "op_cancel", "op_status", Light, a.ops.Cancel)
+		HandleAs(d, "op_query", "op_status", Light, a.ops.Query)
+		HandleAs(d, "op_attach", "op_status", Light, a.ops.Attach)
+		Handle(d, "write_chunk", Heavy, a.ops.WriteChunk)
+	}
 
 	Handle(d, "fs_read", Heavy, files.Read)
 	Handle(d, "fs_write", Heavy, files.Write)

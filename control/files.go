@@ -60,11 +60,21 @@ func (s *Session) transferParams(ctx context.Context, opts *TransferOptions) (ch
 	return chunk, conc, progress
 }
 
-// ReadFileAll streams a file of any size into w with ranged fs_read requests,
-// several in flight, written to w in order. The total comes from the first
+// ReadFileAll streams a file of any size into w. Over op-stream (when the
+// machine offers it, see UsesOpStream) it is one fs_read op whose frames
+// arrive in order under credit, checked against the machine's blake3
+// (ChunkSize and Concurrency do not apply); otherwise ranged fs_read
+// requests, several in flight, written to w in order. The total comes from
+// a stat (op-stream, only when there is a Progress to tell) or the first
 // reply's total_size; a file whose size changes mid-transfer, or a short
 // chunk, is an error. It returns the bytes written to w.
 func (s *Session) ReadFileAll(ctx context.Context, path string, w io.Writer, opts *TransferOptions) (int64, error) {
+	if s.UsesOpStream(ctx) {
+		n, err := s.readFileOpStream(ctx, path, w, opts)
+		if n > 0 || !opStreamRefused(err) {
+			return n, err
+		}
+	}
 	chunk, conc, progress := s.transferParams(ctx, opts)
 	first, err := s.readRange(ctx, "readFileAll", path, 0, uint64(chunk))
 	if err != nil {
@@ -156,12 +166,26 @@ func (s *Session) ReadFileAll(ctx context.Context, path string, w io.Writer, opt
 // byte count (-1 when unknown; with a size, a shorter r is an error and bytes
 // past size are not read).
 //
-// The destination stays intact until the whole file is on the machine: the
-// chunks go to a sibling "<dir>/.<base>.opengeni-part-<random>" (the first a
-// truncating write that creates parents, the rest appends, in order) that is
-// then moved onto path, replacing it. On failure the part file is removed.
-// It returns the bytes written.
+// The destination stays intact until the whole file is on the machine.
+// Over op-stream (when the machine offers it, see UsesOpStream) the chunks
+// are WriteChunks of one fs_write op, several in flight, landing in an
+// op-scoped temp file that the last chunk renames into place once the
+// machine's blake3 of it matches (ChunkSize and Concurrency do not apply).
+// Otherwise they go to a sibling "<dir>/.<base>.opengeni-part-<random>"
+// (the first a truncating write that creates parents, the rest appends, in
+// order) that is then moved onto path, replacing it; on failure the part
+// file is removed. It returns the bytes written.
 func (s *Session) WriteFileAll(ctx context.Context, path string, r io.Reader, size int64, opts *TransferOptions) (int64, error) {
+	if s.UsesOpStream(ctx) {
+		var progress func(int64, int64)
+		if opts != nil {
+			progress = opts.Progress
+		}
+		n, err := s.WriteFileStream(ctx, path, r, size, &ChunkedWriteOptions{Progress: progress})
+		if n > 0 || !opStreamRefused(err) { // nothing read from r yet: the v1 ops can still send it
+			return n, err
+		}
+	}
 	part, err := partName(path)
 	if err != nil {
 		return 0, err
@@ -225,6 +249,24 @@ func (s *Session) WriteFileAll(ctx context.Context, path string, r io.Reader, si
 		return fail(err)
 	}
 	return done, nil
+}
+
+// readFileOpStream is ReadFileAll over op-stream. Progress gets the total
+// from a stat first (-1 if that fails: the transfer itself says).
+func (s *Session) readFileOpStream(ctx context.Context, path string, w io.Writer, opts *TransferOptions) (int64, error) {
+	if opts == nil || opts.Progress == nil {
+		return s.ReadFileStream(ctx, path, w, nil, nil)
+	}
+	total := int64(-1)
+	if st, err := s.Stat(ctx, path); err == nil && st.GetExists() {
+		total = int64(st.GetEntry().GetSize())
+	}
+	return s.ReadFileStream(ctx, path, w, nil, func(done, end int64) {
+		if end >= 0 {
+			total = end
+		}
+		opts.Progress(done, total)
+	})
 }
 
 // checkedWrite writes content and verifies the agent wrote all of it.

@@ -240,14 +240,29 @@ func (r *NATSRPC) Request(ctx context.Context, subject string, req *agentpb.Cont
 	return resp, err
 }
 
+// requestBufs recycles encoded requests up to maxPooledRequest bytes.
+var requestBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledRequest = 2 << 20
+
 // request is Request that also returns the transport error behind a
 // synthesized AGENT_OFFLINE (nil otherwise); [Session] keeps it as
 // [Error.Cause].
 func (r *NATSRPC) request(ctx context.Context, subject string, req *agentpb.ControlRequest, timeout time.Duration) (*agentpb.ControlResponse, error, error) {
-	data, err := proto.Marshal(req)
+	buf := requestBufs.Get().(*[]byte)
+	data, err := proto.MarshalOptions{}.MarshalAppend((*buf)[:0], req)
 	if err != nil {
 		return nil, nil, fmt.Errorf("control: encode request: %w", err)
 	}
+	// The publish copies data into the connection's buffer, so the buffer
+	// serves the next request (bulk chunks would otherwise allocate their
+	// size once more each).
+	defer func() {
+		if cap(data) <= maxPooledRequest {
+			*buf = data[:0]
+			requestBufs.Put(buf)
+		}
+	}()
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}

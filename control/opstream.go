@@ -78,6 +78,51 @@ func (o *OpOptions) withDefaults() OpOptions {
 	return r
 }
 
+// OpStreamResolver says whether a machine offers op-stream: its live
+// instance's Hello said Capabilities.op_stream (control.md §9). When a
+// session's Instances resolver implements it too (a store.Store does),
+// ReadFileAll, WriteFileAll and UsesOpStream follow it; without one a
+// machine with a live instance is tried, and an agent that answers the
+// OpStart UNSUPPORTED gets the v1 ops.
+type OpStreamResolver interface {
+	OffersOpStream(ctx context.Context, ws, agent string) (bool, error)
+}
+
+// WithoutOpStream returns a session on the same machine that always uses
+// the v1 ops (the baseline of benchmarks, a control plane whose server
+// flag is off).
+func (s *Session) WithoutOpStream() *Session {
+	c := *s
+	c.noOpStream = true
+	return &c
+}
+
+// UsesOpStream reports whether ops that have an op-stream form (exec
+// streaming, whole-file transfers) go over it: the session allows it, the
+// machine has a live connection instance, and its Hello offered op_stream
+// (when the Instances resolver knows).
+func (s *Session) UsesOpStream(ctx context.Context) bool {
+	if s.noOpStream {
+		return false
+	}
+	if _, err := s.opRoute(ctx); err != nil {
+		return false // the v1 op reports why the machine cannot be reached
+	}
+	if r, ok := s.instances.(OpStreamResolver); ok {
+		offered, err := r.OffersOpStream(ctx, s.ws, s.agent)
+		return err == nil && offered
+	}
+	return true
+}
+
+// opStreamRefused: the agent does not serve op-stream (an older agent, or
+// one with it turned off) or not for this file (a chunked write replaces
+// regular files only), so the v1 ops are the way.
+func opStreamRefused(err error) bool {
+	var ce *Error
+	return errors.Is(err, ErrOpStreamUnavailable) || (errors.As(err, &ce) && ce.Code == agentpb.ErrorCode_ERROR_CODE_UNSUPPORTED)
+}
+
 // Conn returns the RPC's NATS connection (dialing it if needed): op-stream
 // subscribes to op subjects and publishes acks on it.
 func (r *NATSRPC) Conn(ctx context.Context) (*nats.Conn, error) { return r.conn(ctx) }

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"lukechampine.com/blake3"
+	"github.com/zeebo/blake3"
 
 	"github.com/opengeni/opengeni-agent/internal/backoff"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
@@ -33,7 +33,8 @@ type ExecStreamOptions struct {
 // ExecStream runs a command over op-stream and returns its exit (code,
 // timed_out, cancelled, blake3 digests and totals of stdout/stderr, failure
 // code). When ctx ends first the op is cancelled on the machine (its
-// process tree killed) and ctx's error returned.
+// process tree killed) and ctx's error returned, with the exit that says
+// cancelled once the machine reported it (see Consume).
 func (s *Session) ExecStream(ctx context.Context, opts ExecStreamOptions) (*agentpb.OpExit, error) {
 	start := &agentpb.OpStart{Op: &agentpb.OpStart_Exec{Exec: &agentpb.ExecRequest{
 		Command: opts.Argv, Shell: opts.Shell, Cwd: s.path(opts.Workdir), Env: opts.Env, Stdin: opts.Stdin,
@@ -62,27 +63,43 @@ func (s *Session) ExecStream(ctx context.Context, opts ExecStreamOptions) (*agen
 	})
 }
 
+// CancelGrace bounds how long Consume waits, after ctx ended, for the
+// machine to confirm the cancelled op ended.
+const CancelGrace = 10 * time.Second
+
 // Consume delivers the op's data in order to onData until the exit frame,
-// which it returns. When ctx ends first (or onData fails) the op is
-// cancelled on the machine.
+// which it returns. When onData fails the op is cancelled on the machine
+// and the error returned. When ctx ends first the op is cancelled too, and
+// Consume goes on delivering (for at most CancelGrace) until the exit
+// frame, so the process tree is gone when it returns ctx's error with
+// that exit (nil if the machine did not confirm in time).
 func (o *Op) Consume(ctx context.Context, onData func(agentpb.OpChannel, []byte) error) (*agentpb.OpExit, error) {
+	exit, err := o.consume(ctx, onData)
+	var lost *OpLostError
+	if err == nil || errors.As(err, &lost) {
+		return exit, err
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CancelGrace)
+	defer cancel()
+	if _, cerr := o.Cancel(cctx); cerr != nil || ctx.Err() == nil {
+		return nil, err
+	}
+	exit, _ = o.consume(cctx, onData)
+	return exit, err
+}
+
+func (o *Op) consume(ctx context.Context, onData func(agentpb.OpChannel, []byte) error) (*agentpb.OpExit, error) {
 	for {
 		f, err := o.Next(ctx)
-		if err == nil {
-			if d := f.GetData(); d != nil {
-				err = onData(d.GetChannel(), d.GetBytes())
-			} else if e := f.GetExit(); e != nil {
-				return e, nil
-			}
-		}
 		if err != nil {
-			var lost *OpLostError
-			if !errors.As(err, &lost) {
-				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-				_, _ = o.Cancel(cctx)
-				cancel()
-			}
 			return nil, err
+		}
+		if d := f.GetData(); d != nil {
+			if err := onData(d.GetChannel(), d.GetBytes()); err != nil {
+				return nil, err
+			}
+		} else if e := f.GetExit(); e != nil {
+			return e, nil
 		}
 	}
 }
@@ -96,7 +113,7 @@ func (s *Session) ReadFileStream(ctx context.Context, path string, w io.Writer, 
 		return 0, err
 	}
 	defer op.Close()
-	h := blake3.New(32, nil)
+	h := blake3.New()
 	var n int64
 	exit, err := op.Consume(ctx, func(_ agentpb.OpChannel, b []byte) error {
 		if _, err := w.Write(b); err != nil {
@@ -143,15 +160,19 @@ const MaxWriteChunk = 512 << 10
 // busiest (8 and more only added contention; see e2e BenchmarkTransfer).
 const DefaultChunksInFlight = 4
 
-// WriteFileStream uploads r (size bytes, -1 when unknown) over op-stream
-// chunked writes: chunks go to an op-scoped temp file on the machine,
-// several in flight, each retried on a transient failure (a chunk is
-// idempotent per seq); the last one renames the file into place. The
-// machine's blake3 of what it wrote must match ours.
+// WriteFileStream uploads r (size bytes, -1 when unknown; with a size, a
+// shorter r is an error and nothing is renamed, and bytes past size are
+// not read) over op-stream chunked writes: chunks go to an op-scoped temp
+// file on the machine, several in flight, each retried on a transient
+// failure (a chunk is idempotent per seq); the last one renames the file
+// into place. The machine's blake3 of what it wrote must match ours.
 func (s *Session) WriteFileStream(ctx context.Context, path string, r io.Reader, size int64, opts *ChunkedWriteOptions) (int64, error) {
 	var o ChunkedWriteOptions
 	if opts != nil {
 		o = *opts
+	}
+	if size >= 0 {
+		r = io.LimitReader(r, size)
 	}
 	chunk := o.ChunkSize
 	if chunk <= 0 || chunk > MaxWriteChunk {
@@ -168,8 +189,22 @@ func (s *Session) WriteFileStream(ctx context.Context, path string, r io.Reader,
 	}
 	defer op.Close()
 
-	h := blake3.New(32, nil)
+	h := blake3.New()
 	sem := make(chan struct{}, o.InFlight)
+	// Chunk buffers are reused once their chunk was answered: the ones in
+	// flight, the one read ahead and the one being read.
+	free := make(chan []byte, o.InFlight+2)
+	for range o.InFlight + 2 {
+		free <- make([]byte, chunk)
+	}
+	readChunk := func() ([]byte, error) {
+		b := <-free
+		m, err := io.ReadFull(r, b)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			err = nil
+		}
+		return b[:m], err
+	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
@@ -183,7 +218,7 @@ func (s *Session) WriteFileStream(ctx context.Context, path string, r io.Reader,
 	}
 	failed := func() bool { mu.Lock(); defer mu.Unlock(); return firstErr != nil }
 	send := func(wc *agentpb.WriteChunk) {
-		defer func() { <-sem; wg.Done() }()
+		defer func() { free <- wc.Bytes[:cap(wc.Bytes)]; <-sem; wg.Done() }()
 		if err := op.writeChunk(ctx, wc); err != nil {
 			fail(err)
 			return
@@ -198,14 +233,18 @@ func (s *Session) WriteFileStream(ctx context.Context, path string, r io.Reader,
 	// Read one chunk ahead so the chunk that ends the file is marked last.
 	var off int64
 	var seq uint64
-	cur, err := readChunk(r, chunk)
+	cur, err := readChunk()
 	for err == nil && !failed() {
-		next, nerr := readChunk(r, chunk)
+		next, nerr := readChunk()
 		if nerr != nil {
 			err = nerr
 			break
 		}
 		last := len(next) == 0
+		if last && size >= 0 && off+int64(len(cur)) != size {
+			err = fmt.Errorf("source ended after %d of %d bytes: %w", off+int64(len(cur)), size, io.ErrUnexpectedEOF)
+			break
+		}
 		seq++
 		h.Write(cur)
 		wc := &agentpb.WriteChunk{OpId: op.id, Seq: seq, Bytes: cur, Offset: uint64(off), Last: last}
@@ -242,17 +281,6 @@ func (s *Session) WriteFileStream(ctx context.Context, path string, r io.Reader,
 			exit.GetTotals()["content"], exit.GetDigests()["content"])
 	}
 	return off, nil
-}
-
-// readChunk reads up to n bytes; an empty slice at the end of r. An empty
-// source still makes one (empty, last) chunk.
-func readChunk(r io.Reader, n int) ([]byte, error) {
-	b := make([]byte, n)
-	m, err := io.ReadFull(r, b)
-	if err == io.EOF || err == io.ErrUnexpectedEOF {
-		err = nil
-	}
-	return b[:m], err
 }
 
 // writeChunk sends one chunk, retrying transient failures with the same

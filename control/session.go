@@ -87,6 +87,7 @@ type Session struct {
 	retry      bool
 	observer   func(Observation)
 	policy     *agentpb.OperationResourcePolicy
+	noOpStream bool                                       // WithoutOpStream
 	jitterFn   func() float64                             // tests
 	sleep      func(context.Context, time.Duration) error // tests
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 type procStack struct {
 	url      string
 	agentPID int
+	natsPID  int
 	root     string
 	session  *control.Session
 	nc       *nats.Conn
@@ -52,7 +54,7 @@ func buildBin(b *testing.B, pkg string) string {
 func startProcStack(b *testing.B) *procStack {
 	natsBin := buildBin(b, "../cmd/harness")
 	agentBin := buildBin(b, "../cmd/opengeni-agent")
-	srvCmd := exec.Command(natsBin, harness.NATSServerCommand, "0")
+	srvCmd := exec.Command(natsBin, harness.NATSServerCommand, "-1") // -1: a random port (0 is 4222)
 	out, _ := srvCmd.StdoutPipe()
 	if err := srvCmd.Start(); err != nil {
 		b.Fatal(err)
@@ -94,7 +96,7 @@ func startProcStack(b *testing.B) *procStack {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &procStack{url: url, agentPID: agentCmd.Process.Pid, root: root, session: s, nc: nc}
+	return &procStack{url: url, agentPID: agentCmd.Process.Pid, natsPID: srvCmd.Process.Pid, root: root, session: s, nc: nc}
 }
 
 // peakRSS is the agent's VmHWM (peak resident set) in MiB.
@@ -111,13 +113,16 @@ func (p *procStack) peakRSS() float64 {
 
 func mibps(n int64, d time.Duration) float64 { return float64(n) / (1 << 20) / d.Seconds() }
 
-// BenchmarkTransfer moves 100 MiB each way per iteration, legacy
-// (ReadFileAll/WriteFileAll) and op-stream (ReadFileStream/WriteFileStream)
-// in the same run, agent and nats-server each in their own process, with
-// the floors beside them: raw NATS publish of 128 KiB frames through the
-// same server, local write+fsync and read of the same file. MiB/s are
-// reported as metrics; agent-peak-rss-* is the agent's VmHWM after the
-// op-stream transfers and at the end (the legacy path runs after op-stream).
+// BenchmarkTransfer moves a file each way per iteration, legacy
+// (ReadFileAll/WriteFileAll with op-stream off) and op-stream
+// (ReadFileStream/WriteFileStream) interleaved with their floors in the
+// same run, agent and nats-server each in their own process: raw NATS
+// publish of 128 KiB frames (download frame size) and of 512 KiB messages
+// (upload chunk size) through the same server, local write+fsync and read
+// of the same file. The machine is shared, so every phase of an iteration
+// runs back to back and load1 is reported beside the MiB/s.
+// agent-peak-rss-{up,down}-MiB is the peak RSS of a fresh agent process
+// over one op-stream transfer (VmHWM).
 func BenchmarkTransfer(b *testing.B) {
 	for _, size := range []int64{100 << 20, 1 << 30} {
 		b.Run(strconv.FormatInt(size>>20, 10)+"MiB", func(b *testing.B) {
@@ -129,59 +134,150 @@ func BenchmarkTransfer(b *testing.B) {
 			rand.Read(data)
 			ctx := context.Background()
 			path := filepath.Join(p.root, "file.bin")
-			var legacyUp, legacyDown, streamUp, streamDown, rawPub, diskW, diskR time.Duration
-			var streamRSS float64
+			legacy := p.session.WithoutOpStream()
+			t := phaseTimes{p: p}
+			rssUp, rssDown := freshPeakRSS(b, data)
 			for i := 0; i < b.N; i++ {
-				rawPub += timeIt(func() { rawPublish(b, p.url, size) })
-				diskW += timeIt(func() {
+				t.add("raw-nats-128k", func() { rawPublish(b, p.url, size, 128<<10) })
+				t.add("raw-nats-512k", func() { rawPublish(b, p.url, size, 512<<10) })
+				t.add("disk-write-fsync", func() {
 					f, _ := os.Create(path + ".local")
 					f.Write(data)
 					f.Sync()
 					f.Close()
 				})
-				diskR += timeIt(func() {
+				t.add("disk-read", func() {
 					f, _ := os.Open(path + ".local")
 					io.Copy(io.Discard, f)
 					f.Close()
 				})
-				streamUp += timeIt(func() {
+				if size <= 100<<20 { // the legacy path is the baseline; 1 GiB of it is slow
+					t.add("legacy-up", func() {
+						if n, err := legacy.WriteFileAll(ctx, path, bytes.NewReader(data), size, nil); err != nil || n != size {
+							b.Fatal(n, err)
+						}
+					})
+				}
+				t.add("opstream-up", func() {
 					if n, err := p.session.WriteFileStream(ctx, path, bytes.NewReader(data), size, nil); err != nil || n != size {
 						b.Fatal(n, err)
 					}
 				})
-				streamDown += timeIt(func() {
-					if n, err := p.session.ReadFileStream(ctx, path, io.Discard, &control.OpOptions{Window: 16 << 20}, nil); err != nil || n != size {
+				if size <= 100<<20 {
+					t.add("legacy-down", func() {
+						if n, err := legacy.ReadFileAll(ctx, path, io.Discard, nil); err != nil || n != size {
+							b.Fatal(n, err)
+						}
+					})
+				}
+				t.add("opstream-down", func() {
+					if n, err := p.session.ReadFileStream(ctx, path, io.Discard, nil, nil); err != nil || n != size {
 						b.Fatal(n, err)
 					}
 				})
 			}
-			streamRSS = p.peakRSS() // before the legacy path runs: op-stream's own peak
-			if size <= 100<<20 {    // the legacy path is the baseline; 1 GiB of it is slow
-				legacyUp += timeIt(func() {
-					if n, err := p.session.WriteFileAll(ctx, path, bytes.NewReader(data), size, nil); err != nil || n != size {
-						b.Fatal(n, err)
-					}
-				})
-				legacyDown += timeIt(func() {
-					if n, err := p.session.ReadFileAll(ctx, path, io.Discard, nil); err != nil || n != size {
-						b.Fatal(n, err)
-					}
-				})
-			}
-			n := size * int64(b.N)
-			b.ReportMetric(mibps(n, rawPub), "raw-nats-128k-MiB/s")
-			b.ReportMetric(mibps(n, diskW), "disk-write-fsync-MiB/s")
-			b.ReportMetric(mibps(n, diskR), "disk-read-MiB/s")
-			if legacyUp > 0 {
-				b.ReportMetric(mibps(n, legacyUp), "legacy-up-MiB/s")
-				b.ReportMetric(mibps(n, legacyDown), "legacy-down-MiB/s")
-			}
-			b.ReportMetric(mibps(n, streamUp), "opstream-up-MiB/s")
-			b.ReportMetric(mibps(n, streamDown), "opstream-down-MiB/s")
-			b.ReportMetric(streamRSS, "agent-peak-rss-opstream-MiB")
-			b.ReportMetric(p.peakRSS(), "agent-peak-rss-all-MiB")
+			t.report(b, size*int64(b.N))
+			b.ReportMetric(rssUp, "agent-peak-rss-up-MiB")
+			b.ReportMetric(rssDown, "agent-peak-rss-down-MiB")
+			b.ReportMetric(load1(), "load1")
 		})
 	}
+}
+
+// phaseTimes sums the wall time of each named phase over the iterations,
+// and the CPU time the agent, the nats-server and this process (the
+// control side) spent in it: on a shared machine CPU per MiB is what the
+// code costs, whatever the load did to the wall time.
+type phaseTimes struct {
+	p     *procStack
+	names []string
+	total map[string]time.Duration
+	cpu   map[string][3]time.Duration
+}
+
+func (t *phaseTimes) add(name string, f func()) {
+	if t.total == nil {
+		t.total, t.cpu = map[string]time.Duration{}, map[string][3]time.Duration{}
+	}
+	if _, ok := t.total[name]; !ok {
+		t.names = append(t.names, name)
+	}
+	before := t.p.cpuTimes()
+	t.total[name] += timeIt(f)
+	after := t.p.cpuTimes()
+	c := t.cpu[name]
+	for i := range c {
+		c[i] += after[i] - before[i]
+	}
+	t.cpu[name] = c
+}
+
+func (t *phaseTimes) report(b *testing.B, bytes int64) {
+	mib := float64(bytes) / (1 << 20)
+	for _, n := range t.names {
+		b.ReportMetric(mibps(bytes, t.total[n]), n+"-MiB/s")
+		if strings.HasPrefix(n, "disk-") || strings.HasPrefix(n, "raw-") {
+			continue
+		}
+		for i, who := range []string{"agent", "nats", "client"} {
+			b.ReportMetric(float64(t.cpu[n][i].Microseconds())/1000/mib, n+"-cpu-"+who+"-ms/MiB")
+		}
+	}
+}
+
+// cpuTimes are the user+system CPU times so far of the agent, the
+// nats-server and this process.
+func (p *procStack) cpuTimes() [3]time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return [3]time.Duration{procCPU(p.agentPID), procCPU(p.natsPID), time.Duration(ru.Utime.Nano() + ru.Stime.Nano())}
+}
+
+// procCPU is a process's utime+stime from /proc/<pid>/stat (clock ticks
+// of 10 ms).
+func procCPU(pid int) time.Duration {
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * 10 * time.Millisecond
+}
+
+// freshPeakRSS is the peak RSS (MiB) of a fresh agent process over one
+// op-stream upload of data, and of another over one download of it: what
+// the transfer costs, not what earlier ones left in the heap.
+func freshPeakRSS(b *testing.B, data []byte) (up, down float64) {
+	ctx := context.Background()
+	size := int64(len(data))
+	p := startProcStack(b)
+	if n, err := p.session.WriteFileStream(ctx, filepath.Join(p.root, "up.bin"), bytes.NewReader(data), size, nil); err != nil || n != size {
+		b.Fatal(n, err)
+	}
+	up = p.peakRSS()
+	p = startProcStack(b)
+	path := filepath.Join(p.root, "down.bin")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if n, err := p.session.ReadFileStream(ctx, path, io.Discard, nil, nil); err != nil || n != size {
+		b.Fatal(n, err)
+	}
+	return up, p.peakRSS()
+}
+
+// load1 is the machine's one-minute load average (0 where unknown).
+func load1() float64 {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 func timeIt(f func()) time.Duration {
@@ -190,9 +286,9 @@ func timeIt(f func()) time.Duration {
 	return time.Since(start)
 }
 
-// rawPublish is the NATS floor: size bytes as 128 KiB messages from one
-// connection to a subscriber on another, through the same server.
-func rawPublish(b *testing.B, url string, size int64) {
+// rawPublish is the NATS floor: size bytes as frame-byte messages from
+// one connection to a subscriber on another, through the same server.
+func rawPublish(b *testing.B, url string, size int64, frame int) {
 	pub, err := nats.Connect(url)
 	if err != nil {
 		b.Fatal(err)
@@ -203,8 +299,7 @@ func rawPublish(b *testing.B, url string, size int64) {
 		b.Fatal(err)
 	}
 	defer sub.Close()
-	const frame = 128 << 10
-	count := int((size + frame - 1) / frame)
+	count := int((size + int64(frame) - 1) / int64(frame))
 	done := make(chan struct{})
 	got := 0
 	s, _ := sub.Subscribe("bench.raw", func(*nats.Msg) {
@@ -224,7 +319,8 @@ func rawPublish(b *testing.B, url string, size int64) {
 }
 
 // BenchmarkExecStream: time to first byte of a streamed exec, and the
-// throughput of `yes | head -c 1G` streamed to the control side.
+// throughput of `yes | head -c 1G` streamed to the control side (default
+// window), with the agent's peak RSS.
 func BenchmarkExecStream(b *testing.B) {
 	p := startProcStack(b)
 	ctx := context.Background()
@@ -243,7 +339,6 @@ func BenchmarkExecStream(b *testing.B) {
 				n += int64(len(b))
 				return len(b), nil
 			}),
-			Op: &control.OpOptions{Window: 16 << 20},
 		})
 		whole += time.Since(start)
 		ttfb += first
@@ -259,3 +354,18 @@ func BenchmarkExecStream(b *testing.B) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// BenchmarkOpStreamUpload is op-stream uploads of 100 MiB alone (to
+// profile the agent process from outside: perf record -p).
+func BenchmarkOpStreamUpload(b *testing.B) {
+	p := startProcStack(b)
+	data := make([]byte, 100<<20)
+	rand.Read(data)
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	for range b.N {
+		if n, err := p.session.WriteFileStream(context.Background(), filepath.Join(p.root, "up.bin"), bytes.NewReader(data), int64(len(data)), nil); err != nil || n != int64(len(data)) {
+			b.Fatal(n, err)
+		}
+	}
+}

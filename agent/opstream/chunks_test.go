@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/zeebo/blake3"
 	"google.golang.org/protobuf/proto"
-	"lukechampine.com/blake3"
 
 	"github.com/opengeni/opengeni-agent/internal/natstest"
 	"github.com/opengeni/opengeni-agent/internal/subject"
@@ -60,7 +60,7 @@ func (r *rawRPC) chunk(c *agentpb.WriteChunk) *agentpb.ControlResponse {
 }
 
 func digest(b []byte) string {
-	h := blake3.New(32, nil)
+	h := blake3.New()
 	h.Write(b)
 	return hex.EncodeToString(h.Sum(nil))
 }

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"hash"
 
-	"lukechampine.com/blake3"
+	"github.com/zeebo/blake3"
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
@@ -33,7 +33,7 @@ type channelSink struct {
 }
 
 func newSink(o *op, ch agentpb.OpChannel, name string) *channelSink {
-	return &channelSink{o: o, ch: ch, name: name, hash: blake3.New(32, nil)}
+	return &channelSink{o: o, ch: ch, name: name, hash: blake3.New()}
 }
 
 func (c *channelSink) Write(b []byte) (int, error) {

@@ -106,8 +106,7 @@ func (o *op) appendData(ch agentpb.OpChannel, b []byte) error {
 		}
 		n := int(min(uint64(min(len(b), MaxFrameData)), o.limit()-o.produced))
 		seq := o.nextSeq
-		buf := getFrameBuf()
-		enc := appendDataFrame(buf[:0], o.id, seq, ch, b[:n])
+		enc := appendDataFrame(getFrameBuf(n), o.id, seq, ch, b[:n])
 		o.appendLocked(frame{seq: seq, enc: enc, data: uint64(n), pool: true})
 		o.mu.Unlock()
 		b = b[n:]
@@ -123,7 +122,7 @@ func (o *op) appendEncoded(seq uint64, enc []byte, ch agentpb.OpChannel, n int) 
 	defer o.mu.Unlock()
 	if seq != o.nextSeq {
 		data := enc[len(enc)-n:]
-		enc2 := appendDataFrame(getFrameBuf()[:0], o.id, o.nextSeq, ch, data)
+		enc2 := appendDataFrame(getFrameBuf(n), o.id, o.nextSeq, ch, data)
 		putFrameBuf(enc)
 		enc = enc2
 	}
@@ -243,16 +242,50 @@ func appendDataFrame(b []byte, id string, seq uint64, ch agentpb.OpChannel, data
 	return append(dataHeader(b, id, seq, ch, len(data)), data...)
 }
 
-// framePool recycles data frame buffers once acked: a transfer allocates
-// about a window's worth, not its size.
-var framePool = sync.Pool{New: func() any { b := make([]byte, 0, MaxFrameData+frameSlack+128); return &b }}
+// frameClasses are the capacities of pooled data frame buffers: a full
+// frame, and a half one (a pipe hands 64 KiB at a time, and a window of
+// such frames in full-size buffers would hold twice the window). Smaller
+// frames get a buffer of their own size.
+var frameClasses = [...]int{MaxFrameData/2 + frameSlack + 128, MaxFrameData + frameSlack + 128}
 
-func getFrameBuf() []byte { return *framePool.Get().(*[]byte) }
+// framePools recycle data frame buffers once acked, one free list per
+// class: a producer blocked on credit reuses what the consumer's ack freed.
+// They are bounded (not a sync.Pool, which the GC counts as live for a
+// cycle and so doubles the heap a window of frames costs).
+var framePools = [len(frameClasses)]chan []byte{make(chan []byte, maxPooledFrames), make(chan []byte, maxPooledFrames/2)}
+
+// maxPooledFrames bounds the half-size free list (2 MiB); the full-size
+// one holds half as many.
+const maxPooledFrames = 32
+
+// getFrameBuf returns an empty buffer for a data frame of n data bytes.
+func getFrameBuf(n int) []byte {
+	need := n + frameSlack + 128 // the data, the header, an op id of up to 128 bytes
+	for i, c := range frameClasses {
+		if need > c {
+			continue
+		}
+		if need*4 < c {
+			break // a pooled buffer would be mostly waste
+		}
+		select {
+		case b := <-framePools[i]:
+			return b
+		default:
+			return make([]byte, 0, c)
+		}
+	}
+	return make([]byte, 0, need)
+}
 
 func putFrameBuf(b []byte) {
-	if cap(b) < MaxFrameData+frameSlack {
-		return
+	for i, c := range frameClasses {
+		if cap(b) == c {
+			select {
+			case framePools[i] <- b[:0]:
+			default: // enough kept; the GC takes it
+			}
+			return
+		}
 	}
-	b = b[:0]
-	framePool.Put(&b)
 }

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,7 +37,7 @@ type fixture struct {
 }
 
 // start runs a real agent on a real in-process nats-server.
-func start(t *testing.T) *fixture {
+func start(t testing.TB) *fixture {
 	t.Helper()
 	srv := natstest.Start(t)
 	root := t.TempDir()
@@ -71,7 +70,7 @@ func start(t *testing.T) *fixture {
 
 // session is a control session on its own connection to the machine's
 // live instance.
-func (f *fixture) session(t *testing.T, opts ...nats.Option) *control.Session {
+func (f *fixture) session(t testing.TB, opts ...nats.Option) *control.Session {
 	t.Helper()
 	nc := natstest.Connect(t, f.srv, opts...)
 	s, err := control.NewSession(control.SessionConfig{WorkspaceID: testWS, AgentID: testAgent,
@@ -295,27 +294,7 @@ func TestCreditBoundsOutputWithoutLoss(t *testing.T) {
 	want := seqOutput(n)
 	s := f.session(t)
 
-	var mu sync.Mutex
-	published := uint64(0)
-	seen := map[uint64]bool{}
-	raw := natstest.Connect(t, f.srv)
-	sub, err := raw.Subscribe(subject.Connection(testWS, testAgent, f.agent.Instance())+".op.>", func(m *nats.Msg) {
-		var fr agentpb.OpFrame
-		if proto.Unmarshal(m.Data, &fr) != nil {
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if !seen[fr.GetSeq()] {
-			seen[fr.GetSeq()] = true
-			published += uint64(len(fr.GetData().GetBytes()))
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	raw.Flush()
+	w := watchFrames(t, f, ">")
 
 	op, _, err := s.StartOp(ctx, execStart("seq", "1", strconv.Itoa(n)), &control.OpOptions{Window: window})
 	if err != nil {
@@ -323,10 +302,8 @@ func TestCreditBoundsOutputWithoutLoss(t *testing.T) {
 	}
 	defer op.Close()
 	natstest.Eventually(t, 10*time.Second, func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if published < window {
-			return fmt.Errorf("%d of the window's %d bytes published", published, window)
+		if p := w.bytesPublished(); p < window {
+			return fmt.Errorf("%d of the window's %d bytes published", p, window)
 		}
 		return nil
 	})
@@ -334,19 +311,9 @@ func TestCreditBoundsOutputWithoutLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 10*time.Second, func() error { // every frame before next_seq reached the raw subscriber
-		mu.Lock()
-		defer mu.Unlock()
-		for seq := uint64(1); seq < st.GetNextSeq(); seq++ {
-			if !seen[seq] {
-				return fmt.Errorf("frame %d not seen yet", seq)
-			}
-		}
-		return nil
-	})
-	mu.Lock()
-	atQuery := published
-	mu.Unlock()
+	// every frame before next_seq reached the raw subscriber
+	natstest.Eventually(t, 10*time.Second, func() error { return w.seenBefore(st.GetNextSeq()) })
+	atQuery := w.bytesPublished()
 	if atQuery != window || st.GetState() != agentpb.OpState_OP_STATE_RUNNING {
 		t.Fatalf("without acks the agent published %d bytes (window %d), op %v", atQuery, window, st.GetState())
 	}

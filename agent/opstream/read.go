@@ -5,7 +5,7 @@ import (
 	"io"
 	"os"
 
-	"lukechampine.com/blake3"
+	"github.com/zeebo/blake3"
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
@@ -30,7 +30,7 @@ func (s *Service) startRead(o *op, req *agentpb.FsReadRequest) (func(), error) {
 	return func() {
 		defer f.Close()
 		exit := newExit()
-		h := blake3.New(32, nil)
+		h := blake3.New()
 		sent, err := s.streamFile(o, f, start, n, h)
 		exit.Digests["content"] = hex.EncodeToString(h.Sum(nil))
 		exit.Totals["content"] = uint64(sent)
@@ -56,7 +56,7 @@ func (s *Service) streamFile(o *op, f *os.File, off, n int64, h io.Writer) (int6
 			return sent, err
 		}
 		seq := o.peekSeq()
-		buf := dataHeader(getFrameBuf()[:0], o.id, seq, agentpb.OpChannel_OP_CHANNEL_CONTENT, want)
+		buf := dataHeader(getFrameBuf(want), o.id, seq, agentpb.OpChannel_OP_CHANNEL_CONTENT, want)
 		hdr := len(buf)
 		buf = buf[:hdr+want]
 		m, err := f.ReadAt(buf[hdr:], off+sent)

@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"sync"
 
-	"lukechampine.com/blake3"
+	"github.com/zeebo/blake3"
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	"github.com/opengeni/opengeni-agent/agent/fs"
@@ -59,7 +59,7 @@ func (s *Service) startWrite(o *op, req *agentpb.FsWriteBegin) error {
 		return err
 	}
 	o.write = &write{staged: st, expectedBase: req.GetExpectedBaseDigest(), changed: make(chan struct{}), chunks: map[uint64]struct{}{},
-		hash: blake3.New(32, nil), pending: map[int64][]byte{}}
+		hash: blake3.New(), pending: map[int64][]byte{}}
 	return nil
 }
 
@@ -188,7 +188,7 @@ func (w *write) commit(o *op) error {
 	h := w.hash
 	var err error
 	if w.rehash || w.hashed != w.size || len(w.pending) > 0 {
-		h = blake3.New(32, nil)
+		h = blake3.New()
 		err = w.staged.Hash(h, w.size)
 	}
 	exit.Digests["content"] = hex.EncodeToString(h.Sum(nil))
@@ -226,7 +226,7 @@ func (w *write) verifyBase(target string) error {
 	case err != nil:
 		return agenterr.FromIO("read "+target, err)
 	default:
-		h := blake3.New(32, nil)
+		h := blake3.New()
 		_, err = io.Copy(h, f)
 		f.Close()
 		if err != nil {

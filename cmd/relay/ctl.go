@@ -15,14 +15,17 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/term"
 
 	"github.com/opengeni/opengeni-agent/agent/desktop"
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/control/gitsvc"
+	"github.com/opengeni/opengeni-agent/control/store"
 	"github.com/opengeni/opengeni-agent/internal/devstack"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -62,7 +65,11 @@ Flags:
 `
 
 type ctlEnv struct {
-	sess    *control.Session
+	sess *control.Session
+	// ops is the session for ops with an op-stream form (exec, get, put,
+	// cat): it routes by the platform's store, so it knows the machine's
+	// live instance and whether its Hello offered op-stream.
+	ops     *control.Session
 	target  ctlTarget
 	dataDir string // the dev platform's data directory
 	stdout  io.Writer
@@ -124,16 +131,21 @@ func cmdCtl(args []string, stdout, stderr io.Writer) int {
 	}
 	rpc := control.NewNATSRPC(control.DialNATS(t.natsURL, t.natsOpts...))
 	defer rpc.Close()
-	sess, err := control.NewSession(control.SessionConfig{
-		WorkspaceID: t.ws, AgentID: t.agentID, RPC: rpc, Timeout: t.timeout, WorkingDir: *workdir,
-	})
+	cfg := control.SessionConfig{WorkspaceID: t.ws, AgentID: t.agentID, RPC: rpc, Timeout: t.timeout, WorkingDir: *workdir}
+	sess, err := control.NewSession(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "relay ctl:", err)
+		return 2
+	}
+	cfg.Instances = &machineStore{rpc: rpc}
+	ops, err := control.NewSession(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "relay ctl:", err)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	e := &ctlEnv{sess: sess, target: t, dataDir: *dataDir, stdout: stdout, stderr: stderr}
+	e := &ctlEnv{sess: sess, ops: ops, target: t, dataDir: *dataDir, stdout: stdout, stderr: stderr}
 	code, err := e.run(ctx, fs.Arg(0), fs.Args()[1:])
 	if err != nil {
 		fmt.Fprintln(stderr, "relay ctl:", e.explain(ctx, err))
@@ -218,6 +230,9 @@ func (e *ctlEnv) run(ctx context.Context, cmd string, args []string) (int, error
 		if fs.NArg() == 0 {
 			return 2, errors.New("exec: missing command (relay ctl exec -- CMD ARGS...)")
 		}
+		if e.ops.UsesOpStream(ctx) {
+			return e.execStream(ctx, control.ExecRequestOptions{Argv: fs.Args(), Workdir: *cwd})
+		}
 		r, err := s.ExecArgs(ctx, control.ExecRequestOptions{Argv: fs.Args(), Workdir: *cwd})
 		if err != nil {
 			return 1, err
@@ -276,7 +291,7 @@ func (e *ctlEnv) run(ctx context.Context, cmd string, args []string) (int, error
 		if len(args) != 1 {
 			return 2, errors.New("cat: want PATH")
 		}
-		_, err := s.ReadFileAll(ctx, args[0], e.stdout, nil)
+		_, err := e.ops.ReadFileAll(ctx, args[0], e.stdout, nil)
 		return 0, err
 	case "get":
 		if len(args) != 2 {
@@ -364,7 +379,7 @@ func (e *ctlEnv) get(ctx context.Context, remote, local string) error {
 	}
 	defer os.Remove(tmp.Name())
 	bar := newProgress(e.stderr, "get "+remote)
-	n, err := e.sess.ReadFileAll(ctx, remote, tmp, &control.TransferOptions{Progress: bar.update})
+	n, err := e.ops.ReadFileAll(ctx, remote, tmp, &control.TransferOptions{Progress: bar.update})
 	bar.done(n, err)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
@@ -386,9 +401,70 @@ func (e *ctlEnv) put(ctx context.Context, local, remote string) error {
 		return err
 	}
 	bar := newProgress(e.stderr, "put "+local)
-	n, err := e.sess.WriteFileAll(ctx, remote, f, st.Size(), &control.TransferOptions{Progress: bar.update})
+	n, err := e.ops.WriteFileAll(ctx, remote, f, st.Size(), &control.TransferOptions{Progress: bar.update})
 	bar.done(n, err)
 	return err
+}
+
+// execStream runs a command over op-stream: its output is copied here as
+// it arrives, and Ctrl-C (ctx) cancels it on the machine, whose process
+// tree is killed before this returns 130.
+func (e *ctlEnv) execStream(ctx context.Context, req control.ExecRequestOptions) (int, error) {
+	exit, err := e.ops.ExecStream(ctx, control.ExecStreamOptions{ExecRequestOptions: req, Stdout: e.stdout, Stderr: e.stderr})
+	switch {
+	case err != nil && ctx.Err() != nil && exit.GetCancelled():
+		return 130, fmt.Errorf("interrupted: the command was cancelled on the machine and its processes killed (op exit code %d)", exit.GetExitCode())
+	case err != nil && ctx.Err() != nil:
+		return 130, fmt.Errorf("interrupted: the machine was asked to cancel the command but did not confirm within %v: %w", control.CancelGrace, err)
+	case err != nil:
+		return 1, err
+	case exit.GetTimedOut():
+		return 124, errors.New("timed out")
+	case exit.GetFailureCode() == "OUTPUT_CUT":
+		fmt.Fprintln(e.stderr, "relay ctl: a background process kept the output open after the command exited; its later output is not shown")
+	}
+	return int(exit.GetExitCode()) & 0xff, nil
+}
+
+// machineStore resolves the machine's live connection instance and its
+// op-stream offer from the platform's store (JetStream KV, read only),
+// opened on first use. Where there is none (not a dev platform, no
+// JetStream) the machine is reached on its v1 subject, without op-stream.
+type machineStore struct {
+	rpc  *control.NATSRPC
+	once sync.Once
+	st   *store.Store
+}
+
+func (m *machineStore) open(ctx context.Context) *store.Store {
+	m.once.Do(func() {
+		nc, err := m.rpc.Conn(ctx)
+		if err != nil {
+			return
+		}
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return
+		}
+		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		m.st, _ = store.Open(octx, js, store.Options{})
+	})
+	return m.st
+}
+
+func (m *machineStore) LiveInstance(ctx context.Context, ws, id string) (string, error) {
+	if st := m.open(ctx); st != nil {
+		return st.LiveInstance(ctx, ws, id)
+	}
+	return "", nil
+}
+
+func (m *machineStore) OffersOpStream(ctx context.Context, ws, id string) (bool, error) {
+	if st := m.open(ctx); st != nil {
+		return st.OffersOpStream(ctx, ws, id)
+	}
+	return false, nil
 }
 
 // progress draws a one-line progress bar, at most 10 times a second, only

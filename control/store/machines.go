@@ -254,6 +254,17 @@ func (s *Store) GetMachine(ctx context.Context, ws, id string) (Machine, error) 
 	return m, err
 }
 
+// OffersOpStream reports whether the machine's latest Hello offered
+// op-stream (Capabilities.op_stream); false before its first Hello. It
+// implements control.OpStreamResolver.
+func (s *Store) OffersOpStream(ctx context.Context, ws, id string) (bool, error) {
+	m, err := s.GetMachine(ctx, ws, id)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil && m.Capabilities != nil && m.Capabilities.OpStream, err
+}
+
 // MetricsSeries returns the downsampled series, oldest first.
 func (s *Store) MetricsSeries(ctx context.Context, ws, id string) ([]MetricsPoint, error) {
 	if !validID(ws) || !validID(id) {
