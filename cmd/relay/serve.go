@@ -20,7 +20,7 @@ import (
 // failure exits 1.
 func cmdServe(args []string, stdout, stderr io.Writer) int {
 	opts := relay.DefaultOptions()
-	if err := opts.ApplyEnv(os.Getenv); err != nil {
+	if err := applyServeEnv(&opts, os.Getenv); err != nil {
 		fmt.Fprintln(stderr, "relay serve:", err)
 		return 2
 	}
@@ -47,7 +47,7 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	opts.RegisterFlags(fs)
+	registerServeFlags(&opts, fs)
 	rev.RegisterFlags(fs)
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (env OPENGENI_LOG_LEVEL)")
 	logFormat := fs.String("log-format", "", logging.FormatUsage)
