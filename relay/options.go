@@ -3,6 +3,8 @@ package relay
 import (
 	"net/netip"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // Options configures a relay Server. DefaultOptions gives the reference
@@ -64,6 +66,20 @@ type Options struct {
 	// arrives (see RevocationSource). Nil checks nothing (the reference).
 	Revocations RevocationSource
 
+	// NATS, when set, makes this relay one of any number of replicas that
+	// route channels between themselves (relay.md §10.4, see replica.go):
+	// a side landing here reaches its channel on whichever replica holds
+	// it. Nil is the single relay (no routing, nothing published). The
+	// caller owns the connection; see replica.go for the subjects the
+	// NATS user needs.
+	NATS *nats.Conn
+	// ReplicaHeartbeat is how often a replica announces the channels it
+	// holds and its proxied sides tell their home they live.
+	ReplicaHeartbeat time.Duration
+	// PeerTimeout is the silence after which a replica gives up on a
+	// channel's home (its clients reconnect) or on a proxied side.
+	PeerTimeout time.Duration
+
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
 }
@@ -86,6 +102,7 @@ const (
 	DefaultMaxViewers       = 8
 	DefaultOpenRateBurst    = 60
 	DefaultOpenRatePerSec   = 10
+	DefaultReplicaHeartbeat = 2 * time.Second
 )
 
 // DefaultOptions returns the reference defaults.
@@ -160,6 +177,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.QueueLen <= 0 {
 		o.QueueLen = d.QueueLen
+	}
+	if o.ReplicaHeartbeat <= 0 {
+		o.ReplicaHeartbeat = DefaultReplicaHeartbeat
+	}
+	if o.PeerTimeout <= 0 {
+		o.PeerTimeout = 3 * o.ReplicaHeartbeat
 	}
 	if o.MaxViewers <= 0 {
 		o.MaxViewers = d.MaxViewers
