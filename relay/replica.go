@@ -31,9 +31,10 @@ package relay
 // its channel id, so next-revision viewers on other replicas find it, as the
 // single registry's lookup does. <sid> is 128 random bits per proxied side.
 //
-// Least privilege for the relay's NATS user: publish "relay.>", subscribe
-// "relay.>" and "_INBOX.>" (attach replies), allow_responses. No other user
-// (agents, control clients) needs, or should get, any "relay.>" permission.
+// Least privilege for the relay's NATS user (ReplicaNATSPermissions):
+// publish and subscribe "relay.>" and the connection's inbox prefix (attach
+// replies). No other user (agents, control clients) needs, or should get,
+// any "relay.>" permission: with it a client could forge link messages.
 //
 // # Link framing, ordering and flow control
 //
@@ -112,6 +113,17 @@ const (
 	msgMoved       = "channel moved to another relay replica; reconnect"
 	msgReplicaLost = "the relay replica holding this channel is gone; reconnect"
 )
+
+// ReplicaNATSPermissions is the least privilege replica routing needs from
+// the relay's NATS user, given its connection's inbox prefix
+// (nats.CustomInboxPrefix; revocation.InboxPrefix for `relay serve`):
+// the relay's own subjects, and the inboxes of attach requests and their
+// replies. Merge them with what else the connection serves (the
+// revocation watch's revocation.NATSPermissions).
+func ReplicaNATSPermissions(inboxPrefix string) (publish, subscribe []string) {
+	own := []string{subjectPrefix + ".>", inboxPrefix + ".>"}
+	return own, own
+}
 
 // keyToken is the subject token of a channel key.
 func keyToken(k routeKey) string {

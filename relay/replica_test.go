@@ -3,12 +3,15 @@ package relay
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/opengeni/opengeni-agent/internal/natstest"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
@@ -243,3 +246,49 @@ func TestReplicaContestedHomeMovesToTheOlder(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Replicas work with exactly ReplicaNATSPermissions, and a NATS user
+// without them (an agent's, say) cannot publish onto the relay's subjects.
+func TestReplicasNeedOnlyTheirNATSPermissions(t *testing.T) {
+	const inbox = "_INBOX_relay"
+	pub, sub := ReplicaNATSPermissions(inbox)
+	ns := natstest.Start(t, func(o *server.Options) {
+		o.Users = []*server.User{
+			{Username: "relay", Password: "r", Permissions: &server.Permissions{
+				Publish: &server.SubjectPermission{Allow: pub}, Subscribe: &server.SubjectPermission{Allow: sub}}},
+			{Username: "agent", Password: "a", Permissions: &server.Permissions{
+				Publish: &server.SubjectPermission{Allow: []string{"agent.>"}}, Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}}}},
+		}
+	})
+	relayUser := func(o *Options) {
+		o.NATS = natstest.Connect(t, ns, nats.UserInfo("relay", "r"), nats.CustomInboxPrefix(inbox))
+	}
+	a, b := newEnv(t, relayUser), newEnv(t, relayUser)
+	ag := a.mustConnect(keyQuery(7681), agentOpen(t, 7681, 0))
+	v := b.mustConnect(keyQuery(7681), viewerOpen(t, viewerClaims(0, 7681), 0))
+	ag.send("through least privilege")
+	if f := v.nextFrame(); string(f.Data) != "through least privilege" {
+		t.Fatalf("got %q", f.Data)
+	}
+	if b.srv.Metrics().OpensAccepted.Load() != 0 {
+		t.Fatal("the viewer must have been proxied")
+	}
+
+	denied := make(chan error, 1)
+	other := natstest.Connect(t, ns, nats.UserInfo("agent", "a"), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		select {
+		case denied <- err:
+		default:
+		}
+	}))
+	other.Publish(chanSubject(keyToken(routeKey{ws: testWS, agent: testAgent, port: 7681}), "up"), []byte("x"))
+	other.Flush()
+	select {
+	case err := <-denied:
+		if !errors.Is(err, nats.ErrPermissionViolation) && !strings.Contains(err.Error(), "Permissions Violation") {
+			t.Fatalf("error %v, want a permissions violation", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("a non-relay user published onto a relay subject")
+	}
+}

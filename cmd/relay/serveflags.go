@@ -29,7 +29,15 @@ const (
 	envOpenRateBurst    = "OPENGENI_RELAY_OPEN_RATE_BURST"
 	envOpenRatePerSec   = "OPENGENI_RELAY_OPEN_RATE_PER_SEC"
 	envTrustedProxies   = "OPENGENI_RELAY_TRUSTED_PROXIES"
+	envReplicas         = "OPENGENI_RELAY_REPLICAS"
 )
+
+// registerReplicasFlag binds -replicas, defaulting to its env var ("1" or
+// "true" turn it on).
+func registerReplicasFlag(fs *flag.FlagSet, getenv func(string) string) *bool {
+	on, _ := strconv.ParseBool(getenv(envReplicas))
+	return fs.Bool("replicas", on, "route channels between relay replicas through the NATS of -nats-url, so no ingress affinity is needed (env "+envReplicas+")")
+}
 
 // applyServeEnv overrides o's fields from the environment (getenv is usually
 // os.Getenv). Unset or empty variables leave a field alone.

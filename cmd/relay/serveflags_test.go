@@ -97,3 +97,31 @@ func TestServeDefaultsAreTheReference(t *testing.T) {
 		t.Fatalf("defaults %+v", d)
 	}
 }
+
+func TestServeReplicasFlag(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		args []string
+		want bool
+	}{
+		{"", nil, false},
+		{"1", nil, true},
+		{"true", nil, true},
+		{"1", []string{"-replicas=false"}, false},
+		{"", []string{"-replicas"}, true},
+	} {
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		on := registerReplicasFlag(fs, func(k string) string {
+			if k == envReplicas {
+				return tc.env
+			}
+			return ""
+		})
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if *on != tc.want {
+			t.Errorf("env %q args %v: %v, want %v", tc.env, tc.args, *on, tc.want)
+		}
+	}
+}
