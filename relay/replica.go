@@ -79,6 +79,7 @@ package relay
 // to the winner.
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -202,8 +203,15 @@ type cluster struct {
 	log  *slog.Logger
 	down *nats.Subscription // relay.r.<id>.*
 
-	mu      sync.Mutex
-	homes   map[*channel]*home
+	// inbox takes the messages of every per-channel subscription (homes
+	// and proxies' claim watches); one goroutine dispatches them, so a
+	// channel costs no goroutine of its own. It is bounded: NATS drops
+	// what does not fit, and the link seq turns that into a resume.
+	inbox chan *nats.Msg
+
+	mu       sync.Mutex
+	handlers map[*nats.Subscription]func(*nats.Msg)
+	homes    map[*channel]*home
 	proxies map[string]*proxyLink // sid -> a client here whose home is elsewhere
 	remotes map[string]*remoteEnd // sid -> a side of a home here whose client is elsewhere
 	closed  bool
@@ -218,8 +226,9 @@ type home struct {
 }
 
 func newCluster(s *Server, nc *nats.Conn) (*cluster, error) {
-	cl := &cluster{s: s, nc: nc, id: newID(), log: s.log.With("replica", ""),
-		homes: map[*channel]*home{}, proxies: map[string]*proxyLink{}, remotes: map[string]*remoteEnd{}}
+	cl := &cluster{s: s, nc: nc, id: newID(), inbox: make(chan *nats.Msg, 4*(s.opts.QueueLen+s.opts.RingFrames)),
+		handlers: map[*nats.Subscription]func(*nats.Msg){},
+		homes:    map[*channel]*home{}, proxies: map[string]*proxyLink{}, remotes: map[string]*remoteEnd{}}
 	cl.log = s.log.With("replica", cl.id[:8])
 	sub, err := nc.Subscribe(subjectPrefix+".r."+cl.id+".*", cl.onDown)
 	if err != nil {
@@ -227,7 +236,48 @@ func newCluster(s *Server, nc *nats.Conn) (*cluster, error) {
 	}
 	cl.limit(sub)
 	cl.down = sub
+	if err := nc.FlushTimeout(s.opts.HandshakeTimeout); err != nil && nc.IsConnected() {
+		return nil, err
+	}
 	return cl, nil
+}
+
+// subscribe routes subject's messages to h through the shared inbox. The
+// handler is registered before the dispatcher can look for it.
+func (cl *cluster) subscribe(subject string, h func(*nats.Msg)) (*nats.Subscription, error) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	sub, err := cl.nc.ChanSubscribe(subject, cl.inbox)
+	if err != nil {
+		return nil, err
+	}
+	cl.handlers[sub] = h
+	return sub, nil
+}
+
+func (cl *cluster) unsubscribe(sub *nats.Subscription) {
+	sub.Unsubscribe()
+	cl.mu.Lock()
+	delete(cl.handlers, sub)
+	cl.mu.Unlock()
+}
+
+// dispatch runs the handlers of inbox messages in arrival order.
+func (cl *cluster) dispatch() {
+	defer cl.s.wg.Done()
+	for {
+		select {
+		case <-cl.s.ctx.Done():
+			return
+		case m := <-cl.inbox:
+			cl.mu.Lock()
+			h := cl.handlers[m.Sub]
+			cl.mu.Unlock()
+			if h != nil {
+				h(m)
+			}
+		}
+	}
 }
 
 // limit caps a subscription's client-side buffer; an overflow is a gap the
@@ -351,18 +401,25 @@ func (cl *cluster) refreshHome(ch *channel) {
 		if h.subs == nil || h.subs[tok] != nil {
 			continue
 		}
-		sub, err := cl.nc.Subscribe(chanSubject(tok, "*"), func(m *nats.Msg) { cl.onHome(h, tok, m) })
+		sub, err := cl.subscribe(chanSubject(tok, "*"), func(m *nats.Msg) { cl.onHome(h, tok, m) })
 		if err != nil {
 			cl.log.Warn("relay replica: subscribe failed", "err", err)
 			continue
 		}
-		cl.limit(sub)
 		h.subs[tok] = sub
 		fresh = append(fresh, tok)
 	}
 	h.mu.Unlock()
+	if len(fresh) == 0 {
+		return
+	}
+	// The server has the interest before the open is acked: a side that
+	// arrives after this one (on any replica of this NATS server) finds it.
 	for _, tok := range fresh {
 		cl.nc.Publish(chanSubject(tok, "home"), h.claim.encode())
+	}
+	if err := cl.nc.FlushTimeout(cl.s.opts.HandshakeTimeout); err != nil {
+		cl.log.Warn("relay replica: flush after subscribing failed", "err", err)
 	}
 }
 
@@ -377,7 +434,7 @@ func (cl *cluster) dropHome(ch *channel) {
 	}
 	h.mu.Lock()
 	for _, sub := range h.subs {
-		sub.Unsubscribe()
+		cl.unsubscribe(sub)
 	}
 	h.subs = nil
 	h.mu.Unlock()
@@ -626,13 +683,15 @@ func (cl *cluster) attachRemote(c *websocket.Conn, log *slog.Logger, open *agent
 		if !cl.addProxy(l) {
 			return remoteNone
 		}
-		watch, err := cl.nc.Subscribe(chanSubject(tok, "home"), l.onClaim)
+		watch, err := cl.subscribe(chanSubject(tok, "home"), l.onClaim)
 		if err != nil {
 			cl.removeProxy(l)
 			return remoteNone
 		}
 		l.watch = watch
-		m, err := cl.nc.Request(chanSubject(tok, "attach"), body, cl.s.opts.HandshakeTimeout)
+		ctx, cancel := context.WithTimeout(cl.s.ctx, cl.s.opts.HandshakeTimeout)
+		m, err := cl.nc.RequestWithContext(ctx, chanSubject(tok, "attach"), body)
+		cancel()
 		var rep attachReply
 		if err == nil {
 			err = json.Unmarshal(m.Data, &rep)
@@ -683,7 +742,7 @@ func (cl *cluster) removeProxy(l *proxyLink) {
 func (l *proxyLink) close() {
 	l.sendUp(linkEnd, nil)
 	if l.watch != nil {
-		l.watch.Unsubscribe()
+		l.cl.unsubscribe(l.watch)
 	}
 	l.cl.removeProxy(l)
 }

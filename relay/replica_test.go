@@ -292,3 +292,44 @@ func TestReplicasNeedOnlyTheirNATSPermissions(t *testing.T) {
 		t.Fatal("a non-relay user published onto a relay subject")
 	}
 }
+
+// Viewer first: the viewer's replica becomes the home and the agent, on
+// another replica, is the proxied side; input typed before the agent came
+// is replayed to it, and an agent re-registering on the home's replica
+// replaces the proxied one (which is dropped, not told to close).
+func TestReplicaViewerFirstProxiesTheAgent(t *testing.T) {
+	ns := natstest.Start(t)
+	a, b := replicaEnv(t, ns, nil), replicaEnv(t, ns, nil)
+	claims := viewerClaims(0, 7681)
+	claims.Mode = token.ModeControl
+	v := b.mustConnect(keyQuery(7681), viewerOpen(t, claims, 0))
+	v.send("early")
+	ag := a.mustConnect(keyQuery(7681), agentOpen(t, 7681, 0))
+	if f := ag.nextFrame(); string(f.Data) != "early" || f.Seq != 0 {
+		t.Fatalf("agent got %q seq %d", f.Data, f.Seq)
+	}
+	if a.srv.Metrics().OpensAccepted.Load() != 0 {
+		t.Fatal("the agent must have been proxied to the viewer's replica")
+	}
+	ag.send("out")
+	if f := v.nextFrame(); string(f.Data) != "out" {
+		t.Fatalf("viewer got %q", f.Data)
+	}
+	v.send("typed")
+	if f := ag.nextFrame(); string(f.Data) != "typed" || f.Seq != 1 {
+		t.Fatalf("agent got %q seq %d", f.Data, f.Seq)
+	}
+
+	ag2 := b.mustConnect(keyQuery(7681), agentOpen(t, 7681, 2))
+	if m, ok := ag.nextMsg(waitFor); !ok || m.err == nil {
+		t.Fatalf("the replaced proxied agent got %v, want its socket dropped", m)
+	}
+	v.send("to the new agent")
+	if f := ag2.nextFrame(); string(f.Data) != "to the new agent" || f.Seq != 2 {
+		t.Fatalf("new agent got %q seq %d", f.Data, f.Seq)
+	}
+	ag2.send("from the new agent")
+	if f := v.nextFrame(); string(f.Data) != "from the new agent" {
+		t.Fatalf("viewer got %q", f.Data)
+	}
+}

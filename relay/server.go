@@ -74,8 +74,9 @@ func New(opts Options, logger *slog.Logger) (*Server, error) {
 		}
 		s.cl = cl
 		s.reg.onRemove = cl.dropHome
-		s.wg.Add(1)
+		s.wg.Add(2)
 		go cl.loop()
+		go cl.dispatch()
 	}
 	if opts.StreamTokenSecret == "" {
 		s.log.Warn("stream token secret is empty: every viewer will be rejected at handshake")
