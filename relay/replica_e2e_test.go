@@ -47,7 +47,7 @@ func startReplica(tb testing.TB, ns *server.Server, name string) *replica {
 	o.RingFrames = relay.DefaultRingFrames // the agent's replay window (1024 frames) fits
 	o.RateBurstBytes, o.RateBytesPerSec = 64<<20, 64<<20
 	o.NATS = nc
-	o.ReplicaHeartbeat = 50 * time.Millisecond
+	o.ReplicaHeartbeat = 100 * time.Millisecond // the crash case waits PeerTimeout (3 beats)
 	srv, err := relay.New(o, nil)
 	if err != nil {
 		tb.Fatal(err)

@@ -25,7 +25,6 @@ func replicaEnv(t testing.TB, ns *server.Server, mut func(*Options)) *env {
 	nc := natstest.Connect(t, ns)
 	return newEnv(t, func(o *Options) {
 		o.NATS = nc
-		o.ReplicaHeartbeat = 50 * time.Millisecond
 		if mut != nil {
 			mut(o)
 		}
