@@ -212,9 +212,9 @@ type cluster struct {
 	mu       sync.Mutex
 	handlers map[*nats.Subscription]func(*nats.Msg)
 	homes    map[*channel]*home
-	proxies map[string]*proxyLink // sid -> a client here whose home is elsewhere
-	remotes map[string]*remoteEnd // sid -> a side of a home here whose client is elsewhere
-	closed  bool
+	proxies  map[string]*proxyLink // sid -> a client here whose home is elsewhere
+	remotes  map[string]*remoteEnd // sid -> a side of a home here whose client is elsewhere
+	closed   bool
 }
 
 // home is the NATS presence of a channel this replica holds.
