@@ -50,8 +50,10 @@ package relay
 // home queues at most QueueLen messages per side (a full queue sheds the
 // viewer with TRANSPORT_ERROR "fell behind", as for a local viewer); its
 // drainer publishes, so a slow NATS hop blocks that drainer only; the
-// proxy's NATS subscription is capped (pending limits) and the client's
-// queue holds at most RingFrames+QueueLen (a replay and a live queue). Any
+// proxy's NATS subscription is capped (pending limits; the per-channel
+// subscriptions share one inbox of 4×(QueueLen+RingFrames) messages and
+// one dispatcher goroutine) and the client's queue holds at most
+// RingFrames+QueueLen (a replay and a live queue). Any
 // overflow or gap on the hop ends the proxied side: a viewer is sent
 // TRANSPORT_ERROR "fell behind" and resumes from the home's ring with its
 // cursor; an agent is dropped and re-registers with its receive cursor. The
@@ -87,7 +89,6 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -923,6 +924,3 @@ func (cl *cluster) shutdown() {
 		cl.log.Debug("relay replica: flush at shutdown", "err", err)
 	}
 }
-
-// String is for logs.
-func (c claim) String() string { return c.replica[:8] + "@" + strconv.FormatInt(c.since, 10) }
