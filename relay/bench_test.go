@@ -111,18 +111,18 @@ type benchPair struct {
 
 func relayPair(b *testing.B) benchPair {
 	e := newEnv(b, unlimited)
-	return pairOn(b, e, e)
+	return pairOn(b, e, e, 7681)
 }
 
 func unlimited(o *Options) { o.RateBurstBytes, o.RateBytesPerSec = 1<<50, 1<<50 }
 
-// pairOn attaches the agent on relay a and the viewer on relay v.
-func pairOn(b *testing.B, a, v *env) benchPair {
-	agent := newPeer(b, a.dial(keyQuery(7681)), false)
-	agent.write(agentOpen(b, 7681, 0))
+// pairOn attaches the agent of port's channel on relay a and its viewer on relay v.
+func pairOn(b *testing.B, a, v *env, port uint32) benchPair {
+	agent := newPeer(b, a.dial(keyQuery(port)), false)
+	agent.write(agentOpen(b, port, 0))
 	frame.ReadFrame(context.Background(), agent.c)
-	viewer := newPeer(b, v.dial(keyQuery(7681)), false)
-	viewer.write(viewerOpen(b, viewerClaims(0, 7681), 0))
+	viewer := newPeer(b, v.dial(keyQuery(port)), false)
+	viewer.write(viewerOpen(b, viewerClaims(0, port), 0))
 	frame.ReadFrame(context.Background(), viewer.c)
 	return benchPair{prod: agent.c, cons: viewer.c, close: func() {}}
 }
@@ -134,17 +134,11 @@ func replicaPairs(b *testing.B) (one, two benchPair) {
 	ns := natstest.Start(b)
 	ra := replicaEnv(b, ns, unlimited)
 	rb := replicaEnv(b, ns, unlimited)
-	one = pairOn(b, ra, ra)
-	agent := newPeer(b, ra.dial(keyQuery(6080)), false)
-	agent.write(agentOpen(b, 6080, 0))
-	frame.ReadFrame(context.Background(), agent.c)
-	viewer := newPeer(b, rb.dial(keyQuery(6080)), false)
-	viewer.write(viewerOpen(b, viewerClaims(0, 6080), 0))
-	frame.ReadFrame(context.Background(), viewer.c)
+	one, two = pairOn(b, ra, ra, 7681), pairOn(b, ra, rb, 6080)
 	if rb.srv.Metrics().OpensAccepted.Load() != 0 {
 		b.Fatal("the viewer on replica B must be proxied to A")
 	}
-	return one, benchPair{prod: agent.c, cons: viewer.c, close: func() {}}
+	return one, two
 }
 
 func directPair(b *testing.B) benchPair {
@@ -177,22 +171,9 @@ func directPair(b *testing.B) benchPair {
 func BenchmarkThroughput(b *testing.B) {
 	for _, size := range []int{8 << 10, 64 << 10} {
 		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
-			rel, dir := newFlow(b, relayPair(b), size), newFlow(b, directPair(b), size)
-			defer rel.p.close()
-			defer dir.p.close()
-			var relT, dirT time.Duration
-			b.SetBytes(int64(size))
-			b.ResetTimer()
-			for sent := 0; sent < b.N; sent += 256 {
-				n := min(256, b.N-sent)
-				relT += rel.burst(b, n)
-				dirT += dir.burst(b, n)
-			}
-			b.StopTimer()
-			mb := func(d time.Duration) float64 { return float64(b.N) * float64(size) / d.Seconds() / 1e6 }
-			b.ReportMetric(mb(relT), "relay-MB/s")
-			b.ReportMetric(mb(dirT), "direct-MB/s")
-			b.ReportMetric(mb(relT)/mb(dirT), "relay/direct")
+			dir := directPair(b)
+			defer dir.close()
+			throughputs(b, size, relayPair(b), dir, "relay", "direct")
 		})
 	}
 }
@@ -203,23 +184,30 @@ func BenchmarkThroughput(b *testing.B) {
 func BenchmarkReplicaThroughput(b *testing.B) {
 	for _, size := range []int{8 << 10, 64 << 10} {
 		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
-			onePair, twoPair := replicaPairs(b)
-			one, two := newFlow(b, onePair, size), newFlow(b, twoPair, size)
-			var oneT, twoT time.Duration
-			b.SetBytes(int64(size))
-			b.ResetTimer()
-			for sent := 0; sent < b.N; sent += 256 {
-				n := min(256, b.N-sent)
-				oneT += one.burst(b, n)
-				twoT += two.burst(b, n)
-			}
-			b.StopTimer()
-			mb := func(d time.Duration) float64 { return float64(b.N) * float64(size) / d.Seconds() / 1e6 }
-			b.ReportMetric(mb(oneT), "one-replica-MB/s")
-			b.ReportMetric(mb(twoT), "two-replicas-MB/s")
-			b.ReportMetric(mb(twoT)/mb(oneT), "two/one")
+			one, two := replicaPairs(b)
+			throughputs(b, size, two, one, "two-replicas", "one-replica")
 		})
 	}
+}
+
+// throughputs pushes size-byte frames through pair x and the baseline y,
+// alternating bursts of 256 so both see the same machine load, and reports
+// the MB/s of each and x/y.
+func throughputs(b *testing.B, size int, x, y benchPair, xName, yName string) {
+	xf, yf := newFlow(b, x, size), newFlow(b, y, size)
+	var xT, yT time.Duration
+	b.SetBytes(int64(size))
+	b.ResetTimer()
+	for sent := 0; sent < b.N; sent += 256 {
+		n := min(256, b.N-sent)
+		xT += xf.burst(b, n)
+		yT += yf.burst(b, n)
+	}
+	b.StopTimer()
+	mb := func(d time.Duration) float64 { return float64(b.N) * float64(size) / d.Seconds() / 1e6 }
+	b.ReportMetric(mb(xT), xName+"-MB/s")
+	b.ReportMetric(mb(yT), yName+"-MB/s")
+	b.ReportMetric(mb(xT)/mb(yT), xName+"/"+yName)
 }
 
 // flow pushes frames from a pair's producer to its consumer with a window.

@@ -387,13 +387,10 @@ func (r *registry) hasLocal(a *attachReq) bool {
 // teardown of a replaced connection does nothing). A channel left with no
 // side at all is removed.
 func (r *registry) detach(ch *channel, s *side) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	if ch.removed {
+	if !r.lockLive(ch) {
 		return
 	}
+	defer r.unlockBoth(ch)
 	if ch.agent == s {
 		ch.agent = nil
 	} else if !ch.dropViewer(s) {
@@ -402,6 +399,24 @@ func (r *registry) detach(ch *channel, s *side) {
 	if ch.agent == nil && len(ch.viewers) == 0 {
 		r.removeLocked(ch)
 	}
+}
+
+// lockLive takes r.mu and ch.mu and reports true, unless ch is already
+// removed (then nothing is held).
+func (r *registry) lockLive(ch *channel) bool {
+	r.mu.Lock()
+	ch.mu.Lock()
+	if ch.removed {
+		ch.mu.Unlock()
+		r.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+func (r *registry) unlockBoth(ch *channel) {
+	ch.mu.Unlock()
+	r.mu.Unlock()
 }
 
 // removeLocked deletes ch; both locks are held. Remaining sides must be
@@ -425,13 +440,10 @@ func (r *registry) removeLocked(ch *channel) {
 // channel is removed. A viewer closing while other viewers still watch only
 // detaches itself. A producer's close is also kept for late viewers.
 func (r *registry) closeFrom(ch *channel, s *side, wire []byte) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	if ch.removed {
+	if !r.lockLive(ch) {
 		return
 	}
+	defer r.unlockBoth(ch)
 	if s.role == agentpb.StreamRole_STREAM_ROLE_CLIENT {
 		if !ch.dropViewer(s) {
 			return
@@ -617,13 +629,10 @@ func (r *registry) endLocked(ch *channel, final func(*side) []byte) {
 // told to reconnect (TRANSPORT_ERROR), the agent is dropped (it
 // re-registers); both land on the winner.
 func (r *registry) abdicate(ch *channel) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	if ch.removed {
+	if !r.lockLive(ch) {
 		return
 	}
+	defer r.unlockBoth(ch)
 	r.endLocked(ch, func(s *side) []byte {
 		if s.role == agentpb.StreamRole_STREAM_ROLE_AGENT {
 			return nil

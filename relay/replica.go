@@ -507,16 +507,8 @@ func (cl *cluster) onAttach(h *home, tok string, m *nats.Msg) {
 	isViewer := open.GetRole() == agentpb.StreamRole_STREAM_ROLE_CLIENT
 	end := &remoteEnd{cl: cl, sid: req.Session, tok: tok, subject: subjectPrefix + ".r." + req.Replica + "." + req.Session, viewer: isViewer}
 	end.lastSeen.Store(time.Now().UnixNano())
-	a := &attachReq{
-		key:       routeKey{ws: q.ws, agent: q.agent, port: q.port, channel: q.channel},
-		pinned:    q.channel != "",
-		channelID: open.GetChannel().GetChannelId(),
-		role:      open.GetRole(),
-		resume:    open.GetResumeFromSeq(),
-		viewer:    viewer,
-		q:         newOutq(s.opts.QueueLen),
-		at:        h.ch,
-	}
+	a := s.newAttachReq(q, open, viewer)
+	a.at = h.ch
 	end.q = a.q
 	at, rej := s.reg.attach(a)
 	if rej != nil {

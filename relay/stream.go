@@ -118,15 +118,7 @@ func (s *Server) session(c *websocket.Conn, q dialQuery) {
 		s.reject(c, reject)
 		return
 	}
-	a := &attachReq{
-		key:       routeKey{ws: q.ws, agent: q.agent, port: q.port, channel: q.channel},
-		pinned:    q.channel != "",
-		channelID: open.GetChannel().GetChannelId(),
-		role:      open.GetRole(),
-		resume:    open.GetResumeFromSeq(),
-		viewer:    viewer,
-		q:         newOutq(s.opts.QueueLen),
-	}
+	a := s.newAttachReq(q, open, viewer)
 	if s.cl != nil && !s.reg.hasLocal(a) {
 		if s.cl.attachRemote(c, log, open, q, a) != remoteNone {
 			return
@@ -183,6 +175,19 @@ func (s *Server) session(c *websocket.Conn, q dialQuery) {
 	c.CloseNow()
 	drainers.Wait()
 	log.Debug("stream closed", "gen", sd.gen)
+}
+
+// newAttachReq is the attach request of an authorized open dialled with q.
+func (s *Server) newAttachReq(q dialQuery, open *agentpb.StreamOpen, viewer *token.ViewerClaims) *attachReq {
+	return &attachReq{
+		key:       routeKey{ws: q.ws, agent: q.agent, port: q.port, channel: q.channel},
+		pinned:    q.channel != "",
+		channelID: open.GetChannel().GetChannelId(),
+		role:      open.GetRole(),
+		resume:    open.GetResumeFromSeq(),
+		viewer:    viewer,
+		q:         newOutq(s.opts.QueueLen),
+	}
 }
 
 // smallBuffers hands the WebSocket library small bufio buffers after the
