@@ -19,6 +19,8 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/opengeni/opengeni-agent/internal/natstest"
+
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 	"github.com/opengeni/opengeni-agent/relay/frame"
 )
@@ -108,14 +110,35 @@ type benchPair struct {
 }
 
 func relayPair(b *testing.B) benchPair {
-	e := newEnv(b, func(o *Options) { o.RateBurstBytes, o.RateBytesPerSec = 1<<50, 1<<50 })
-	agent := newPeer(b, e.dial(keyQuery(7681)), false)
-	agent.write(agentOpen(b, 7681, 0))
+	e := newEnv(b, unlimited)
+	return pairOn(b, e, e, 7681)
+}
+
+func unlimited(o *Options) { o.RateBurstBytes, o.RateBytesPerSec = 1<<50, 1<<50 }
+
+// pairOn attaches the agent of port's channel on relay a and its viewer on relay v.
+func pairOn(b *testing.B, a, v *env, port uint32) benchPair {
+	agent := newPeer(b, a.dial(keyQuery(port)), false)
+	agent.write(agentOpen(b, port, 0))
 	frame.ReadFrame(context.Background(), agent.c)
-	viewer := newPeer(b, e.dial(keyQuery(7681)), false)
-	viewer.write(viewerOpen(b, viewerClaims(0, 7681), 0))
+	viewer := newPeer(b, v.dial(keyQuery(port)), false)
+	viewer.write(viewerOpen(b, viewerClaims(0, port), 0))
 	frame.ReadFrame(context.Background(), viewer.c)
 	return benchPair{prod: agent.c, cons: viewer.c, close: func() {}}
+}
+
+// replicaPairs returns, in one NATS-backed setup, a channel whose agent and
+// viewer sit on one replica and a channel whose ends sit on two (the
+// viewer's frames cross NATS), for same-run comparisons.
+func replicaPairs(b *testing.B) (one, two benchPair) {
+	ns := natstest.Start(b)
+	ra := replicaEnv(b, ns, unlimited)
+	rb := replicaEnv(b, ns, unlimited)
+	one, two = pairOn(b, ra, ra, 7681), pairOn(b, ra, rb, 6080)
+	if rb.srv.Metrics().OpensAccepted.Load() != 0 {
+		b.Fatal("the viewer on replica B must be proxied to A")
+	}
+	return one, two
 }
 
 func directPair(b *testing.B) benchPair {
@@ -148,24 +171,43 @@ func directPair(b *testing.B) benchPair {
 func BenchmarkThroughput(b *testing.B) {
 	for _, size := range []int{8 << 10, 64 << 10} {
 		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
-			rel, dir := newFlow(b, relayPair(b), size), newFlow(b, directPair(b), size)
-			defer rel.p.close()
-			defer dir.p.close()
-			var relT, dirT time.Duration
-			b.SetBytes(int64(size))
-			b.ResetTimer()
-			for sent := 0; sent < b.N; sent += 256 {
-				n := min(256, b.N-sent)
-				relT += rel.burst(b, n)
-				dirT += dir.burst(b, n)
-			}
-			b.StopTimer()
-			mb := func(d time.Duration) float64 { return float64(b.N) * float64(size) / d.Seconds() / 1e6 }
-			b.ReportMetric(mb(relT), "relay-MB/s")
-			b.ReportMetric(mb(dirT), "direct-MB/s")
-			b.ReportMetric(mb(relT)/mb(dirT), "relay/direct")
+			dir := directPair(b)
+			defer dir.close()
+			throughputs(b, size, relayPair(b), dir, "relay", "direct")
 		})
 	}
+}
+
+// BenchmarkReplicaThroughput: agent → viewer for a channel whose ends sit
+// on two replicas (frames cross NATS) against one whose ends share a
+// replica, same run, alternating bursts; MB/s of each and two/one.
+func BenchmarkReplicaThroughput(b *testing.B) {
+	for _, size := range []int{8 << 10, 64 << 10} {
+		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
+			one, two := replicaPairs(b)
+			throughputs(b, size, two, one, "two-replicas", "one-replica")
+		})
+	}
+}
+
+// throughputs pushes size-byte frames through pair x and the baseline y,
+// alternating bursts of 256 so both see the same machine load, and reports
+// the MB/s of each and x/y.
+func throughputs(b *testing.B, size int, x, y benchPair, xName, yName string) {
+	xf, yf := newFlow(b, x, size), newFlow(b, y, size)
+	var xT, yT time.Duration
+	b.SetBytes(int64(size))
+	b.ResetTimer()
+	for sent := 0; sent < b.N; sent += 256 {
+		n := min(256, b.N-sent)
+		xT += xf.burst(b, n)
+		yT += yf.burst(b, n)
+	}
+	b.StopTimer()
+	mb := func(d time.Duration) float64 { return float64(b.N) * float64(size) / d.Seconds() / 1e6 }
+	b.ReportMetric(mb(xT), xName+"-MB/s")
+	b.ReportMetric(mb(yT), yName+"-MB/s")
+	b.ReportMetric(mb(xT)/mb(yT), xName+"/"+yName)
 }
 
 // flow pushes frames from a pair's producer to its consumer with a window.
@@ -217,6 +259,20 @@ func (f *flow) burst(b *testing.B, n int) time.Duration {
 func BenchmarkRoundTrip(b *testing.B) {
 	rel, dir := relayPair(b), directPair(b)
 	defer dir.close()
+	roundTrips(b, rel, dir, "relay", "direct")
+}
+
+// BenchmarkReplicaRoundTrip: a 16-byte frame viewer → agent → viewer for a
+// channel whose ends sit on two replicas (both legs cross NATS) against one
+// whose ends share a replica, interleaved in the same run.
+func BenchmarkReplicaRoundTrip(b *testing.B) {
+	one, two := replicaPairs(b)
+	roundTrips(b, two, one, "two-replicas", "one-replica")
+}
+
+// roundTrips measures echo round trips through pair x and the baseline y,
+// interleaved, and reports p50/p99 of both and x's added p50.
+func roundTrips(b *testing.B, x, y benchPair, xName, yName string) {
 	echo := func(c *websocket.Conn) {
 		for {
 			tag, m, err := frame.ReadFrame(context.Background(), c)
@@ -229,8 +285,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 		}
 	}
 	// Viewer (cons) sends; agent (prod) echoes.
-	go echo(rel.prod)
-	go echo(dir.cons)
+	go echo(x.prod)
+	go echo(y.prod)
 	msg := &agentpb.StreamFrame{ChannelId: "ch-7681", Data: []byte("0123456789abcdef")}
 	rtt := func(send, recv *websocket.Conn) time.Duration {
 		t0 := time.Now()
@@ -246,8 +302,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 	directD := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ { // interleaved so both see the same machine load
-		relayD = append(relayD, rtt(rel.cons, rel.cons))
-		directD = append(directD, rtt(dir.prod, dir.prod))
+		relayD = append(relayD, rtt(x.cons, x.cons))
+		directD = append(directD, rtt(y.cons, y.cons))
 	}
 	b.StopTimer()
 	pct := func(d []time.Duration, p float64) float64 {
@@ -255,10 +311,10 @@ func BenchmarkRoundTrip(b *testing.B) {
 		return float64(d[min(len(d)-1, int(float64(len(d))*p))].Nanoseconds()) / 1e3
 	}
 	rp50, rp99, dp50, dp99 := pct(relayD, .50), pct(relayD, .99), pct(directD, .50), pct(directD, .99)
-	b.ReportMetric(rp50, "relay-p50-µs")
-	b.ReportMetric(rp99, "relay-p99-µs")
-	b.ReportMetric(dp50, "direct-p50-µs")
-	b.ReportMetric(dp99, "direct-p99-µs")
+	b.ReportMetric(rp50, xName+"-p50-µs")
+	b.ReportMetric(rp99, xName+"-p99-µs")
+	b.ReportMetric(dp50, yName+"-p50-µs")
+	b.ReportMetric(dp99, yName+"-p99-µs")
 	b.ReportMetric(rp50-dp50, "added-p50-µs")
 }
 

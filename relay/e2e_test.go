@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -611,9 +612,19 @@ func TestHalfOpenChannelReaped(t *testing.T) {
 
 // Paired channels are never reaped, however idle.
 func TestPairedChannelNotReaped(t *testing.T) {
-	e := newEnv(t, func(o *Options) { o.ReapInterval = 5 * time.Millisecond; o.PairTimeout = 10 * time.Millisecond })
+	// The relay's clock stands still until both sides are attached, so the
+	// agent alone is never older than the pair timeout (however slow the
+	// machine); then it jumps far past it.
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	e := newEnv(t, func(o *Options) {
+		o.ReapInterval = 5 * time.Millisecond
+		o.PairTimeout = 10 * time.Millisecond
+		o.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+	})
 	agent := e.mustConnect(keyQuery(7681), agentOpen(t, 7681, 0))
 	v := e.mustConnect(keyQuery(7681), viewerOpen(t, viewerClaims(0, 7681), 0))
+	clock.Add(int64(time.Hour))
 	before := e.srv.reg.reapCount()
 	eventually(t, "several reaper passes", func() bool { return e.srv.reg.reapCount() > before+5 })
 	agent.send("alive")

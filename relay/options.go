@@ -1,22 +1,17 @@
 package relay
 
 import (
-	"errors"
-	"flag"
-	"fmt"
 	"net/netip"
-	"strconv"
-	"strings"
 	"time"
 
-	"github.com/opengeni/opengeni-agent/internal/iplimit"
+	"github.com/nats-io/nats.go"
 )
 
 // Options configures a relay Server. DefaultOptions gives the reference
-// defaults of relay.md §1.1; ApplyEnv and RegisterFlags let cmd/relay layer
-// env vars and then CLI flags on top (a flag overrides its env var).
+// defaults of relay.md §1.1; cmd/relay maps env vars and CLI flags onto it
+// (the library reads neither).
 type Options struct {
-	// Bind is the listen host:port (--bind, OPENGENI_RELAY_BIND).
+	// Bind is the listen host:port.
 	Bind string
 	// StreamTokenSecret verifies viewer ogs_ tokens. Empty rejects every viewer.
 	StreamTokenSecret string
@@ -71,6 +66,20 @@ type Options struct {
 	// arrives (see RevocationSource). Nil checks nothing (the reference).
 	Revocations RevocationSource
 
+	// NATS, when set, makes this relay one of any number of replicas that
+	// route channels between themselves (relay.md §10.4, see replica.go):
+	// a side landing here reaches its channel on whichever replica holds
+	// it. Nil is the single relay (no routing, nothing published). The
+	// caller owns the connection; see replica.go for the subjects the
+	// NATS user needs.
+	NATS *nats.Conn
+	// ReplicaHeartbeat is how often a replica announces the channels it
+	// holds and its proxied sides tell their home they live.
+	ReplicaHeartbeat time.Duration
+	// PeerTimeout is the silence after which a replica gives up on a
+	// channel's home (its clients reconnect) or on a proxied side.
+	PeerTimeout time.Duration
+
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
 }
@@ -93,23 +102,7 @@ const (
 	DefaultMaxViewers       = 8
 	DefaultOpenRateBurst    = 60
 	DefaultOpenRatePerSec   = 10
-)
-
-// Env var names (relay.md §1.1), plus ours for the §10 additions.
-const (
-	EnvBind             = "OPENGENI_RELAY_BIND"
-	EnvStreamSecret     = "OPENGENI_STREAM_TOKEN_SECRET"
-	EnvRelaySecret      = "OPENGENI_RELAY_TOKEN_SECRET"
-	EnvRingFrames       = "OPENGENI_RELAY_RING_FRAMES"
-	EnvSpliceBuffer     = "OPENGENI_RELAY_SPLICE_BUFFER"
-	EnvRateBurstBytes   = "OPENGENI_RELAY_RATE_BURST_BYTES"
-	EnvRateBytesPerSec  = "OPENGENI_RELAY_RATE_BYTES_PER_SEC"
-	EnvPairTimeoutSecs  = "OPENGENI_RELAY_PAIR_TIMEOUT_SECS"
-	EnvHandshakeTimeout = "OPENGENI_RELAY_HANDSHAKE_TIMEOUT_SECS"
-	EnvPingInterval     = "OPENGENI_RELAY_PING_INTERVAL_SECS"
-	EnvOpenRateBurst    = "OPENGENI_RELAY_OPEN_RATE_BURST"
-	EnvOpenRatePerSec   = "OPENGENI_RELAY_OPEN_RATE_PER_SEC"
-	EnvTrustedProxies   = "OPENGENI_RELAY_TRUSTED_PROXIES"
+	DefaultReplicaHeartbeat = 2 * time.Second
 )
 
 // DefaultOptions returns the reference defaults.
@@ -161,60 +154,6 @@ func (o *Options) AgentSecret() string {
 	return o.StreamTokenSecret
 }
 
-// ApplyEnv overrides o's fields from the environment (getenv is usually
-// os.Getenv). Unset or empty variables leave a field alone.
-func (o *Options) ApplyEnv(getenv func(string) string) error {
-	var errs []error
-	str := func(name string, dst *string) {
-		if v := getenv(name); v != "" {
-			*dst = v
-		}
-	}
-	num := func(name string, set func(string) error) {
-		if v := getenv(name); v != "" {
-			if err := set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", name, err))
-			}
-		}
-	}
-	str(EnvBind, &o.Bind)
-	str(EnvStreamSecret, &o.StreamTokenSecret)
-	str(EnvRelaySecret, &o.RelayTokenSecret)
-	num(EnvRingFrames, (*intValue)(&o.RingFrames).Set)
-	num(EnvSpliceBuffer, (*intValue)(&o.SpliceBuffer).Set)
-	num(EnvRateBurstBytes, (*uintValue)(&o.RateBurstBytes).Set)
-	num(EnvRateBytesPerSec, (*uintValue)(&o.RateBytesPerSec).Set)
-	num(EnvPairTimeoutSecs, (*secsValue)(&o.PairTimeout).Set)
-	num(EnvHandshakeTimeout, (*secsValue)(&o.HandshakeTimeout).Set)
-	num(EnvPingInterval, (*secsValue)(&o.PingInterval).Set)
-	num(EnvOpenRateBurst, (*intValue)(&o.OpenRateBurst).Set)
-	num(EnvOpenRatePerSec, (*intValue)(&o.OpenRatePerSec).Set)
-	num(EnvTrustedProxies, (*prefixesValue)(&o.TrustedProxies).Set)
-	return errors.Join(errs...)
-}
-
-// RegisterFlags binds the reference CLI flags to o, with o's current values
-// as defaults (so call ApplyEnv first: a flag then overrides its env var).
-// Go's flag package accepts both -bind and --bind.
-func (o *Options) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.Bind, "bind", o.Bind, "listen host:port (env "+EnvBind+")")
-	fs.StringVar(&o.StreamTokenSecret, "stream-token-secret", o.StreamTokenSecret,
-		"HMAC key for viewer ogs_ tokens (env "+EnvStreamSecret+")")
-	fs.StringVar(&o.RelayTokenSecret, "relay-token-secret", o.RelayTokenSecret,
-		"HMAC key for agent ogr_ tokens; empty falls back to the stream secret (env "+EnvRelaySecret+")")
-	fs.Var((*intValue)(&o.RingFrames), "ring-frames", "replay ring capacity per channel direction, frames (env "+EnvRingFrames+")")
-	fs.Var((*intValue)(&o.SpliceBuffer), "splice-buffer", "parsed for compatibility, unused (env "+EnvSpliceBuffer+")")
-	fs.Var((*uintValue)(&o.RateBurstBytes), "rate-burst-bytes", "leaky-bucket capacity (env "+EnvRateBurstBytes+")")
-	fs.Var((*uintValue)(&o.RateBytesPerSec), "rate-bytes-per-sec", "leaky-bucket refill (env "+EnvRateBytesPerSec+")")
-	fs.Var((*secsValue)(&o.PairTimeout), "pair-timeout-secs", "half-open channel reaping age, seconds (env "+EnvPairTimeoutSecs+")")
-	fs.Var((*secsValue)(&o.HandshakeTimeout), "handshake-timeout-secs", "max wait for StreamOpen, seconds (env "+EnvHandshakeTimeout+")")
-	fs.Var((*secsValue)(&o.PingInterval), "ping-interval-secs", "keepalive ping period, seconds; 0 disables (env "+EnvPingInterval+")")
-	fs.Var((*intValue)(&o.OpenRateBurst), "open-rate-burst", "stream opens per client IP in a burst; 0 disables the limit (env "+EnvOpenRateBurst+")")
-	fs.Var((*intValue)(&o.OpenRatePerSec), "open-rate-per-sec", "stream opens per client IP per second, sustained (env "+EnvOpenRatePerSec+")")
-	fs.Var((*prefixesValue)(&o.TrustedProxies), "trusted-proxies",
-		"comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client; others are keyed by socket address (env "+EnvTrustedProxies+")")
-}
-
 // withDefaults fills zero values that have no meaning as zero.
 func (o Options) withDefaults() Options {
 	d := DefaultOptions()
@@ -239,6 +178,12 @@ func (o Options) withDefaults() Options {
 	if o.QueueLen <= 0 {
 		o.QueueLen = d.QueueLen
 	}
+	if o.ReplicaHeartbeat <= 0 {
+		o.ReplicaHeartbeat = DefaultReplicaHeartbeat
+	}
+	if o.PeerTimeout <= 0 {
+		o.PeerTimeout = 3 * o.ReplicaHeartbeat
+	}
 	if o.MaxViewers <= 0 {
 		o.MaxViewers = d.MaxViewers
 	}
@@ -246,62 +191,4 @@ func (o Options) withDefaults() Options {
 		o.Now = time.Now
 	}
 	return o
-}
-
-type intValue int
-
-func (v *intValue) String() string { return strconv.Itoa(int(*v)) }
-func (v *intValue) Set(s string) error {
-	n, err := strconv.ParseInt(s, 10, 0)
-	if err != nil || n < 0 {
-		return fmt.Errorf("want a non-negative integer, got %q", s)
-	}
-	*v = intValue(n)
-	return nil
-}
-
-type uintValue uint64
-
-func (v *uintValue) String() string { return strconv.FormatUint(uint64(*v), 10) }
-func (v *uintValue) Set(s string) error {
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return fmt.Errorf("want a non-negative integer, got %q", s)
-	}
-	*v = uintValue(n)
-	return nil
-}
-
-// prefixesValue is a comma-separated CIDR list.
-type prefixesValue []netip.Prefix
-
-func (v *prefixesValue) String() string {
-	s := make([]string, len(*v))
-	for i, p := range *v {
-		s[i] = p.String()
-	}
-	return strings.Join(s, ",")
-}
-func (v *prefixesValue) Set(s string) error {
-	ps, err := iplimit.ParsePrefixes(s)
-	if err != nil {
-		return err
-	}
-	*v = ps
-	return nil
-}
-
-// secsValue is a duration written as whole seconds on the command line.
-type secsValue time.Duration
-
-func (v *secsValue) String() string {
-	return strconv.FormatInt(int64(time.Duration(*v)/time.Second), 10)
-}
-func (v *secsValue) Set(s string) error {
-	n, err := strconv.ParseUint(s, 10, 32)
-	if err != nil {
-		return fmt.Errorf("want whole seconds, got %q", s)
-	}
-	*v = secsValue(time.Duration(n) * time.Second)
-	return nil
 }

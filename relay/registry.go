@@ -123,6 +123,9 @@ type registry struct {
 	// admit, when set, is consulted under mu at every attach, so an open
 	// racing a revocation either sees it or is closed by closeMachine.
 	admit func(ws, agent string, role agentpb.StreamRole) (reject string, retryable bool)
+	// onRemove, when set, is told of every removed channel under both locks
+	// (a replica's home stops answering for it).
+	onRemove func(*channel)
 }
 
 func newRegistry(opts *Options, m *Metrics) *registry {
@@ -133,6 +136,7 @@ func newRegistry(opts *Options, m *Metrics) *registry {
 type attachReject struct {
 	msg       string
 	retryable bool
+	notHere   bool // at was set and the open does not resolve to it (or it is gone)
 }
 
 type attachReq struct {
@@ -143,6 +147,10 @@ type attachReq struct {
 	resume    uint64
 	viewer    *token.ViewerClaims // clients only
 	q         *outq
+	// at, when set, is the one channel this open may attach to (a proxied
+	// open that reached this replica through at's subject): never another,
+	// never a new one.
+	at *channel
 }
 
 // lookup finds a's entry in m. A v1 side (no `channel` query) and a pinned
@@ -240,10 +248,11 @@ func staleViewer(v *token.ViewerClaims, epochFloor, authorityFloor uint64) bool 
 // side and the frames to replay, or, for a viewer of a channel its producer
 // already closed, only the replay and that close (final): there is no side.
 type attachment struct {
-	ch     *channel
-	side   *side
-	replay []ringEntry
-	final  []byte
+	ch      *channel
+	side    *side
+	replay  []ringEntry
+	final   []byte
+	created bool // the channel was created by this attach
 }
 
 // attach adds a side, or answers a late viewer of an ended channel. It
@@ -255,10 +264,14 @@ func (r *registry) attach(a *attachReq) (attachment, *attachReject) {
 	if r.admit != nil {
 		if msg, retry := r.admit(a.key.ws, a.key.agent, a.role); msg != "" {
 			r.m.OpensRejected.Add(1)
-			return attachment{}, &attachReject{msg, retry}
+			return attachment{}, &attachReject{msg: msg, retryable: retry}
 		}
 	}
-	if a.role == agentpb.StreamRole_STREAM_ROLE_CLIENT {
+	if a.at != nil {
+		if ch, ok := lookup(r.chans, a, func(c *channel) string { return c.descID }); !ok || ch != a.at {
+			return attachment{}, &attachReject{msg: "channel not here", retryable: true, notHere: true}
+		}
+	} else if a.role == agentpb.StreamRole_STREAM_ROLE_CLIENT {
 		if e := r.endedFor(a, now); e != nil {
 			if staleViewer(a.viewer, e.epochFloor, e.authorityFloor) {
 				r.m.OpensRejected.Add(1)
@@ -356,20 +369,28 @@ func (r *registry) attach(a *attachReq) (attachment, *attachReject) {
 		r.m.Reconnects.Add(1)
 	}
 	r.m.OpensAccepted.Add(1)
-	return attachment{ch: ch, side: s, replay: replay}, nil
+	return attachment{ch: ch, side: s, replay: replay, created: created}, nil
+}
+
+// hasLocal reports whether a resolves to a channel (or, for a viewer, a
+// producer-closed channel) in this process.
+func (r *registry) hasLocal(a *attachReq) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := lookup(r.chans, a, func(c *channel) string { return c.descID }); ok {
+		return true
+	}
+	return a.role == agentpb.StreamRole_STREAM_ROLE_CLIENT && r.endedFor(a, r.opts.Now()) != nil
 }
 
 // detach removes s if it is still the live side (generation-safe: a late
 // teardown of a replaced connection does nothing). A channel left with no
 // side at all is removed.
 func (r *registry) detach(ch *channel, s *side) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	if ch.removed {
+	if !r.lockLive(ch) {
 		return
 	}
+	defer r.unlockBoth(ch)
 	if ch.agent == s {
 		ch.agent = nil
 	} else if !ch.dropViewer(s) {
@@ -378,6 +399,24 @@ func (r *registry) detach(ch *channel, s *side) {
 	if ch.agent == nil && len(ch.viewers) == 0 {
 		r.removeLocked(ch)
 	}
+}
+
+// lockLive takes r.mu and ch.mu and reports true, unless ch is already
+// removed (then nothing is held).
+func (r *registry) lockLive(ch *channel) bool {
+	r.mu.Lock()
+	ch.mu.Lock()
+	if ch.removed {
+		ch.mu.Unlock()
+		r.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+func (r *registry) unlockBoth(ch *channel) {
+	ch.mu.Unlock()
+	r.mu.Unlock()
 }
 
 // removeLocked deletes ch; both locks are held. Remaining sides must be
@@ -392,19 +431,19 @@ func (r *registry) removeLocked(ch *channel) {
 	}
 	r.m.LiveChannels.Add(-1)
 	ch.toClient, ch.toAgent = nil, nil
+	if r.onRemove != nil {
+		r.onRemove(ch)
+	}
 }
 
 // closeFrom handles a StreamClose sent by s: forwarded to the peer, then the
 // channel is removed. A viewer closing while other viewers still watch only
 // detaches itself. A producer's close is also kept for late viewers.
 func (r *registry) closeFrom(ch *channel, s *side, wire []byte) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	if ch.removed {
+	if !r.lockLive(ch) {
 		return
 	}
+	defer r.unlockBoth(ch)
 	if s.role == agentpb.StreamRole_STREAM_ROLE_CLIENT {
 		if !ch.dropViewer(s) {
 			return
@@ -540,13 +579,9 @@ func (r *registry) reap(now time.Time) int {
 	for _, ch := range r.chans {
 		ch.mu.Lock()
 		if (ch.agent == nil || len(ch.viewers) == 0) && now.Sub(ch.lastTouch) > r.opts.PairTimeout {
-			for _, s := range append(ch.viewers, ch.agent) {
-				if s != nil {
-					s.q.finish(closeMsg(s.channelID, agentpb.StreamCloseReason_STREAM_CLOSE_REASON_TRANSPORT_ERROR, msgReaped))
-				}
-			}
-			ch.agent, ch.viewers = nil, nil
-			r.removeLocked(ch)
+			r.endLocked(ch, func(s *side) []byte {
+				return closeMsg(s.channelID, agentpb.StreamCloseReason_STREAM_CLOSE_REASON_TRANSPORT_ERROR, msgReaped)
+			})
 			n++
 		}
 		ch.mu.Unlock()
@@ -571,17 +606,39 @@ func (r *registry) closeMachine(ws, agent string, reason agentpb.StreamCloseReas
 			continue
 		}
 		ch.mu.Lock()
-		for _, s := range append(ch.viewers, ch.agent) {
-			if s != nil {
-				s.q.finish(closeMsg(s.channelID, reason, msg))
-			}
-		}
-		ch.agent, ch.viewers = nil, nil
-		r.removeLocked(ch)
+		r.endLocked(ch, func(s *side) []byte { return closeMsg(s.channelID, reason, msg) })
 		ch.mu.Unlock()
 		n++
 	}
 	return n
+}
+
+// endLocked finishes every side of ch with final(side) as its last message
+// and removes ch; both locks are held.
+func (r *registry) endLocked(ch *channel, final func(*side) []byte) {
+	for _, s := range append(ch.viewers, ch.agent) {
+		if s != nil {
+			s.q.finish(final(s))
+		}
+	}
+	ch.agent, ch.viewers = nil, nil
+	r.removeLocked(ch)
+}
+
+// abdicate gives ch up to an older home on another replica: viewers are
+// told to reconnect (TRANSPORT_ERROR), the agent is dropped (it
+// re-registers); both land on the winner.
+func (r *registry) abdicate(ch *channel) {
+	if !r.lockLive(ch) {
+		return
+	}
+	defer r.unlockBoth(ch)
+	r.endLocked(ch, func(s *side) []byte {
+		if s.role == agentpb.StreamRole_STREAM_ROLE_AGENT {
+			return nil
+		}
+		return closeMsg(s.channelID, agentpb.StreamCloseReason_STREAM_CLOSE_REASON_TRANSPORT_ERROR, msgMoved)
+	})
 }
 
 // shutdown drops every side (no StreamClose: clients reconnect to a new relay).
@@ -591,13 +648,7 @@ func (r *registry) shutdown() {
 	clear(r.ended)
 	for _, ch := range r.chans {
 		ch.mu.Lock()
-		for _, s := range append(ch.viewers, ch.agent) {
-			if s != nil {
-				s.q.finish(nil)
-			}
-		}
-		ch.agent, ch.viewers = nil, nil
-		r.removeLocked(ch)
+		r.endLocked(ch, func(*side) []byte { return nil })
 		ch.mu.Unlock()
 	}
 }

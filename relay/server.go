@@ -33,6 +33,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *Metrics
 	reg     *registry
+	cl      *cluster // nil for a single relay (no Options.NATS)
 	// opens is the per-client-IP limit on /stream upgrades.
 	opens    *iplimit.Limiter
 	clientIP *iplimit.Resolver
@@ -65,6 +66,18 @@ func New(opts Options, logger *slog.Logger) (*Server, error) {
 	s.opens = iplimit.New(iplimit.Bucket{Capacity: opts.OpenRateBurst, Refill: float64(opts.OpenRatePerSec)}, opts.Now)
 	s.clientIP = iplimit.NewResolver(opts.TrustedProxies)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if opts.NATS != nil {
+		cl, err := newCluster(s, opts.NATS)
+		if err != nil {
+			s.cancel()
+			return nil, fmt.Errorf("relay: join replicas over NATS: %w", err)
+		}
+		s.cl = cl
+		s.reg.onRemove = cl.dropHome
+		s.wg.Add(2)
+		go cl.loop()
+		go cl.dispatch()
+	}
 	if opts.StreamTokenSecret == "" {
 		s.log.Warn("stream token secret is empty: every viewer will be rejected at handshake")
 	}
@@ -151,6 +164,10 @@ func (s *Server) Close() {
 	s.once.Do(func() {
 		s.reg.shutdown()
 		s.cancel()
+		if s.cl != nil {
+			s.wg.Wait() // proxied sides have said goodbye
+			s.cl.shutdown()
+		}
 	})
 	s.wg.Wait()
 }

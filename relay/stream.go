@@ -118,14 +118,11 @@ func (s *Server) session(c *websocket.Conn, q dialQuery) {
 		s.reject(c, reject)
 		return
 	}
-	a := &attachReq{
-		key:       routeKey{ws: q.ws, agent: q.agent, port: q.port, channel: q.channel},
-		pinned:    q.channel != "",
-		channelID: open.GetChannel().GetChannelId(),
-		role:      open.GetRole(),
-		resume:    open.GetResumeFromSeq(),
-		viewer:    viewer,
-		q:         newOutq(s.opts.QueueLen),
+	a := s.newAttachReq(q, open, viewer)
+	if s.cl != nil && !s.reg.hasLocal(a) {
+		if s.cl.attachRemote(c, log, open, q, a) != remoteNone {
+			return
+		}
 	}
 	at, rej := s.reg.attach(a)
 	if rej != nil {
@@ -135,6 +132,13 @@ func (s *Server) session(c *websocket.Conn, q dialQuery) {
 	}
 	ch, sd, replay := at.ch, at.side, at.replay
 	replayed := len(replay)
+	if s.cl != nil && at.ch != nil {
+		if at.created {
+			s.cl.makeHome(at.ch)
+		} else if a.role == agentpb.StreamRole_STREAM_ROLE_AGENT {
+			s.cl.refreshHome(at.ch) // its channel id may be a new alias
+		}
+	}
 
 	// Ack, then the replay straight to the socket, then live frames from the queue.
 	ack := frame.MustEncode(&agentpb.StreamOpenAck{Accepted: true, ResumeFromSeq: open.GetResumeFromSeq()})
@@ -171,6 +175,19 @@ func (s *Server) session(c *websocket.Conn, q dialQuery) {
 	c.CloseNow()
 	drainers.Wait()
 	log.Debug("stream closed", "gen", sd.gen)
+}
+
+// newAttachReq is the attach request of an authorized open dialled with q.
+func (s *Server) newAttachReq(q dialQuery, open *agentpb.StreamOpen, viewer *token.ViewerClaims) *attachReq {
+	return &attachReq{
+		key:       routeKey{ws: q.ws, agent: q.agent, port: q.port, channel: q.channel},
+		pinned:    q.channel != "",
+		channelID: open.GetChannel().GetChannelId(),
+		role:      open.GetRole(),
+		resume:    open.GetResumeFromSeq(),
+		viewer:    viewer,
+		q:         newOutq(s.opts.QueueLen),
+	}
 }
 
 // smallBuffers hands the WebSocket library small bufio buffers after the
@@ -321,61 +338,73 @@ func (s *Server) write(c *websocket.Conn, b []byte) error {
 
 // readLoop is the inbound half of the splice (relay.md §1.5).
 func (s *Server) readLoop(c *websocket.Conn, ch *channel, sd *side) {
-	isAgent := sd.role == agentpb.StreamRole_STREAM_ROLE_AGENT
 	for {
 		typ, b, err := readMessage(s.ctx, c)
 		if err != nil {
 			return
 		}
-		if typ != websocket.MessageBinary {
-			continue
-		}
-		if isAgent && len(b) > 0 && b[0] == byte(frame.TagFrame) {
-			// The hot path: agent output is forwarded as received, so only
-			// seq and the data length are read.
-			fi, err := frame.PeekFrame(b)
-			if err != nil {
-				s.log.Debug("undecodable relay message ignored", "err", err)
-				continue
-			}
-			s.reg.fromAgent(ch, sd, fi, b)
-			continue
-		}
-		tag, m, err := frame.Decode(b)
-		if err != nil {
-			s.log.Debug("undecodable relay message ignored", "err", err)
-			continue
-		}
-		switch tag {
-		case frame.TagFrame:
-			s.reg.fromViewer(ch, sd, m.(*agentpb.StreamFrame))
-		case frame.TagDesktopInput:
-			s.reg.desktopInput(ch, sd, b)
-		case frame.TagClose:
-			s.reg.closeFrom(ch, sd, b)
+		if typ == websocket.MessageBinary && s.inbound(ch, sd, b) {
 			return
 		}
 	}
+}
+
+// inbound handles one binary message from side sd (its socket here, or its
+// proxy on another replica); it reports whether the side closed.
+func (s *Server) inbound(ch *channel, sd *side, b []byte) (closed bool) {
+	if sd.role == agentpb.StreamRole_STREAM_ROLE_AGENT && len(b) > 0 && b[0] == byte(frame.TagFrame) {
+		// The hot path: agent output is forwarded as received, so only
+		// seq and the data length are read.
+		fi, err := frame.PeekFrame(b)
+		if err != nil {
+			s.log.Debug("undecodable relay message ignored", "err", err)
+			return false
+		}
+		s.reg.fromAgent(ch, sd, fi, b)
+		return false
+	}
+	tag, m, err := frame.Decode(b)
+	if err != nil {
+		s.log.Debug("undecodable relay message ignored", "err", err)
+		return false
+	}
+	switch tag {
+	case frame.TagFrame:
+		s.reg.fromViewer(ch, sd, m.(*agentpb.StreamFrame))
+	case frame.TagDesktopInput:
+		s.reg.desktopInput(ch, sd, b)
+	case frame.TagClose:
+		s.reg.closeFrom(ch, sd, b)
+		return true
+	}
+	return false
 }
 
 // drain is the outbound half of the splice: it writes what is queued and
 // exits when the queue is empty. It drops the socket after writing a
 // StreamClose, when the queue is finished, or when a write fails.
 func (s *Server) drain(c *websocket.Conn, q *outq) {
+	drainQueue(q, func(b []byte) error { return s.write(c, b) }, func() { c.CloseNow() })
+}
+
+// drainQueue writes what q holds with write and exits when q is empty. After
+// a StreamClose, a failed write, or the end of a finished queue it calls
+// drop (the socket, or a proxied side, goes away).
+func drainQueue(q *outq, write func([]byte) error, drop func()) {
 	var spare [][]byte
 	for {
 		items, stop, finished := q.take(spare)
 		for i, b := range items {
-			if s.write(c, b) != nil || b[0] == byte(frame.TagClose) {
+			if write(b) != nil || b[0] == byte(frame.TagClose) {
 				q.finish(nil)
-				c.CloseNow()
+				drop()
 				return
 			}
 			items[i] = nil
 		}
 		if stop {
 			if finished {
-				c.CloseNow()
+				drop()
 			}
 			return
 		}

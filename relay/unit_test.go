@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"flag"
 	"net"
 	"slices"
 	"strings"
@@ -99,8 +98,8 @@ func TestMetricsText(t *testing.T) {
 	}
 }
 
-// §8.3 config truths, env then flags.
-func TestOptionsEnvAndFlags(t *testing.T) {
+// §8.3 config truths (cmd/relay maps env and flags onto Options).
+func TestOptionsDefaults(t *testing.T) {
 	o := DefaultOptions()
 	o.StreamTokenSecret = "s"
 	if o.AgentSecret() != "s" {
@@ -111,32 +110,6 @@ func TestOptionsEnvAndFlags(t *testing.T) {
 		t.Fatal("an explicit relay secret wins")
 	}
 
-	env := map[string]string{
-		EnvBind: "127.0.0.1:9999", EnvStreamSecret: "env-stream", EnvRingFrames: "32",
-		EnvRateBurstBytes: "100", EnvRateBytesPerSec: "10", EnvPairTimeoutSecs: "7", EnvSpliceBuffer: "3",
-	}
-	o = DefaultOptions()
-	if err := o.ApplyEnv(func(k string) string { return env[k] }); err != nil {
-		t.Fatal(err)
-	}
-	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
-	o.RegisterFlags(fs)
-	if err := fs.Parse([]string{"--ring-frames", "16", "--relay-token-secret=flag-relay", "--pair-timeout-secs", "9"}); err != nil {
-		t.Fatal(err)
-	}
-	if o.Bind != "127.0.0.1:9999" || o.StreamTokenSecret != "env-stream" || o.RelayTokenSecret != "flag-relay" ||
-		o.RingFrames != 16 || o.RateBurstBytes != 100 || o.RateBytesPerSec != 10 || o.PairTimeout != 9*time.Second || o.SpliceBuffer != 3 {
-		t.Fatalf("options %+v", o)
-	}
-	bad := DefaultOptions()
-	if err := bad.ApplyEnv(func(k string) string {
-		if k == EnvRingFrames {
-			return "many"
-		}
-		return ""
-	}); err == nil || !strings.Contains(err.Error(), EnvRingFrames) {
-		t.Fatalf("bad env err %v", err)
-	}
 	d := DefaultOptions()
 	if d.Bind != "0.0.0.0:8443" || d.RingFrames != 1024 || d.SpliceBuffer != 256 || d.RateBurstBytes != 16777216 ||
 		d.RateBytesPerSec != 8388608 || d.PairTimeout != 120*time.Second {

@@ -20,7 +20,7 @@ import (
 // failure exits 1.
 func cmdServe(args []string, stdout, stderr io.Writer) int {
 	opts := relay.DefaultOptions()
-	if err := opts.ApplyEnv(os.Getenv); err != nil {
+	if err := applyServeEnv(&opts, os.Getenv); err != nil {
 		fmt.Fprintln(stderr, "relay serve:", err)
 		return 2
 	}
@@ -40,6 +40,10 @@ closed. Until the watch has synced, and while NATS is unreachable, agent
 opens are refused (retryable); viewers and open channels are unaffected.
 The NATS user needs only the permissions listed in relay/revocation.
 
+Replicas: with -replicas (and -nats-url) any number of relays behind a
+plain load balancer route channels between themselves through NATS; the
+NATS user also needs the subjects listed in relay/replica.go.
+
 Client IP: the per-IP open limit keys on the socket address; only a peer in
 -trusted-proxies may name the client in X-Forwarded-For.
 
@@ -47,8 +51,9 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	opts.RegisterFlags(fs)
+	registerServeFlags(&opts, fs)
 	rev.RegisterFlags(fs)
+	replicas := registerReplicasFlag(fs, os.Getenv)
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (env OPENGENI_LOG_LEVEL)")
 	logFormat := fs.String("log-format", "", logging.FormatUsage)
 	metricsListen := fs.String("metrics-listen", os.Getenv(envMetricsListen), "also serve GET /metrics and /healthz on this address, e.g. 127.0.0.1:9090 (env "+envMetricsListen+")")
@@ -67,14 +72,22 @@ Flags:
 		fmt.Fprintln(stderr, "relay serve:", err)
 		return 2
 	}
+	if *replicas && !rev.Enabled() {
+		fmt.Fprintln(stderr, "relay serve: -replicas needs the NATS of -nats-url")
+		return 2
+	}
 	if rev.Enabled() {
-		w, stopWatch, err := rev.Connect(logger)
+		w, nc, err := rev.ConnectConn(logger)
 		if err != nil {
 			fmt.Fprintln(stderr, "relay serve:", err)
 			return 2
 		}
-		defer stopWatch()
+		defer nc.Close()
+		defer w.Close()
 		opts.Revocations = w
+		if *replicas {
+			opts.NATS = nc
+		}
 	} else {
 		logger.Warn("revocation checking is off (no -nats-url): ogr_ tokens stay valid until they expire")
 	}

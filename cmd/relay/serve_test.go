@@ -33,6 +33,9 @@ func TestServeExitCodes(t *testing.T) {
 	if code := run([]string{"serve", "-nats-url", "nats://127.0.0.1:1", "-nats-user", "u", "-nats-token", "t"}, &out, &errb); code != 2 {
 		t.Fatalf("two NATS credentials: exit %d", code)
 	}
+	if code := run([]string{"serve", "-replicas"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "-nats-url") {
+		t.Fatalf("-replicas without NATS: exit %d", code)
+	}
 	t.Setenv("OPENGENI_RELAY_RING_FRAMES", "lots")
 	if code := run([]string{"serve"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "OPENGENI_RELAY_RING_FRAMES") {
 		t.Fatalf("bad env: exit %d, %s", code, errb.String())

@@ -87,25 +87,48 @@ func (c *Config) Options(log *slog.Logger) ([]nats.Option, error) {
 	return opts, nil
 }
 
-// Connect dials NATS and starts the watch. The returned stop closes both.
-func (c *Config) Connect(log *slog.Logger) (*Watcher, func(), error) {
+// Dial opens the relay's NATS connection with c's options. The relay uses
+// one connection for the revocation watch and, when it runs as one of
+// several replicas, for routing channels between them (relay.Options.NATS).
+func (c *Config) Dial(log *slog.Logger) (*nats.Conn, error) {
 	if log == nil {
 		log = slog.Default()
 	}
 	opts, err := c.Options(log)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	nc, err := nats.Connect(c.URL, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("revocation: connect %s: %w", c.URL, err)
+		return nil, fmt.Errorf("revocation: connect %s: %w", c.URL, err)
 	}
 	if !nc.IsConnected() {
 		log.Warn("relay NATS unreachable; retrying. Until the revocation watch syncs, agent opens are refused (fail closed)", "url", c.URL)
 	}
-	w := Start(nc, Options{Bucket: c.Bucket, Logger: log})
+	return nc, nil
+}
+
+// Connect dials NATS and starts the watch. The returned stop closes both.
+func (c *Config) Connect(log *slog.Logger) (*Watcher, func(), error) {
+	w, nc, err := c.ConnectConn(log)
+	if err != nil {
+		return nil, nil, err
+	}
 	return w, func() {
 		w.Close()
 		nc.Close()
 	}, nil
+}
+
+// ConnectConn is Connect that also returns the connection (for replica
+// routing); the caller closes the watcher, then the connection.
+func (c *Config) ConnectConn(log *slog.Logger) (*Watcher, *nats.Conn, error) {
+	nc, err := c.Dial(log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return Start(nc, Options{Bucket: c.Bucket, Logger: log}), nc, nil
 }
