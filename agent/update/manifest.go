@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"lukechampine.com/blake3"
+	"github.com/zeebo/blake3"
 )
 
 // Manifest is the signed channel manifest of agent.md §7, served at
