@@ -1,4 +1,4 @@
-package killdrop
+package proctree
 
 import (
 	"bytes"
@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 func runChild(dir string) int {
 	cmd := osexec.Command("sleep", "600")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if _, err := Start(cmd); err != nil {
+	if _, err := startGuarded(cmd); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
