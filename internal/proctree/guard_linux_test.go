@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opengeni/opengeni-agent/internal/natstest"
+	"github.com/opengeni/opengeni-agent/internal/testutil"
 )
 
 // childEnv makes the test binary a process that starts a guarded group,
@@ -71,7 +71,7 @@ func TestReplacedGuardStillKillsOnDeath(t *testing.T) {
 	go func() { child.Wait(); close(exited) }()
 
 	var pids []int
-	natstest.Eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		select {
 		case <-exited:
 			t.Fatalf("child exited early: %s", stderr.String())
@@ -95,7 +95,7 @@ func TestReplacedGuardStillKillsOnDeath(t *testing.T) {
 	}
 	child.Process.Kill()
 	<-exited
-	natstest.Eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if running(sleepPid) {
 			return fmt.Errorf("guarded sleep %d still running after its agent was SIGKILLed", sleepPid)
 		}

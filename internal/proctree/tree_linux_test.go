@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/opengeni/opengeni-agent/internal/natstest"
+	"github.com/opengeni/opengeni-agent/internal/testutil"
 )
 
 // startScript starts sh -c script as a tree and returns it with the lines
@@ -76,7 +76,7 @@ func TestKillEndsTheWholeTree(t *testing.T) {
 				t.Fatalf("Kill: %v", err)
 			}
 			_ = tree.Wait()
-			natstest.Eventually(t, 10*time.Second, func() error {
+			testutil.Eventually(t, 10*time.Second, func() error {
 				for _, pid := range pids {
 					if running(pid) {
 						return fmt.Errorf("pid %d of %v still running after Kill", pid, pids)
@@ -128,7 +128,7 @@ func TestStopKillsAfterTheGrace(t *testing.T) {
 	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 		t.Fatalf("command ended with %v, want SIGKILL", cmd.ProcessState)
 	}
-	natstest.Eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if running(child) {
 			return fmt.Errorf("child %d ignoring SIGTERM survived the SIGKILL", child)
 		}
