@@ -555,18 +555,14 @@ func (s *Service) remove(sess *session) {
 	s.mu.Unlock()
 }
 
-// environ is the agent env + req.env (invalid entries skipped), then
-// TERM = req.term or xterm-256color.
+// environ is the agent env + req.env (invalid entries skipped), then TERM =
+// req.term or xterm-256color.
 func (s *Service) environ(req *agentpb.PtyOpenRequest) []string {
 	over := make(map[string]string, len(req.GetEnv())+1)
 	for k, v := range req.GetEnv() {
-		if envmerge.Check(k, v) == nil {
+		// TERM is the request's term field's.
+		if envmerge.Check(k, v) == nil && !envmerge.Host.Equal(k, "TERM") {
 			over[k] = v
-		}
-	}
-	for k := range over {
-		if envmerge.Host.Equal(k, "TERM") {
-			delete(over, k) // TERM is the request's term field's
 		}
 	}
 	term := req.GetTerm()
