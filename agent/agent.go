@@ -266,7 +266,9 @@ func New(opts Options) (*Agent, error) {
 	return a, nil
 }
 
-// Dispatcher exposes the op registry (tests, extra capabilities).
+// Dispatcher exposes the op registry (tests, extra capabilities). Register
+// extra ops before Run: Run seals the registry, and a registration after
+// that panics with ErrSealed.
 func (a *Agent) Dispatcher() *Dispatcher { return a.dispatch }
 
 // Subject returns the agent's v1 subject with the given suffix ("rpc", "hello", "events").
@@ -301,6 +303,7 @@ func (a *Agent) ping(_ context.Context, req *agentpb.PingRequest) (*agentpb.Ping
 // in-flight ops and closes the connection. NATS outages are ridden out
 // forever with backoff. It returns nil after a clean stop.
 func (a *Agent) Run(ctx context.Context) error {
+	a.dispatch.seal()
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
 	if su := a.opts.SelfUpdate; su != nil {

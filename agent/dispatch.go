@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -58,7 +59,14 @@ var agentInitiated = map[protoreflect.Name]bool{"hello": true, "resume": true, "
 // mapping, panic containment and the reply-size backstop. Handlers know
 // nothing of these.
 type Dispatcher struct {
-	logger   *slog.Logger
+	logger *slog.Logger
+
+	// Registration (Handle, OrderBy, SetObserver, SetPause) is sealed when
+	// serving starts (Agent.Run, or the first Accept): from then on the
+	// handler tables are read without locks, so a late registration would be
+	// a data race; it panics instead, like any other wiring mistake.
+	regMu    sync.Mutex
+	sealed   atomic.Bool
 	handlers map[protoreflect.Name]*handler
 
 	heldEpoch atomic.Uint32
@@ -174,6 +182,9 @@ func HandleAs[Req, Resp proto.Message](d *Dispatcher, op, result string, class C
 		respField.Message().FullName() != zeroResp.ProtoReflect().Descriptor().FullName() {
 		panic(fmt.Sprintf("agent: handler types for op %q do not match the wire schema", op))
 	}
+	d.regMu.Lock()
+	defer d.regMu.Unlock()
+	d.mustBeOpenLocked("Handle " + op)
 	if _, dup := d.handlers[name]; dup {
 		panic(fmt.Sprintf("agent: op %q registered twice", op))
 	}
@@ -198,21 +209,61 @@ func OrderBy[Req proto.Message](d *Dispatcher, op string, key func(Req) string) 
 	if opOneof.Fields().ByName(name) == nil {
 		panic(fmt.Sprintf("agent: no op %q in ControlRequest", op))
 	}
+	d.regMu.Lock()
+	defer d.regMu.Unlock()
+	d.mustBeOpenLocked("OrderBy " + op)
 	d.orderKeys[name] = func(m protoreflect.Message) string { return op + "\x00" + key(m.Interface().(Req)) }
+}
+
+// ErrSealed is what registering on a dispatcher that already serves
+// panics with (wrapped, naming the registration).
+var ErrSealed = errors.New("agent: dispatcher registration after serving started")
+
+// mustBeOpenLocked panics once the dispatcher is sealed: a registration
+// after serving started is a wiring mistake, like a duplicate op.
+func (d *Dispatcher) mustBeOpenLocked(what string) {
+	if d.sealed.Load() {
+		panic(fmt.Errorf("%w: %s", ErrSealed, what))
+	}
+}
+
+// seal ends registration; from here the tables are read without locks.
+// Taking regMu orders every earlier registration before the first read.
+func (d *Dispatcher) seal() {
+	if d.sealed.Load() {
+		return
+	}
+	d.regMu.Lock()
+	d.sealed.Store(true)
+	d.regMu.Unlock()
 }
 
 // Serves reports whether an op is registered.
 func (d *Dispatcher) Serves(op string) bool {
+	d.regMu.Lock()
+	defer d.regMu.Unlock()
 	_, ok := d.handlers[protoreflect.Name(op)]
 	return ok
 }
 
-// SetObserver makes o see every answered request. Call it before serving.
-func (d *Dispatcher) SetObserver(o Observer) { d.observer = o }
+// SetObserver makes o see every answered request. Call it before serving;
+// after, it panics (ErrSealed).
+func (d *Dispatcher) SetObserver(o Observer) {
+	d.regMu.Lock()
+	defer d.regMu.Unlock()
+	d.mustBeOpenLocked("SetObserver")
+	d.observer = o
+}
 
 // SetPause makes every op but ping and metrics answer CONSENT_REQUIRED
-// while paused() says so; it is read on every op. Call it before serving.
-func (d *Dispatcher) SetPause(paused func() PauseState) { d.paused = paused }
+// while paused() says so; it is read on every op. Call it before serving;
+// after, it panics (ErrSealed).
+func (d *Dispatcher) SetPause(paused func() PauseState) {
+	d.regMu.Lock()
+	defer d.regMu.Unlock()
+	d.mustBeOpenLocked("SetPause")
+	d.paused = paused
+}
 
 // SetResourceLimits makes exec and git run in per-op cgroup leaves under m
 // (ControlRequest.resource_policy and the owner's caps). Call it before
@@ -300,6 +351,7 @@ func (r *Request) Inline() bool { return r.refusal != nil || (r.h != nil && r.h.
 // goroutine, in arrival order, and follow every Accept with exactly one
 // Serve.
 func (d *Dispatcher) Accept(data []byte) *Request {
+	d.seal()
 	d.active.Add(1)
 	r := &Request{req: &agentpb.ControlRequest{}, size: len(data)}
 	if err := proto.Unmarshal(data, r.req); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/opengeni/opengeni-agent/agent"
 	"github.com/opengeni/opengeni-agent/agent/stream/streamtest"
 	"github.com/opengeni/opengeni-agent/control"
+	"github.com/opengeni/opengeni-agent/internal/testutil"
 	"github.com/opengeni/opengeni-agent/relay"
 	"github.com/opengeni/opengeni-agent/relay/token"
 )
@@ -271,11 +272,7 @@ func TestTerminalInputAcrossRelayRestartRunsOnce(t *testing.T) {
 	e.relay.Stop()
 	// Typed once the viewer knows the relay is gone (a keystroke written
 	// into the dying socket itself has no ack and is lost, never repeated).
-	for end := time.Now().Add(10 * time.Second); term.Stream.Connected(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatal("the viewer did not notice the relay stopped")
-		}
-	}
+	testutil.EventuallyTrue(t, 10*time.Second, "the viewer to notice the relay stopped", func() bool { return !term.Stream.Connected() })
 	sent := make(chan error, 1)
 	go func() { sent <- term.Send(ctxT(t), []byte("echo b-$((1+2)) >> log.txt; echo second-$((3*3))\r")) }()
 	time.Sleep(300 * time.Millisecond)

@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/opengeni/opengeni-agent/internal/testutil"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 	"github.com/opengeni/opengeni-agent/relay/frame"
 	"github.com/opengeni/opengeni-agent/relay/token"
@@ -263,11 +264,5 @@ func (p *peer) expectEnd() error {
 // eventually polls cond until it holds; the deadline is the failure.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testutil.EventuallyTrue(t, waitFor, what, cond)
 }

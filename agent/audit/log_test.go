@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opengeni/opengeni-agent/internal/testutil"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -178,13 +179,7 @@ func TestFullDiskLosesNothing(t *testing.T) {
 	for i := range 5 {
 		l.Append(rec(i))
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for l.Status() == "" {
-		if time.Now().After(deadline) {
-			t.Fatal("a failing disk was never reported")
-		}
-		time.Sleep(10 * time.Millisecond) // polling a status, not timing an op
-	}
+	testutil.EventuallyTrue(t, 10*time.Second, "a failing disk to be reported", func() bool { return l.Status() != "" })
 	if !logs.contains("cannot write") {
 		t.Fatalf("the agent's log does not say the audit log cannot be written: %s", logs.String())
 	}

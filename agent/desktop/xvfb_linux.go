@@ -18,6 +18,7 @@ import (
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	"github.com/opengeni/opengeni-agent/internal/backoff"
+	"github.com/opengeni/opengeni-agent/internal/proctree"
 )
 
 // Where X servers keep their sockets and locks; variables for tests.
@@ -132,22 +133,34 @@ func startVirtualDisplay(ctx context.Context, xvfb string, w, h int, log *slog.L
 
 var errXvfbExited = errors.New("Xvfb exited during startup")
 
-// xvfbProc is a started Xvfb and the result of its Wait.
+// xvfbProc is a started Xvfb, leading its own process tree, and the result
+// of its Wait.
 type xvfbProc struct {
-	cmd    *exec.Cmd
+	tree   *proctree.Tree
 	exited chan error
 }
+
+// xvfbStopGrace is how long Xvfb has to exit on SIGTERM (cleaning up its
+// lock and socket) before it is killed.
+const xvfbStopGrace = 2 * time.Second
 
 // spawnXvfb starts Xvfb on display n and waits for its socket.
 func spawnXvfb(ctx context.Context, path string, n, w, h int) (*xvfbProc, error) {
 	cmd := exec.Command(path, ":"+strconv.Itoa(n), "-screen", "0", fmt.Sprintf("%dx%dx24", w, h),
 		"-nolisten", "tcp", "-noreset")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
+	// Its own group, killed with the agent: a display the agent can no
+	// longer serve is only in the way (the next start reclaims its lock).
+	tree := proctree.New(cmd, proctree.Options{KillOnDrop: true})
+	if err := tree.Start(); err != nil {
 		return nil, agenterr.FromIO("spawn Xvfb", err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	go func() { exited <- tree.Wait() }()
+	kill := func() {
+		_ = tree.Kill()
+		<-exited
+		tree.Release()
+	}
 	deadline := time.NewTimer(xvfbReadyTimeout)
 	defer deadline.Stop()
 	poll := time.NewTicker(xvfbReadyPoll)
@@ -155,18 +168,17 @@ func spawnXvfb(ctx context.Context, path string, n, w, h int) (*xvfbProc, error)
 	for {
 		select {
 		case err := <-exited:
+			tree.Release()
 			return nil, fmt.Errorf("%w: %v", errXvfbExited, err)
 		case <-ctx.Done():
-			_ = cmd.Process.Kill()
-			<-exited
+			kill()
 			return nil, ctx.Err()
 		case <-deadline.C:
-			_ = cmd.Process.Kill()
-			<-exited
+			kill()
 			return nil, agenterr.FromIO("start Xvfb", errors.New("Xvfb did not become ready within 4s"))
 		case <-poll.C:
 			if socketLive(n) {
-				return &xvfbProc{cmd: cmd, exited: exited}, nil
+				return &xvfbProc{tree: tree, exited: exited}, nil
 			}
 		}
 	}
@@ -178,16 +190,12 @@ func (vd *virtualDisplay) supervise(ctx context.Context, p *xvfbProc) {
 	for {
 		select {
 		case <-ctx.Done():
-			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
-			select {
-			case <-p.exited:
-			case <-time.After(2 * time.Second):
-				_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-				<-p.exited
-			}
+			_ = p.tree.Stop(xvfbStopGrace)
+			p.tree.Release()
 			reclaimStale(vd.n)
 			return
 		case err := <-p.exited:
+			p.tree.Release()
 			vd.log.Warn("Xvfb exited; restarting", "err", err)
 		}
 		for {

@@ -21,6 +21,8 @@ import (
 	"github.com/opengeni/opengeni-agent/agent/opctx"
 	"github.com/opengeni/opengeni-agent/internal/capture"
 	"github.com/opengeni/opengeni-agent/internal/cgroup"
+	"github.com/opengeni/opengeni-agent/internal/envmerge"
+	"github.com/opengeni/opengeni-agent/internal/proctree"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -158,14 +160,9 @@ func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.
 		return nil, agenterr.FromIO("spawn "+argv0, err)
 	}
 
-	tree := newProcTree(cmd)
-	defer tree.release()
 	var killed atomic.Bool
-	cmd.Cancel = func() error {
-		err := tree.kill(cmd.Process)
-		killed.Store(err == nil)
-		return err
-	}
+	tree := newTree(cmd, &killed)
+	defer tree.Release()
 	// Bounds only the stdin copy (a background child may hold stdin unread)
 	// and a child that outlives its kill; the output pipes are ours.
 	cmd.WaitDelay = s.pipeGrace
@@ -174,7 +171,7 @@ func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.
 	defer leaf.Close()
 
 	start := time.Now()
-	err = tree.start(cmd)
+	err = tree.Start()
 	pipes.Started()
 	if err != nil {
 		pipes.Drain(ctx, 0)
@@ -187,7 +184,7 @@ func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.
 		}
 		return nil, agenterr.FromIO("spawn "+argv0, err)
 	}
-	waitErr := cmd.Wait()
+	waitErr := tree.Wait()
 	// Everything the command wrote before it exited is read; only a stream a
 	// background process keeps open (and silent) is cut, bounded by the
 	// command's deadline.
@@ -233,6 +230,22 @@ func (s *Service) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.
 	return resp, nil
 }
 
+// newTree makes cmd lead its own process tree, killed whole when cmd's
+// context ends (killed records that it was), so a timeout reaches
+// grandchildren too. The tree dies with the agent (kill-on-drop) until
+// Release, once the command is done: what it left running on purpose
+// ("server &") outlives the exec, as it always did.
+func newTree(cmd *osexec.Cmd, killed *atomic.Bool) *proctree.Tree {
+	tree := proctree.New(cmd, proctree.Options{KillOnDrop: true})
+	cmd.Cancel = func() error {
+		// SIGKILL, not SIGTERM: a timed-out command has had its chance.
+		err := tree.Kill()
+		killed.Store(err == nil)
+		return err
+	}
+	return tree
+}
+
 // timeout turns the request's timeout_ms into the deadline actually used.
 func (s *Service) timeout(ms uint32) time.Duration {
 	d := time.Duration(ms) * time.Millisecond
@@ -244,29 +257,11 @@ func (s *Service) timeout(ms uint32) time.Duration {
 
 // environ is the agent environment with the request's entries overriding.
 func (s *Service) environ(over map[string]string) ([]string, error) {
-	base := s.env()
-	env := make([]string, 0, len(base)+len(over))
-	env = append(env, base...)
-	for k, v := range over {
-		if k == "" || strings.ContainsAny(k, "=\x00") || strings.IndexByte(v, 0) >= 0 {
-			return nil, agenterr.Invalid("exec: invalid environment variable name or value for %q", k)
-		}
-		// os/exec keeps the last of duplicate keys (case-insensitively on
-		// Windows), so appending overrides.
-		env = append(env, k+"="+v)
+	env, err := envmerge.Merge(s.env(), over)
+	if err != nil {
+		return nil, agenterr.Invalid("exec: %v", err)
 	}
 	return env, nil
-}
-
-// getenv looks key up in env, last entry winning like os/exec.
-func getenv(env []string, key string) (string, bool) {
-	for i := len(env) - 1; i >= 0; i-- {
-		k, v, ok := strings.Cut(env[i], "=")
-		if ok && envKeyEqual(k, key) {
-			return v, true
-		}
-	}
-	return "", false
 }
 
 // lookPath finds a program like os/exec does, but in the command's own PATH

@@ -7,6 +7,8 @@ import (
 	osexec "os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/opengeni/opengeni-agent/internal/envmerge"
 )
 
 type shell struct {
@@ -18,7 +20,7 @@ type shell struct {
 // shellCommand runs script with $SHELL -c (the command's environment, so a
 // request may pick its shell), falling back to /bin/sh.
 func shellCommand(env []string, script string) shell {
-	sh, _ := getenv(env, "SHELL")
+	sh, _ := envmerge.Lookup(env, "SHELL")
 	if sh == "" {
 		sh = "/bin/sh"
 	}
@@ -27,8 +29,6 @@ func shellCommand(env []string, script string) shell {
 
 func setCmdLine(*osexec.Cmd, string) {}
 
-func envKeyEqual(a, b string) bool { return a == b }
-
 // lookPathIn searches the command's PATH (the request may override it), with
 // relative PATH entries taken against the command's cwd. A name with a slash
 // is used as is; os/exec resolves a relative one against the cwd.
@@ -36,7 +36,7 @@ func lookPathIn(name, cwd string, env []string) (string, error) {
 	if strings.Contains(name, "/") {
 		return name, nil
 	}
-	pathEnv, _ := getenv(env, "PATH")
+	pathEnv, _ := envmerge.Lookup(env, "PATH")
 	for _, dir := range filepath.SplitList(pathEnv) {
 		if dir == "" {
 			dir = "." // POSIX: an empty entry is the current directory

@@ -5,6 +5,8 @@ import (
 	osexec "os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/opengeni/opengeni-agent/internal/envmerge"
 	"syscall"
 )
 
@@ -18,7 +20,7 @@ type shell struct {
 // is built by hand: with /S, cmd strips exactly the outer quotes and runs the
 // rest verbatim, where os/exec's quoting would escape the user's own quotes.
 func shellCommand(env []string, script string) shell {
-	cs, _ := getenv(env, "ComSpec")
+	cs, _ := envmerge.Lookup(env, "ComSpec")
 	if cs == "" {
 		cs = "cmd.exe"
 	}
@@ -39,8 +41,6 @@ func setCmdLine(cmd *osexec.Cmd, line string) {
 	cmd.SysProcAttr.CmdLine = line
 }
 
-func envKeyEqual(a, b string) bool { return strings.EqualFold(a, b) }
-
 // lookPathIn finds a program the way Windows does, but with the command's
 // own environment and cwd rather than the agent's: a relative name with a
 // separator is taken against cwd; a bare name is searched in cwd (unless
@@ -50,7 +50,7 @@ func envKeyEqual(a, b string) bool { return strings.EqualFold(a, b) }
 // (or rooted), so os/exec neither searches again nor refuses it as found
 // relative to the agent's current directory (ErrDot).
 func lookPathIn(name, cwd string, env []string) (string, error) {
-	pathExt, _ := getenv(env, "PATHEXT")
+	pathExt, _ := envmerge.Lookup(env, "PATHEXT")
 	exts := pathExts(pathExt)
 	if strings.ContainsAny(name, `:\/`) {
 		// A rooted (\x) or drive-relative (C:x) name is the OS's to resolve.
@@ -73,10 +73,10 @@ func lookPathIn(name, cwd string, env []string) (string, error) {
 // searchDirs is where a bare program name is looked for, in order.
 func searchDirs(cwd string, env []string) []string {
 	var dirs []string
-	if _, off := getenv(env, "NoDefaultCurrentDirectoryInExePath"); !off {
+	if _, off := envmerge.Lookup(env, "NoDefaultCurrentDirectoryInExePath"); !off {
 		dirs = append(dirs, cwd)
 	}
-	pathEnv, _ := getenv(env, "PATH")
+	pathEnv, _ := envmerge.Lookup(env, "PATH")
 	for _, dir := range filepath.SplitList(pathEnv) { // strips "quoted" entries
 		if dir == "" {
 			continue

@@ -10,6 +10,7 @@ import (
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	"github.com/opengeni/opengeni-agent/internal/capture"
+	"github.com/opengeni/opengeni-agent/internal/proctree"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -19,7 +20,7 @@ import (
 type Process struct {
 	cmd    *osexec.Cmd
 	pipes  *capture.Pipes
-	tree   *procTree
+	tree   *proctree.Tree
 	killed atomic.Bool
 	ctx    context.Context
 	grace  time.Duration
@@ -53,19 +54,14 @@ func (s *Service) Start(ctx context.Context, req *agentpb.ExecRequest, stdout, s
 	if err != nil {
 		return nil, agenterr.FromIO("spawn "+p.argv0, err)
 	}
-	p.tree = newProcTree(p.cmd)
-	p.cmd.Cancel = func() error {
-		err := p.tree.kill(p.cmd.Process)
-		p.killed.Store(err == nil)
-		return err
-	}
+	p.tree = newTree(p.cmd, &p.killed)
 	p.cmd.WaitDelay = s.pipeGrace
 	p.start = time.Now()
-	err = p.tree.start(p.cmd) // in its own group, listed with the kill-on-drop guard
+	err = p.tree.Start()
 	p.pipes.Started()
 	if err != nil {
 		p.pipes.Drain(ctx, 0)
-		p.tree.release()
+		p.tree.Release()
 		if _, serr := os.Stat(cwd); serr != nil {
 			return nil, agenterr.FromIO("spawn "+p.argv0+": cwd "+cwd, serr)
 		}
@@ -81,8 +77,8 @@ func (p *Process) Pid() int { return p.cmd.Process.Pid }
 // end (everything it wrote before exiting is delivered; a stream a
 // background process keeps open and silent is cut after the pipe grace).
 func (p *Process) Wait() Ended {
-	defer p.tree.release()
-	_ = p.cmd.Wait()
+	defer p.tree.Release()
+	_ = p.tree.Wait()
 	p.pipes.Drain(p.ctx, p.grace)
 	out, errs := p.pipes.Cut()
 	e := Ended{ExitCode: -1, Killed: p.killed.Load(), Duration: time.Since(p.start), StdoutCut: out, StderrCut: errs}

@@ -6,14 +6,14 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"runtime"
-	"strings"
 	"time"
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	"github.com/opengeni/opengeni-agent/agent/opctx"
 	"github.com/opengeni/opengeni-agent/internal/capture"
 	"github.com/opengeni/opengeni-agent/internal/cgroup"
+	"github.com/opengeni/opengeni-agent/internal/envmerge"
+	"github.com/opengeni/opengeni-agent/internal/proctree"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -57,13 +57,17 @@ func (s *Service) runCLI(ctx context.Context, bin string, op agentpb.GitOp, dir 
 	if err != nil {
 		return nil, agenterr.FromIO("spawn git", err)
 	}
-	ownProcessGroup(cmd)
-	cmd.Cancel = func() error { return killProcessGroup(cmd) }
+	// A new session: git and every helper it spawns form one tree a timeout
+	// kills, with no controlling terminal (so nothing it runs, ssh
+	// included, can open /dev/tty to prompt) and, on Windows, no console.
+	tree := proctree.New(cmd, proctree.Options{Session: true, KillOnDrop: true})
+	defer tree.Release()
+	cmd.Cancel = tree.Kill
 	cmd.WaitDelay = waitDelay
 	leaf := cgroup.Place(ctx, cmd) // the op's resource policy: its own cgroup leaf (else Start fails)
 	defer leaf.Close()
 
-	err = cmd.Start()
+	err = tree.Start()
 	pipes.Started()
 	if err != nil {
 		pipes.Drain(ctx, 0)
@@ -72,7 +76,7 @@ func (s *Service) runCLI(ctx context.Context, bin string, op agentpb.GitOp, dir 
 		}
 		return nil, agenterr.FromIO("spawn git", err)
 	}
-	err = cmd.Wait()
+	err = tree.Wait()
 	// A helper git left behind (an ssh ControlMaster, say) may hold the
 	// output open; what git itself wrote is always read.
 	pipes.Drain(ctx, waitDelay)
@@ -105,17 +109,21 @@ func (s *Service) runCLI(ctx context.Context, bin string, op agentpb.GitOp, dir 
 // a terminal or through an askpass helper, Git Credential Manager never opens
 // a window, and ssh runs in batch mode unless the owner configured their own.
 func (s *Service) env(ctx context.Context, bin string, op agentpb.GitOp, dir string) []string {
-	env := os.Environ()
-	env = setEnv(env, "GIT_TERMINAL_PROMPT", "0")
-	env = setEnv(env, "GIT_ASKPASS", "") // set but empty: git skips core.askPass and SSH_ASKPASS
-	env = setEnv(env, "SSH_ASKPASS", "")
-	env = setEnv(env, "SSH_ASKPASS_REQUIRE", "never")
-	env = setEnv(env, "GCM_INTERACTIVE", "never")
+	env, _ := envmerge.Merge(os.Environ(), nonInteractive) // constant, valid names
 	if mayUseNetwork(op) && lookEnv(env, "GIT_SSH_COMMAND") == "" && lookEnv(env, "GIT_SSH") == "" &&
 		!s.hasSSHCommandConfig(ctx, bin, dir, env) {
-		env = setEnv(env, "GIT_SSH_COMMAND", batchSSH)
+		env = envmerge.Set(env, "GIT_SSH_COMMAND", batchSSH)
 	}
 	return env
+}
+
+// nonInteractive is what env sets over the agent's environment.
+var nonInteractive = map[string]string{
+	"GIT_TERMINAL_PROMPT": "0",
+	"GIT_ASKPASS":         "", // set but empty: git skips core.askPass and SSH_ASKPASS
+	"SSH_ASKPASS":         "",
+	"SSH_ASKPASS_REQUIRE": "never",
+	"GCM_INTERACTIVE":     "never",
 }
 
 // mayUseNetwork reports whether op can reach a remote (and so run ssh).
@@ -141,32 +149,8 @@ func (s *Service) hasSSHCommandConfig(ctx context.Context, bin, dir string, env 
 	return err == nil && len(bytes.TrimSpace(out)) > 0
 }
 
-// setEnv sets key=value in env, replacing any existing entry (keys compare
-// case-insensitively on Windows).
-func setEnv(env []string, key, value string) []string {
-	out := env[:0]
-	for _, kv := range env {
-		k, _, _ := strings.Cut(kv, "=")
-		if !envKeyEqual(k, key) {
-			out = append(out, kv)
-		}
-	}
-	return append(out, key+"="+value)
-}
-
 // lookEnv returns key's value in env, or "".
 func lookEnv(env []string, key string) string {
-	for _, kv := range env {
-		if k, v, ok := strings.Cut(kv, "="); ok && envKeyEqual(k, key) {
-			return v
-		}
-	}
-	return ""
-}
-
-func envKeyEqual(a, b string) bool {
-	if runtime.GOOS == "windows" {
-		return strings.EqualFold(a, b)
-	}
-	return a == b
+	v, _ := envmerge.Lookup(env, key)
+	return v
 }

@@ -5,6 +5,7 @@ package git
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	"github.com/opengeni/opengeni-agent/internal/gittest"
+	"github.com/opengeni/opengeni-agent/internal/testutil"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -47,11 +49,6 @@ func TestTimeoutKillsProcessGroup(t *testing.T) {
 		t.Fatalf("fake ssh never ran: %v", err)
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	deadline := time.Now().Add(3 * time.Second)
-	for syscall.Kill(pid, 0) == nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("the hanging ssh (pid %d) survived the timeout", pid)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.EventuallyTrue(t, 3*time.Second, fmt.Sprintf("the hanging ssh (pid %d) to be gone after the timeout", pid),
+		func() bool { return syscall.Kill(pid, 0) != nil })
 }

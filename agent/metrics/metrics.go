@@ -19,6 +19,7 @@ import (
 	"github.com/shirou/gopsutil/v4/load"
 	"github.com/shirou/gopsutil/v4/mem"
 
+	"github.com/opengeni/opengeni-agent/internal/backoff"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -83,12 +84,8 @@ func (s *Sampler) cpuPercent(ctx context.Context) float64 {
 	s.mu.Unlock()
 	if prev == nil {
 		// First sample: measure over a short window instead of since boot.
-		t := time.NewTimer(200 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if backoff.SleepCtx(ctx, 200*time.Millisecond) != nil {
 			return 0
-		case <-t.C:
 		}
 		prev = now
 		if now, err = cpuTimes(ctx); err != nil {

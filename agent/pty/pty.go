@@ -17,12 +17,12 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	"github.com/opengeni/opengeni-agent/agent/stream"
+	"github.com/opengeni/opengeni-agent/internal/envmerge"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -555,34 +555,22 @@ func (s *Service) remove(sess *session) {
 	s.mu.Unlock()
 }
 
-// environ is the agent env + req.env, then TERM = req.term or xterm-256color.
+// environ is the agent env + req.env (invalid entries skipped), then TERM =
+// req.term or xterm-256color.
 func (s *Service) environ(req *agentpb.PtyOpenRequest) []string {
-	base := s.opts.Env()
-	env := make([]string, 0, len(base)+len(req.GetEnv())+1)
-	set := func(k, v string) {
-		for i, kv := range env {
-			if ek, _, ok := strings.Cut(kv, "="); ok && envKeyEqual(ek, k) {
-				env[i] = k + "=" + v
-				return
-			}
-		}
-		env = append(env, k+"="+v)
-	}
-	for _, kv := range base {
-		if k, v, ok := strings.Cut(kv, "="); ok && k != "" {
-			set(k, v)
-		}
-	}
+	over := make(map[string]string, len(req.GetEnv())+1)
 	for k, v := range req.GetEnv() {
-		if k != "" && !strings.ContainsAny(k, "=\x00") && !strings.ContainsRune(v, 0) {
-			set(k, v)
+		// TERM is the request's term field's.
+		if envmerge.Check(k, v) == nil && !envmerge.Host.Equal(k, "TERM") {
+			over[k] = v
 		}
 	}
 	term := req.GetTerm()
 	if term == "" {
 		term = DefaultTerm
 	}
-	set("TERM", term)
+	over["TERM"] = term
+	env, _ := envmerge.Merge(s.opts.Env(), over) // entries checked above
 	return env
 }
 
@@ -604,12 +592,7 @@ func (s *Service) cwd(p string) string {
 }
 
 func lookupEnv(env []string, key string) string {
-	v := ""
-	for _, kv := range env {
-		if k, val, ok := strings.Cut(kv, "="); ok && envKeyEqual(k, key) {
-			v = val
-		}
-	}
+	v, _ := envmerge.Lookup(env, key)
 	return v
 }
 

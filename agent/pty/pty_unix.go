@@ -3,7 +3,6 @@
 package pty
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	osexec "os/exec"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
+
+	"github.com/opengeni/opengeni-agent/internal/proctree"
 )
 
 // defaultShell is the login shell: $SHELL -l, else /bin/sh -l. The shell is
@@ -25,13 +26,12 @@ func defaultShell(env []string) []string {
 	return []string{sh, "-l"}
 }
 
-func envKeyEqual(a, b string) bool { return a == b }
-
 // unixProc is a child on a creack/pty pseudo-terminal. The master is
 // re-opened non-blocking so it lives in the runtime poller: Close unblocks a
 // pending Read, and Read does not pin an OS thread.
 type unixProc struct {
 	cmd    *osexec.Cmd
+	tree   *proctree.Tree
 	master *os.File
 	once   sync.Once
 }
@@ -64,15 +64,17 @@ func startProcess(argv []string, dir string, env []string, cols, rows uint16) (p
 		master.Close()
 		return nil, fmt.Errorf("openpty: set size: %w", err)
 	}
-	cmd := &osexec.Cmd{Path: path, Args: argv, Dir: dir, Env: env, Stdin: tty, Stdout: tty, Stderr: tty,
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Setctty: true}}
-	err = cmd.Start()
+	cmd := &osexec.Cmd{Path: path, Args: argv, Dir: dir, Env: env, Stdin: tty, Stdout: tty, Stderr: tty}
+	// A new session whose controlling terminal is the pty (its stdin).
+	tree := proctree.New(cmd, proctree.Options{Session: true})
+	cmd.SysProcAttr.Setctty = true
+	err = tree.Start()
 	tty.Close()
 	if err != nil {
 		master.Close()
 		return nil, &spawnError{argv0: argv[0], err: err}
 	}
-	p.cmd = cmd
+	p.cmd, p.tree = cmd, tree
 	return p, nil
 }
 
@@ -95,7 +97,7 @@ func (p *unixProc) Resize(cols, rows uint16) error {
 }
 
 func (p *unixProc) Wait() (int, error) {
-	err := p.cmd.Wait()
+	err := p.tree.Wait()
 	st, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if !ok {
 		if err != nil {
@@ -114,22 +116,10 @@ func (p *unixProc) Wait() (int, error) {
 
 // Hangup sends SIGHUP to the terminal's session (the child leads its own
 // session and process group), like a closed terminal window.
-func (p *unixProc) Hangup() error { return p.signalGroup(unix.SIGHUP) }
+func (p *unixProc) Hangup() error { return p.tree.Signal(syscall.SIGHUP) }
 
 // Kill sends SIGKILL to the whole process group.
-func (p *unixProc) Kill() error { return p.signalGroup(unix.SIGKILL) }
-
-func (p *unixProc) signalGroup(sig unix.Signal) error {
-	pid := p.cmd.Process.Pid
-	err := unix.Kill(-pid, sig)
-	if errors.Is(err, unix.ESRCH) {
-		err = unix.Kill(pid, sig)
-	}
-	if errors.Is(err, unix.ESRCH) {
-		return os.ErrProcessDone
-	}
-	return err
-}
+func (p *unixProc) Kill() error { return p.tree.Kill() }
 
 func (p *unixProc) Close() error {
 	var err error

@@ -24,8 +24,6 @@ func defaultShell(env []string) []string {
 	return []string{sh}
 }
 
-func envKeyEqual(a, b string) bool { return strings.EqualFold(a, b) }
-
 // winProc is a child attached to a ConPTY pseudo console (Windows 10 1809,
 // build 17763, or later). Untested here: this repository's CI runs on Linux.
 type winProc struct {

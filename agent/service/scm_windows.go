@@ -12,6 +12,8 @@ import (
 	"golang.org/x/sys/windows"
 	"golang.org/x/sys/windows/svc"
 	"golang.org/x/sys/windows/svc/mgr"
+
+	"github.com/opengeni/opengeni-agent/internal/backoff"
 )
 
 // scm registers the agent as a Windows service through the SCM API.
@@ -103,10 +105,8 @@ func stopAndWait(ctx context.Context, s *mgr.Service) error {
 	}
 	deadline := time.Now().Add(45 * time.Second)
 	for st.State != svc.Stopped && time.Now().Before(deadline) {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(300 * time.Millisecond):
+		if err := backoff.SleepCtx(ctx, 300*time.Millisecond); err != nil {
+			return err
 		}
 		if st, err = s.Query(); err != nil {
 			return err

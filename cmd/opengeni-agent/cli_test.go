@@ -27,6 +27,7 @@ import (
 	"github.com/opengeni/opengeni-agent/agent/enroll"
 	"github.com/opengeni/opengeni-agent/agent/instancelock"
 	"github.com/opengeni/opengeni-agent/internal/natstest"
+	"github.com/opengeni/opengeni-agent/internal/testutil"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -446,78 +447,6 @@ func saveConn(t *testing.T, store *config.Store, ws, natsURL string) *config.Cre
 	return c
 }
 
-func TestSupervisorFollowsTheDirectory(t *testing.T) {
-	store := isolate(t)
-	type call struct {
-		id     string
-		bearer string
-	}
-	var mu sync.Mutex
-	var started []call
-	causes := map[string][]error{}
-	serve := func(ctx context.Context, id string, c *config.Credentials) error {
-		mu.Lock()
-		started = append(started, call{id, c.NATSBearer})
-		mu.Unlock()
-		<-ctx.Done()
-		mu.Lock()
-		causes[id] = append(causes[id], context.Cause(ctx))
-		mu.Unlock()
-		return nil
-	}
-	a := saveConn(t, store, "ws-a", "nats://x")
-	sup := newSupervisor(store, slog.New(slog.DiscardHandler), serve)
-	ctx := context.Background()
-	if ce := sup.reconcile(ctx, true); ce != nil {
-		t.Fatal(ce)
-	}
-	b := saveConn(t, store, "ws-b", "nats://x")
-	sup.reconcile(ctx, false)
-	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(started) == 2 })
-	if sup.count() != 2 {
-		t.Fatalf("running %d", sup.count())
-	}
-	// The locks are held while serving.
-	if _, err := instancelock.Acquire(store.LockPath(a.ID())); err == nil {
-		t.Fatal("lock not held")
-	}
-	// Consent changes do not restart; a new bearer does.
-	_ = store.SetScreenControl(a.ID(), true)
-	sup.reconcile(ctx, false)
-	a.NATSBearer = "oge_rotated"
-	_, _ = store.Save(a)
-	sup.reconcile(ctx, false)
-	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(started) == 3 })
-	mu.Lock()
-	if started[2].id != a.ID() || started[2].bearer != "oge_rotated" {
-		t.Fatalf("restart %+v", started[2])
-	}
-	mu.Unlock()
-	// Removing b stops it with the "removed" reason and frees its lock.
-	_ = store.Remove(b.ID())
-	sup.reconcile(ctx, false)
-	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(causes[b.ID()]) == 1 })
-	mu.Lock()
-	if causes[b.ID()][0] != error(stopRemoved) || causes[a.ID()][0] != error(stopReplaced) {
-		t.Fatalf("causes %v", causes)
-	}
-	mu.Unlock()
-	waitFor(t, func() bool {
-		l, err := instancelock.Acquire(store.LockPath(b.ID()))
-		if err != nil {
-			return false
-		}
-		l.Release()
-		return true
-	})
-	sup.stopAll(nil)
-	if l, err := instancelock.Acquire(store.LockPath(a.ID())); err != nil {
-		t.Fatal("lock kept after stopAll:", err)
-	} else {
-		l.Release()
-	}
-}
-
 func TestRunExitsZeroWhenAnotherInstanceServes(t *testing.T) {
 	store := isolate(t)
 	c := saveConn(t, store, "ws-a", "nats://127.0.0.1:1")
@@ -538,12 +467,7 @@ func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	natstest.Eventually(t, 10*time.Second, func() error {
-		if cond() {
-			return nil
-		}
-		return io.ErrNoProgress
-	})
+	testutil.EventuallyTrue(t, 10*time.Second, "the condition", cond)
 }
 
 // TestRunServesStoredConnectionsEndToEnd: run with no --nats-url serves the

@@ -245,7 +245,7 @@ func orphanVerdict(phase string, pid int, wait time.Duration) Verdict {
 	v := Check(phase+": command's child processes alive after the agent died", float64(len(alive)), AtMost, 0, "procs")
 	if len(alive) > 0 {
 		parent := parentOf(pid)
-		v = v.With("pid %d (%s) still running %v after the agent died, its parent %d (%s) too; the exec guard (internal/killdrop) should have killed the group",
+		v = v.With("pid %d (%s) still running %v after the agent died, its parent %d (%s) too; the exec guard (internal/proctree) should have killed the group",
 			pid, procComm(pid), wait, parent, procComm(parent))
 		killPIDs(alive)
 	}

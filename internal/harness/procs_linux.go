@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/opengeni/opengeni-agent/internal/proctree"
 )
 
 // MarkerEnv is set (to the run id) in the environment of every process the
@@ -24,7 +26,8 @@ const MarkerEnv = "OPENGENI_HARNESS_RUN"
 // terminal's Ctrl-C reaches only the harness, which then ends the group).
 type child struct {
 	cmd  *exec.Cmd
-	done chan struct{} // closed once reaped
+	tree *proctree.Tree // the process leads its own group
+	done chan struct{}  // closed once reaped
 	err  error
 }
 
@@ -32,12 +35,12 @@ func startChild(name string, args, env []string, stdout, stderr io.Writer) (*chi
 	cmd := exec.Command(name, args...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	tree := proctree.New(cmd, proctree.Options{})
+	if err := tree.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	c := &child{cmd: cmd, done: make(chan struct{})}
-	go func() { c.err = cmd.Wait(); close(c.done) }()
+	c := &child{cmd: cmd, tree: tree, done: make(chan struct{})}
+	go func() { c.err = tree.Wait(); close(c.done) }()
 	return c, nil
 }
 
@@ -69,7 +72,7 @@ func (c *child) wait(d time.Duration) bool {
 
 // kill ends the process group at once and reaps the leader.
 func (c *child) kill() {
-	_ = syscall.Kill(-c.pid(), syscall.SIGKILL)
+	_ = c.tree.Kill()
 	c.wait(5 * time.Second)
 }
 
@@ -77,7 +80,7 @@ func (c *child) kill() {
 // kills its group after grace.
 func (c *child) stop(grace time.Duration) {
 	if c.exited() {
-		_ = syscall.Kill(-c.pid(), syscall.SIGKILL) // whatever it left in its group
+		_ = c.tree.Kill() // whatever it left in its group
 		return
 	}
 	_ = syscall.Kill(c.pid(), syscall.SIGCONT)
@@ -85,7 +88,7 @@ func (c *child) stop(grace time.Duration) {
 	if !c.wait(grace) {
 		c.kill()
 	}
-	_ = syscall.Kill(-c.pid(), syscall.SIGKILL)
+	_ = c.tree.Kill()
 }
 
 // Alive reports whether pid is a live process (a zombie is dead: it only

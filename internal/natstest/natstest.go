@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/opengeni/opengeni-agent/internal/testutil"
 )
 
 // Option adjusts the server options before start.
@@ -66,13 +68,5 @@ func Connect(tb testing.TB, s *server.Server, opts ...nats.Option) *nats.Conn {
 // (nats-server's checkFor): tests wait on conditions, never on sleeps.
 func Eventually(tb testing.TB, timeout time.Duration, cond func() error) {
 	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	tb.Fatalf("condition not met within %v: %v", timeout, err)
+	testutil.Eventually(tb, timeout, cond)
 }

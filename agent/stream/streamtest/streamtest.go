@@ -18,6 +18,7 @@ import (
 
 	"github.com/opengeni/opengeni-agent/agent/stream"
 	"github.com/opengeni/opengeni-agent/internal/backoff"
+	"github.com/opengeni/opengeni-agent/internal/testutil"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 	"github.com/opengeni/opengeni-agent/relay"
 	"github.com/opengeni/opengeni-agent/relay/frame"
@@ -409,13 +410,7 @@ func (v *Viewer) WaitContains(s string) []byte {
 // Eventually polls cond until it holds, failing after Deadline.
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	end := time.Now().Add(Deadline)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.EventuallyTrue(t, Deadline, what, cond)
 }
 
 func tail(b []byte, n int) string {

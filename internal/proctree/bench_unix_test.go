@@ -1,6 +1,6 @@
 //go:build unix
 
-package killdrop
+package proctree
 
 import (
 	osexec "os/exec"
@@ -11,7 +11,7 @@ import (
 )
 
 // BenchmarkStartGuardedVsPlain alternates a plain start of true in its own
-// process group with a guarded one (Start, Wait, Release), so both see the
+// process group with a guarded one (startGuarded, Wait, release), so both see the
 // same load; guard-extra-ns is the p50 difference, the per-exec cost of
 // kill-on-drop.
 func BenchmarkStartGuardedVsPlain(b *testing.B) {
@@ -20,11 +20,11 @@ func BenchmarkStartGuardedVsPlain(b *testing.B) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		t0 := time.Now()
 		if guarded {
-			g, err := Start(cmd)
+			g, err := startGuarded(cmd)
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer g.Release()
+			defer g.release()
 		} else if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}

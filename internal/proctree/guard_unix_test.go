@@ -1,6 +1,6 @@
 //go:build unix
 
-package killdrop
+package proctree
 
 import (
 	"bytes"
@@ -56,9 +56,9 @@ func TestStartRequiresOwnGroup(t *testing.T) {
 	for _, attr := range []*syscall.SysProcAttr{nil, {}, {Setpgid: true, Pgid: 1}} {
 		cmd := osexec.Command("true")
 		cmd.SysProcAttr = attr
-		if _, err := Start(cmd); err == nil {
+		if _, err := startGuarded(cmd); err == nil {
 			cmd.Wait()
-			t.Errorf("Start with %+v: no error, want one (the group could not be killed alone)", attr)
+			t.Errorf("startGuarded with %+v: no error, want one (the group could not be killed alone)", attr)
 		}
 	}
 }

@@ -1,6 +1,6 @@
 //go:build unix
 
-package killdrop
+package proctree
 
 import (
 	"encoding/binary"
@@ -33,6 +33,11 @@ const (
 // subcommand the CLI would have to know about.
 func init() {
 	if os.Getenv(guardEnv) == guardValue {
+		// Signals for the agent's terminal or service are not the guard's
+		// cue; its cue is the pipe. (It runs in its own process group
+		// anyway.) Ignored here, not in runGuard, which tests call in
+		// process: an ignored SIGTERM is inherited by every later child.
+		signal.Ignore(syscall.SIGINT, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGPIPE)
 		// fd 3 is the table (ExtraFiles[0]).
 		os.Exit(runGuard(os.Stdin, os.NewFile(3, "killdrop-table")))
 	}
@@ -46,9 +51,6 @@ const slotSize = 4
 // kill every group the table still lists. The agent writes the table
 // without waking the guard, so an exec costs the agent two pwrites.
 func runGuard(in io.Reader, table io.ReaderAt) int {
-	// Signals for the agent's terminal or service are not the guard's cue;
-	// its cue is the pipe. (It runs in its own process group anyway.)
-	signal.Ignore(syscall.SIGINT, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGPIPE)
 	_, _ = io.Copy(io.Discard, in) // nothing is ever written; returns at EOF or on error
 	killListed(table)
 	return 0
@@ -249,27 +251,28 @@ func selfExecutable() (string, error) {
 	return exe, nil
 }
 
-// Group is a started command's process group, listed with the guard.
-type Group struct{ pgid int }
+// guarded is a started command's process group, listed with the guard.
+type guarded struct{ pgid int }
 
-// Start starts cmd, which must lead its own process group (SysProcAttr
-// Setpgid), and lists the group so it is killed if this process dies
-// before Release.
-func Start(cmd *osexec.Cmd) (*Group, error) {
-	if cmd.SysProcAttr == nil || !cmd.SysProcAttr.Setpgid || cmd.SysProcAttr.Pgid != 0 {
-		return nil, errors.New("killdrop: command must lead a new process group")
+// startGuarded starts cmd, which must lead its own process group (Setpgid,
+// or Setsid, which makes it lead a new session and group), and lists the
+// group so it is killed if this process dies before release.
+func startGuarded(cmd *osexec.Cmd) (*guarded, error) {
+	a := cmd.SysProcAttr
+	if a == nil || !(a.Setsid || a.Setpgid && a.Pgid == 0) {
+		return nil, errors.New("proctree: a guarded command must lead a new process group")
 	}
 	if err := startCmd(cmd); err != nil {
 		return nil, err
 	}
 	pgid := cmd.Process.Pid
 	theGuard.track(pgid)
-	return &Group{pgid: pgid}, nil
+	return &guarded{pgid: pgid}, nil
 }
 
-// Release stops guarding the group: the command finished, and what it left
+// release stops guarding the group: the command finished, and what it left
 // running on purpose is no longer this process's to end.
-func (g *Group) Release() {
+func (g *guarded) release() {
 	if g != nil {
 		theGuard.untrack(g.pgid)
 	}

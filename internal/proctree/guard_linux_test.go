@@ -1,4 +1,4 @@
-package killdrop
+package proctree
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opengeni/opengeni-agent/internal/natstest"
+	"github.com/opengeni/opengeni-agent/internal/testutil"
 )
 
 // childEnv makes the test binary a process that starts a guarded group,
@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 func runChild(dir string) int {
 	cmd := osexec.Command("sleep", "600")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if _, err := Start(cmd); err != nil {
+	if _, err := startGuarded(cmd); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
@@ -71,7 +71,7 @@ func TestReplacedGuardStillKillsOnDeath(t *testing.T) {
 	go func() { child.Wait(); close(exited) }()
 
 	var pids []int
-	natstest.Eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		select {
 		case <-exited:
 			t.Fatalf("child exited early: %s", stderr.String())
@@ -95,7 +95,7 @@ func TestReplacedGuardStillKillsOnDeath(t *testing.T) {
 	}
 	child.Process.Kill()
 	<-exited
-	natstest.Eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if running(sleepPid) {
 			return fmt.Errorf("guarded sleep %d still running after its agent was SIGKILLed", sleepPid)
 		}

@@ -1,6 +1,6 @@
 //go:build unix && !linux
 
-package killdrop
+package proctree
 
 import osexec "os/exec"
 

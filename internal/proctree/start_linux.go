@@ -1,4 +1,4 @@
-package killdrop
+package proctree
 
 import (
 	osexec "os/exec"
