@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/opengeni/opengeni-agent/internal/backoff"
+	"github.com/opengeni/opengeni-agent/internal/relayclient"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 	"github.com/opengeni/opengeni-agent/relay/frame"
 )
@@ -53,10 +54,9 @@ type ViewerStats struct {
 }
 
 // StreamRejectedError is a StreamOpenAck{accepted:false}: a bad, expired or
-// out-of-scope token, or a stale epoch. It is terminal.
-type StreamRejectedError struct{ Message string }
-
-func (e *StreamRejectedError) Error() string { return "relay rejected the viewer: " + e.Message }
+// out-of-scope token, or a stale epoch. It is terminal. It is the agent's
+// stream.RejectedError too: one type for the one wire event.
+type StreamRejectedError = relayclient.RejectedError
 
 // StreamClosedError says why a stream ended on the producer's or the relay's
 // side: PROCESS_EXIT when the terminal's process exited, FENCED when a newer
@@ -241,36 +241,13 @@ func (v *StreamViewer) connect(ctx context.Context) (*websocket.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("viewer token: %w", err)
 	}
-	ws, _, err := websocket.Dial(hctx, v.o.URL, &websocket.DialOptions{HTTPClient: v.o.HTTPClient})
-	if err != nil {
-		return nil, fmt.Errorf("relay dial: %w", err)
-	}
-	ws.SetReadLimit(frame.MaxMessageSize)
 	v.mu.Lock()
 	resume := v.stats.OutNext
 	v.mu.Unlock()
 	open := &agentpb.StreamOpen{Channel: v.o.Channel, Token: tok, Role: agentpb.StreamRole_STREAM_ROLE_CLIENT, ResumeFromSeq: resume}
-	if err := frame.WriteFrame(hctx, ws, open); err != nil {
-		ws.CloseNow()
-		return nil, fmt.Errorf("relay open: %w", err)
-	}
-	tag, m, err := frame.ReadFrame(hctx, ws)
+	ws, _, err := relayclient.Open(hctx, v.o.URL, v.o.HTTPClient, open)
 	if err != nil {
-		ws.CloseNow()
-		return nil, fmt.Errorf("relay ack: %w", err)
-	}
-	ack, ok := m.(*agentpb.StreamOpenAck)
-	if !ok {
-		ws.CloseNow()
-		return nil, fmt.Errorf("relay ack: expected StreamOpenAck, got %s", tag)
-	}
-	if !ack.GetAccepted() {
-		ws.CloseNow()
-		msg := ack.GetError().GetMessage()
-		if msg == "" {
-			msg = "rejected"
-		}
-		return nil, &StreamRejectedError{Message: msg}
+		return nil, err
 	}
 	v.mu.Lock()
 	v.stats.Connects++

@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/opengeni/opengeni-agent/internal/backoff"
+	"github.com/opengeni/opengeni-agent/internal/relayclient"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 	"github.com/opengeni/opengeni-agent/relay/frame"
 )
@@ -122,7 +123,7 @@ func (c *Channel) Flush(ctx context.Context) error {
 			c.mu.Unlock()
 			return nil
 		}
-		if err := c.connErr; isRefusal(err) {
+		if err := c.connErr; relayclient.IsRefusal(err) {
 			c.mu.Unlock()
 			return fmt.Errorf("relay stream: frames not delivered: %w", err)
 		}
@@ -162,13 +163,6 @@ func (c *Channel) setConnErr(err error) {
 		c.shipWake = nil
 	}
 	c.mu.Unlock()
-}
-
-// isRefusal reports a relay answer that retrying the same open cannot fix.
-func isRefusal(err error) bool {
-	var rej *RejectedError
-	var perr *ProtocolError
-	return errors.As(err, &rej) || errors.As(err, &perr)
 }
 
 // Recv delivers the data of inbound StreamFrames in order, each at most
