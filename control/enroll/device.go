@@ -10,29 +10,23 @@ import (
 
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/control/store"
+	"github.com/opengeni/opengeni-agent/internal/enrollwire"
 )
 
 // Poll states (the HTTP API has no slow_down: 429 does that job).
 const (
-	StatePending    = "pending"
-	StateAuthorized = "authorized"
-	StateDenied     = "denied"
-	StateExpired    = "expired"
-	StateDisabled   = "disabled"
+	StatePending    = enrollwire.StatePending
+	StateAuthorized = enrollwire.StateAuthorized
+	StateDenied     = enrollwire.StateDenied
+	StateExpired    = enrollwire.StateExpired
+	StateDisabled   = enrollwire.StateDisabled
 )
 
 // mintRetries bounds re-minting codes on a collision.
 const mintRetries = 5
 
-// StartResponse is the device-flow start reply.
-type StartResponse struct {
-	DeviceCode              string `json:"deviceCode"`
-	UserCode                string `json:"userCode"`
-	VerificationURI         string `json:"verificationUri"`
-	VerificationURIComplete string `json:"verificationUriComplete"`
-	IntervalSeconds         int    `json:"intervalSeconds"`
-	ExpiresInSeconds        int    `json:"expiresInSeconds"`
-}
+// StartResponse is the device-flow start reply (the agent reads the same type).
+type StartResponse = enrollwire.StartResponse
 
 func (a *API) handleStart(_ http.ResponseWriter, r *http.Request, body []byte) (int, any, error) {
 	var req struct {
@@ -74,15 +68,12 @@ func (a *API) handleStart(_ http.ResponseWriter, r *http.Request, body []byte) (
 	return http.StatusCreated, StartResponse{
 		DeviceCode: d.DeviceCode, UserCode: d.UserCode, VerificationURI: uri,
 		VerificationURIComplete: uri + "?user_code=" + url.QueryEscape(d.UserCode),
-		IntervalSeconds:         int(DevicePollInterval / time.Second), ExpiresInSeconds: int(DeviceCodeTTL / time.Second),
+		IntervalSeconds:         uint32(DevicePollInterval / time.Second), ExpiresInSeconds: uint32(DeviceCodeTTL / time.Second),
 	}, nil
 }
 
-// PollResponse is the device-flow poll reply.
-type PollResponse struct {
-	State       string       `json:"state"`
-	Credentials *Credentials `json:"credentials,omitempty"`
-}
+// PollResponse is the device-flow poll reply (the agent reads the same type).
+type PollResponse = enrollwire.PollResponse
 
 func (a *API) handlePoll(_ http.ResponseWriter, r *http.Request, body []byte) (int, any, error) {
 	var req struct {
@@ -108,7 +99,7 @@ func (a *API) handlePoll(_ http.ResponseWriter, r *http.Request, body []byte) (i
 // as the row lives; here the poll that flips approved → consumed is the
 // only one that gets credentials, and every later poll reads "expired"
 // (docs/security.md). A machine that lost that one answer pairs again.
-func (a *API) pollState(r *http.Request, deviceCode string) (string, *Credentials, error) {
+func (a *API) pollState(r *http.Request, deviceCode string) (enrollwire.State, *Credentials, error) {
 	ctx := r.Context()
 	d, err := a.cfg.Store.GetDeviceRequest(ctx, deviceCode)
 	switch {

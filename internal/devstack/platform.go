@@ -687,7 +687,7 @@ func (p *Platform) EnrollLocalMachine(ctx context.Context, configDir string) (*c
 	if err != nil {
 		return nil, fmt.Errorf("devstack: device flow poll: %w", err)
 	}
-	creds := wire.Config(p.apiURL, "")
+	creds := agentenroll.StoredCredentials(wire, p.apiURL, "")
 	if err := p.replace(cs, creds); err != nil {
 		return nil, err
 	}
