@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/quartz"
 	"github.com/coder/websocket"
 
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
@@ -594,13 +595,52 @@ func expectedStream(n int) string {
 	return b.String()
 }
 
+// reaperClock is a quartz mock at the wall time (tokens are minted on wall
+// time) for a relay's reaper. start waits for the reaper's ticker and its
+// first pass; tick advances one ReapInterval and waits for that pass (a
+// tick the reaper has not taken yet would be coalesced with the next).
+type reaperClock struct {
+	*quartz.Mock
+	t     *testing.T
+	trap  *quartz.Trap
+	every time.Duration
+}
+
+func newReaperClock(t *testing.T, every time.Duration) *reaperClock {
+	clk := quartz.NewMock(t)
+	clk.Set(time.Now()).MustWait(t.Context())
+	return &reaperClock{Mock: clk, t: t, trap: clk.Trap().NewTicker("relay", "reap"), every: every}
+}
+
+func (c *reaperClock) start(e *env) {
+	defer c.trap.Close()
+	c.trap.MustWait(c.t.Context()).MustRelease(c.t.Context())
+	eventually(c.t, "the reaper's first pass", func() bool { return e.srv.reg.reapCount() >= 1 })
+}
+
+func (c *reaperClock) tick(e *env) {
+	n := e.srv.reg.reapCount()
+	c.Advance(c.every).MustWait(c.t.Context())
+	eventually(c.t, "a reaper pass", func() bool { return e.srv.reg.reapCount() > n })
+}
+
 // §3 half-open reaper: a lone side older than the pair timeout is told why and dropped.
 func TestHalfOpenChannelReaped(t *testing.T) {
+	clk := newReaperClock(t, time.Second)
 	e := newEnv(t, func(o *Options) {
-		o.PairTimeout = 30 * time.Millisecond
-		o.ReapInterval = 10 * time.Millisecond
+		o.Clock = clk
+		o.PairTimeout = 3 * time.Second
+		o.ReapInterval = time.Second
 	})
+	clk.start(e)
 	agent := e.mustConnect(keyQuery(7681), agentOpen(t, 7681, 0))
+	for range 3 { // up to the pair timeout: not yet older than it
+		clk.tick(e)
+	}
+	if n := e.srv.Metrics().LiveChannels.Load(); n != 1 {
+		t.Fatalf("live channels at the pair timeout = %d, want 1 (not yet reaped)", n)
+	}
+	clk.tick(e)
 	c := agent.nextClose()
 	if c.Reason != agentpb.StreamCloseReason_STREAM_CLOSE_REASON_TRANSPORT_ERROR || c.Message != msgReaped || c.ChannelId != "ch-7681" {
 		t.Fatalf("reaped close %v", c)
@@ -611,11 +651,14 @@ func TestHalfOpenChannelReaped(t *testing.T) {
 
 // Paired channels are never reaped, however idle.
 func TestPairedChannelNotReaped(t *testing.T) {
-	e := newEnv(t, func(o *Options) { o.ReapInterval = 5 * time.Millisecond; o.PairTimeout = 10 * time.Millisecond })
+	clk := newReaperClock(t, time.Second)
+	e := newEnv(t, func(o *Options) { o.Clock = clk; o.ReapInterval = time.Second; o.PairTimeout = 2 * time.Second })
+	clk.start(e)
 	agent := e.mustConnect(keyQuery(7681), agentOpen(t, 7681, 0))
 	v := e.mustConnect(keyQuery(7681), viewerOpen(t, viewerClaims(0, 7681), 0))
-	before := e.srv.reg.reapCount()
-	eventually(t, "several reaper passes", func() bool { return e.srv.reg.reapCount() > before+5 })
+	for range 6 { // three times the pair timeout
+		clk.tick(e)
+	}
 	agent.send("alive")
 	if f := v.nextFrame(); string(f.Data) != "alive" {
 		t.Fatalf("got %q", f.Data)
@@ -624,10 +667,25 @@ func TestPairedChannelNotReaped(t *testing.T) {
 
 // §10.2 keepalive: a peer that stops answering pings (half-open TCP) is dropped and detached.
 func TestHalfOpenSocketDroppedByKeepalive(t *testing.T) {
+	ctx := t.Context()
+	clk := quartz.NewMock(t)
+	clk.Set(time.Now()).MustWait(ctx)
+	started := clk.Trap().AfterFunc("relay", "keepalive")
+	pinging := clk.Trap().AfterFunc("relay", "ping-timeout")
+	defer pinging.Close()
+	answered := clk.Trap().TimerReset("relay", "keepalive")
+	defer answered.Close()
 	e := newEnv(t, func(o *Options) {
-		o.PingInterval = 10 * time.Millisecond
-		o.PingTimeout = 50 * time.Millisecond
+		o.Clock = clk
+		o.ReapInterval = time.Hour
+		o.PingInterval = 10 * time.Second
+		o.PingTimeout = 5 * time.Second
 	})
+	go func() { // the agent and the dead viewer each start a keepalive
+		defer started.Close()
+		started.MustWait(ctx).MustRelease(ctx)
+		started.MustWait(ctx).MustRelease(ctx)
+	}()
 	agent := e.mustConnect(keyQuery(7681), agentOpen(t, 7681, 0)) // reads, so it answers pings
 	// A viewer that completes the handshake and then never reads: pongs are never sent.
 	c := e.dial(keyQuery(7681))
@@ -636,6 +694,15 @@ func TestHalfOpenSocketDroppedByKeepalive(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := routeKey{ws: testWS, agent: testAgent, port: 7681}
+	eventually(t, "dead viewer attached", func() bool { return e.srv.reg.paired(k) })
+	clk.Advance(10 * time.Second) // both are pinged; not waited: the dead viewer's ping never returns
+	pinging.MustWait(ctx).MustRelease(ctx)
+	pinging.MustWait(ctx).MustRelease(ctx)
+	answered.MustWait(ctx).MustRelease(ctx) // the agent's pong came back: its next ping is scheduled
+	if !e.srv.reg.paired(k) {
+		t.Fatal("the viewer was dropped before its ping timed out")
+	}
+	clk.Advance(5 * time.Second) // the dead viewer's ping times out
 	eventually(t, "dead viewer dropped", func() bool { return !e.srv.reg.paired(k) && e.srv.Metrics().OpensAccepted.Load() == 2 })
 	// The live agent answering pings stays attached.
 	v := e.mustConnect(keyQuery(7681), viewerOpen(t, viewerClaims(0, 7681), 0))

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coder/quartz"
+
 	"github.com/opengeni/opengeni-agent/internal/iplimit"
 )
 
@@ -71,8 +73,11 @@ type Options struct {
 	// arrives (see RevocationSource). Nil checks nothing (the reference).
 	Revocations RevocationSource
 
-	// Now is the clock (tests); nil means time.Now.
+	// Now is the clock (tests); nil means Clock.Now.
 	Now func() time.Time
+	// Clock times the half-open reaper and the keepalive pings; nil is the
+	// real clock (tests pass a quartz.Mock and advance it).
+	Clock quartz.Clock
 }
 
 // Reference defaults.
@@ -242,8 +247,12 @@ func (o Options) withDefaults() Options {
 	if o.MaxViewers <= 0 {
 		o.MaxViewers = d.MaxViewers
 	}
+	if o.Clock == nil {
+		o.Clock = quartz.NewReal()
+	}
 	if o.Now == nil {
-		o.Now = time.Now
+		clk := o.Clock
+		o.Now = func() time.Time { return clk.Now() }
 	}
 	return o
 }
