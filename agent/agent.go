@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coder/quartz"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -80,6 +81,9 @@ type Options struct {
 	VirtualDesktop bool
 
 	HeartbeatInterval  time.Duration // default 5s
+	// Clock times the heartbeats; nil is the real clock (tests pass a
+	// quartz.Mock and advance it).
+	Clock quartz.Clock
 	MaxConcurrentOps   int           // heavy ops served at once; default 32
 	MaxQueuedOps       int           // heavy ops that may wait for a slot before new ones are refused busy; default 4 × MaxConcurrentOps
 	PtyIdleTimeout     time.Duration // a terminal with no input this long is closed; default 30m, negative disables
@@ -207,6 +211,9 @@ func New(opts Options) (*Agent, error) {
 	}
 	if opts.HeartbeatInterval <= 0 {
 		opts.HeartbeatInterval = 5 * time.Second
+	}
+	if opts.Clock == nil {
+		opts.Clock = quartz.NewReal()
 	}
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 20 * time.Second
@@ -563,7 +570,7 @@ func (a *Agent) publishHello(nc *nats.Conn) error {
 // heartbeats publishes an AgentEvent heartbeat at once after each connect
 // and then every interval while connected.
 func (a *Agent) heartbeats(ctx context.Context) {
-	t := time.NewTicker(a.opts.HeartbeatInterval)
+	t := a.opts.Clock.NewTicker(a.opts.HeartbeatInterval, "agent", "heartbeat")
 	defer t.Stop()
 	var lastRefused uint64
 	for {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coder/quartz"
 	"github.com/coder/websocket"
 
 	"github.com/opengeni/opengeni-agent/internal/backoff"
@@ -41,6 +42,9 @@ type ViewerOptions struct {
 	ReconnectFor time.Duration
 	HTTPClient   *http.Client
 	Logger       *slog.Logger
+	// Clock times the reconnect backoff and ReconnectFor; nil is the real
+	// clock (tests pass a quartz.Mock and advance it).
+	Clock quartz.Clock
 }
 
 // ViewerStats count what a viewer saw.
@@ -116,6 +120,9 @@ func DialStream(ctx context.Context, o ViewerOptions) (*StreamViewer, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Clock == nil {
+		o.Clock = quartz.NewReal()
 	}
 	v := &StreamViewer{
 		o:       o,
@@ -269,7 +276,7 @@ func (v *StreamViewer) run(ws *websocket.Conn) {
 		case <-ctx.Done():
 		}
 	}()
-	lastOutput := time.Now() // the last output delivered, or the first connect
+	lastOutput := v.o.Clock.Now() // the last output delivered, or the first connect
 	for {
 		frames := v.Stats().Frames
 		terminal, err := v.read(ctx, ws)
@@ -279,7 +286,7 @@ func (v *StreamViewer) run(ws *websocket.Conn) {
 			return // Close
 		}
 		if v.Stats().Frames != frames {
-			lastOutput = time.Now()
+			lastOutput = v.o.Clock.Now()
 		}
 		if terminal || v.producerGone(err, lastOutput) {
 			v.err = err
@@ -304,12 +311,12 @@ func (v *StreamViewer) run(ws *websocket.Conn) {
 // reconnecting to an empty channel forever.
 func (v *StreamViewer) producerGone(err error, lastOutput time.Time) bool {
 	var closed *StreamClosedError
-	return errors.As(err, &closed) && time.Since(lastOutput) >= v.o.ReconnectFor
+	return errors.As(err, &closed) && v.o.Clock.Since(lastOutput) >= v.o.ReconnectFor
 }
 
 func (v *StreamViewer) reconnect(ctx context.Context) (*websocket.Conn, error) {
-	end := time.Now().Add(v.o.ReconnectFor)
-	bo := backoff.Backoff{Policy: viewerBackoff}
+	end := v.o.Clock.Now().Add(v.o.ReconnectFor)
+	bo := backoff.Backoff{Policy: viewerBackoff, Clock: v.o.Clock}
 	for {
 		if err := bo.Sleep(ctx); err != nil {
 			return nil, err
@@ -319,7 +326,7 @@ func (v *StreamViewer) reconnect(ctx context.Context) (*websocket.Conn, error) {
 			return ws, nil
 		}
 		var rej *StreamRejectedError
-		if errors.As(err, &rej) || time.Now().After(end) || ctx.Err() != nil {
+		if errors.As(err, &rej) || v.o.Clock.Now().After(end) || ctx.Err() != nil {
 			return nil, err
 		}
 	}

@@ -64,7 +64,7 @@ func newChannel(d *Dialer, desc *agentpb.StreamChannel) *Channel {
 		cfg:     cfg,
 		desc:    desc,
 		url:     DialURL(cfg.RelayURL, desc),
-		bo:      &backoff.Backoff{Policy: cfg.Backoff},
+		bo:      &backoff.Backoff{Policy: cfg.Backoff, Clock: cfg.Clock},
 		out:     make(chan []byte, cfg.SendQueue),
 		recv:    make(chan []byte, cfg.RecvQueue),
 		input:   make(chan *agentpb.DesktopInput, cfg.RecvQueue),
@@ -486,7 +486,7 @@ func (cn *conn) readLoop() {
 
 func (cn *conn) pingLoop() {
 	defer cn.wg.Done()
-	t := time.NewTicker(cn.c.cfg.PingInterval)
+	t := cn.c.cfg.Clock.NewTicker(cn.c.cfg.PingInterval, "stream", "ping")
 	defer t.Stop()
 	for {
 		select {
@@ -497,8 +497,10 @@ func (cn *conn) pingLoop() {
 		if cn.delivering.Load() {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(cn.ctx, cn.c.cfg.PingInterval)
+		ctx, cancel := context.WithCancel(cn.ctx)
+		deadline := cn.c.cfg.Clock.AfterFunc(cn.c.cfg.PingInterval, cancel, "stream", "ping-timeout")
 		err := cn.ws.Ping(ctx)
+		deadline.Stop()
 		cancel()
 		if err != nil {
 			if cn.ctx.Err() == nil {

@@ -30,6 +30,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coder/quartz"
+
 	"github.com/opengeni/opengeni-agent/internal/backoff"
 	"github.com/opengeni/opengeni-agent/internal/relayclient"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
@@ -94,7 +96,10 @@ type Dialer struct {
 	CloseGrace       time.Duration // how long Close tries to deliver what is queued and the StreamClose
 	Backoff          backoff.Policy
 	HTTPClient       *http.Client
-	Now              func() time.Time // produced_at_ms; nil means time.Now
+	Now              func() time.Time // produced_at_ms; nil means Clock.Now
+	// Clock times the keepalive pings and the reconnect backoff; nil is the
+	// real clock (tests pass a quartz.Mock and advance it).
+	Clock quartz.Clock
 }
 
 // Configured reports whether the dialer can reach a relay.
@@ -215,8 +220,12 @@ func (d *Dialer) resolved() Dialer {
 	if cfg.Backoff == (backoff.Policy{}) {
 		cfg.Backoff = backoff.Exponential(500*time.Millisecond, 30*time.Second)
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = quartz.NewReal()
+	}
 	if cfg.Now == nil {
-		cfg.Now = time.Now
+		clk := cfg.Clock
+		cfg.Now = func() time.Time { return clk.Now() }
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
