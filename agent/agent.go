@@ -81,9 +81,6 @@ type Options struct {
 	VirtualDesktop bool
 
 	HeartbeatInterval  time.Duration // default 5s
-	// Clock times the heartbeats; nil is the real clock (tests pass a
-	// quartz.Mock and advance it).
-	Clock quartz.Clock
 	MaxConcurrentOps   int           // heavy ops served at once; default 32
 	MaxQueuedOps       int           // heavy ops that may wait for a slot before new ones are refused busy; default 4 × MaxConcurrentOps
 	PtyIdleTimeout     time.Duration // a terminal with no input this long is closed; default 30m, negative disables
@@ -91,6 +88,10 @@ type Options struct {
 	DrainTimeout       time.Duration // how long in-flight ops may finish on stop; default 20s
 	ExecDefaultTimeout time.Duration // exec timeout when a request says 0; default 10m
 	ExecMaxTimeout     time.Duration // upper bound of any exec; default 1h
+
+	// Clock times the heartbeats; nil is the real clock (tests pass a
+	// quartz.Mock and advance it).
+	Clock quartz.Clock
 
 	// APIURL is the control plane the credentials came from; it goes into
 	// the exact re-pairing command logged when NATS refuses the bearer.
