@@ -602,25 +602,28 @@ func expectedStream(n int) string {
 type reaperClock struct {
 	*quartz.Mock
 	t     *testing.T
+	ctx   context.Context // bounds every wait on the clock
 	trap  *quartz.Trap
 	every time.Duration
 }
 
 func newReaperClock(t *testing.T, every time.Duration) *reaperClock {
+	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	t.Cleanup(cancel)
 	clk := quartz.NewMock(t)
-	clk.Set(time.Now()).MustWait(t.Context())
-	return &reaperClock{Mock: clk, t: t, trap: clk.Trap().NewTicker("relay", "reap"), every: every}
+	clk.Set(time.Now()).MustWait(ctx)
+	return &reaperClock{Mock: clk, t: t, ctx: ctx, trap: clk.Trap().NewTicker("relay", "reap"), every: every}
 }
 
 func (c *reaperClock) start(e *env) {
 	defer c.trap.Close()
-	c.trap.MustWait(c.t.Context()).MustRelease(c.t.Context())
+	c.trap.MustWait(c.ctx).MustRelease(c.ctx)
 	eventually(c.t, "the reaper's first pass", func() bool { return e.srv.reg.reapCount() >= 1 })
 }
 
 func (c *reaperClock) tick(e *env) {
 	n := e.srv.reg.reapCount()
-	c.Advance(c.every).MustWait(c.t.Context())
+	c.Advance(c.every).MustWait(c.ctx)
 	eventually(c.t, "a reaper pass", func() bool { return e.srv.reg.reapCount() > n })
 }
 
@@ -667,7 +670,8 @@ func TestPairedChannelNotReaped(t *testing.T) {
 
 // §10.2 keepalive: a peer that stops answering pings (half-open TCP) is dropped and detached.
 func TestHalfOpenSocketDroppedByKeepalive(t *testing.T) {
-	ctx := t.Context()
+	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	defer cancel()
 	clk := quartz.NewMock(t)
 	clk.Set(time.Now()).MustWait(ctx)
 	started := clk.Trap().AfterFunc("relay", "keepalive")
@@ -772,7 +776,6 @@ type resumingViewer struct {
 	p        *peer
 	next     uint64
 	resumes  int
-	onFrame  func(*agentpb.StreamFrame)
 	dropConn func(n uint64) bool // test hook: drop the socket after frame n
 }
 
@@ -866,7 +869,6 @@ func TestViewerResumeLongStreamExact(t *testing.T) {
 // and viewer reconnects that restart their own numbering.
 func TestInputReplayRunsOnce(t *testing.T) {
 	e := newEnv(t, nil)
-	type exec struct{ cursor uint64 }
 	var ran []string
 	var cursor uint64
 	// run drains n inputs through a receive cursor, like the agent's PTY writer.

@@ -130,6 +130,7 @@ func startVirtualDisplay(ctx context.Context, xvfb string, w, h int, log *slog.L
 	return nil, agenterr.FromIO("start Xvfb", lastErr)
 }
 
+//lint:ignore ST1005 Xvfb is a program's name
 var errXvfbExited = errors.New("Xvfb exited during startup")
 
 // xvfbProc is a started Xvfb and the result of its Wait.
@@ -163,6 +164,7 @@ func spawnXvfb(ctx context.Context, path string, n, w, h int) (*xvfbProc, error)
 		case <-deadline.C:
 			_ = cmd.Process.Kill()
 			<-exited
+			//lint:ignore ST1005 Xvfb is a program's name
 			return nil, agenterr.FromIO("start Xvfb", errors.New("Xvfb did not become ready within 4s"))
 		case <-poll.C:
 			if socketLive(n) {

@@ -2,8 +2,6 @@ package devstack
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -97,14 +95,6 @@ func startRelay(ctx context.Context, opts Options, streamSecret, agentSecret []b
 func (r *devRelay) stop() {
 	r.cancel()
 	<-r.done
-}
-
-// randomSecret is 32 random bytes, hex-encoded (tokens key the HMAC with
-// the secret string's UTF-8 bytes, so it must stay printable).
-func randomSecret() []byte {
-	b := make([]byte, 32)
-	rand.Read(b)
-	return []byte(hex.EncodeToString(b))
 }
 
 // Dir is where a running dev stack with the default data directory leaves
