@@ -13,15 +13,6 @@ import (
 	"github.com/opengeni/opengeni-agent/internal/enrollwire"
 )
 
-// Poll states (the HTTP API has no slow_down: 429 does that job).
-const (
-	StatePending    = enrollwire.StatePending
-	StateAuthorized = enrollwire.StateAuthorized
-	StateDenied     = enrollwire.StateDenied
-	StateExpired    = enrollwire.StateExpired
-	StateDisabled   = enrollwire.StateDisabled
-)
-
 // mintRetries bounds re-minting codes on a collision.
 const mintRetries = 5
 
@@ -92,7 +83,8 @@ func (a *API) handlePoll(_ http.ResponseWriter, r *http.Request, body []byte) (i
 	return http.StatusOK, PollResponse{State: state, Credentials: creds}, nil
 }
 
-// pollState is the poll state machine of control.md §6.3 (first match wins),
+// pollState is the poll state machine of control.md §6.3 (first match wins;
+// the HTTP API has no slow_down: 429 does that job),
 // with one deliberate deviation: a device code is single-use. The reference
 // returns fresh credentials on every poll of a consumed code, so a code read
 // from a log, a proxy or the store mints bearers for the machine for as long
@@ -104,23 +96,23 @@ func (a *API) pollState(r *http.Request, deviceCode string) (enrollwire.State, *
 	d, err := a.cfg.Store.GetDeviceRequest(ctx, deviceCode)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return StateExpired, nil, nil // existence is not leaked
+		return enrollwire.StateExpired, nil, nil // existence is not leaked
 	case err != nil:
 		return "", nil, err
 	case d.Status == store.DeviceDenied:
-		return StateDenied, nil, nil
+		return enrollwire.StateDenied, nil, nil
 	case d.Status == store.DevicePending && d.Expired(a.now()):
-		return StateExpired, nil, nil
+		return enrollwire.StateExpired, nil, nil
 	case d.Status == store.DevicePending:
-		return StatePending, nil, nil
+		return enrollwire.StatePending, nil, nil
 	case d.Status != store.DeviceApproved || d.EnrollmentID == "":
-		return StateExpired, nil, nil // consumed: single-use
+		return enrollwire.StateExpired, nil, nil // consumed: single-use
 	case a.cfg.SigningSecret == "":
-		return StateDisabled, nil, nil
+		return enrollwire.StateDisabled, nil, nil
 	}
 	e, err := a.cfg.Store.GetEnrollment(ctx, d.WorkspaceID, d.EnrollmentID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !e.Active()) {
-		return StateDenied, nil, nil
+		return enrollwire.StateDenied, nil, nil
 	}
 	if err != nil {
 		return "", nil, err
@@ -137,13 +129,13 @@ func (a *API) pollState(r *http.Request, deviceCode string) (enrollwire.State, *
 		return "", nil, err
 	}
 	if !consumed {
-		return StateExpired, nil, nil
+		return enrollwire.StateExpired, nil, nil
 	}
 	creds, err := a.credentials(e)
 	if err != nil {
 		return "", nil, err
 	}
-	return StateAuthorized, creds, nil
+	return enrollwire.StateAuthorized, creds, nil
 }
 
 // LookupResponse describes a pending request to the approving user.
