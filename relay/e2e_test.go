@@ -668,6 +668,26 @@ func TestPairedChannelNotReaped(t *testing.T) {
 	}
 }
 
+// releaseCalls releases the next n calls trap catches, from its own
+// goroutine; the channel says when they are done (or why not).
+func releaseCalls(ctx context.Context, trap *quartz.Trap, n int) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		for range n {
+			call, err := trap.Wait(ctx)
+			if err == nil {
+				err = call.Release(ctx)
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	return done
+}
+
 // §10.2 keepalive: a peer that stops answering pings (half-open TCP) is dropped and detached.
 func TestHalfOpenSocketDroppedByKeepalive(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
@@ -685,11 +705,7 @@ func TestHalfOpenSocketDroppedByKeepalive(t *testing.T) {
 		o.PingInterval = 10 * time.Second
 		o.PingTimeout = 5 * time.Second
 	})
-	go func() { // the agent and the dead viewer each start a keepalive
-		defer started.Close()
-		started.MustWait(ctx).MustRelease(ctx)
-		started.MustWait(ctx).MustRelease(ctx)
-	}()
+	startedDone := releaseCalls(ctx, started, 2) // the agent and the dead viewer each start a keepalive
 	agent := e.mustConnect(keyQuery(7681), agentOpen(t, 7681, 0)) // reads, so it answers pings
 	// A viewer that completes the handshake and then never reads: pongs are never sent.
 	c := e.dial(keyQuery(7681))
@@ -699,10 +715,20 @@ func TestHalfOpenSocketDroppedByKeepalive(t *testing.T) {
 	}
 	k := routeKey{ws: testWS, agent: testAgent, port: 7681}
 	eventually(t, "dead viewer attached", func() bool { return e.srv.reg.paired(k) })
+	if err := <-startedDone; err != nil {
+		t.Fatal(err)
+	}
+	started.Close()
+	// A trapped call holds the mock's lock until released, so the two pings'
+	// deadlines and the agent's rescheduling (its pong came back) are
+	// released as they come, in whatever order.
+	pinged, rescheduled := releaseCalls(ctx, pinging, 2), releaseCalls(ctx, answered, 1)
 	clk.Advance(10 * time.Second) // both are pinged; not waited: the dead viewer's ping never returns
-	pinging.MustWait(ctx).MustRelease(ctx)
-	pinging.MustWait(ctx).MustRelease(ctx)
-	answered.MustWait(ctx).MustRelease(ctx) // the agent's pong came back: its next ping is scheduled
+	for _, done := range []<-chan error{pinged, rescheduled} {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
 	if !e.srv.reg.paired(k) {
 		t.Fatal("the viewer was dropped before its ping timed out")
 	}
