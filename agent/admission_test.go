@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/quartz"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
@@ -264,9 +265,14 @@ func TestAgentRefusesFloodBeyondQueueOverNATS(t *testing.T) {
 	var logs syncbuf.Buffer
 	release := make(chan struct{})
 	entered := make(chan struct{}, flood)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	clk := quartz.NewMock(t)
+	heartbeats := clk.Trap().NewTicker("agent", "heartbeat")
 	ra := startAgent(t, s.ClientURL(), func(o *Options) {
 		o.MaxConcurrentOps, o.MaxQueuedOps = slots, queue
 		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		o.Clock, o.HeartbeatInterval = clk, time.Minute
 	}, func(a *Agent) {
 		blocking := NewDispatcher(nil, slots)
 		Handle(blocking, "fs_write", Heavy, func(_ context.Context, r *agentpb.FsWriteRequest) (*agentpb.FsWriteResponse, error) {
@@ -276,6 +282,8 @@ func TestAgentRefusesFloodBeyondQueueOverNATS(t *testing.T) {
 		})
 		a.dispatch.handlers["fs_write"] = blocking.handlers["fs_write"]
 	})
+	heartbeats.MustWait(ctx).MustRelease(ctx)
+	heartbeats.Close()
 	next(t, hellos, &agentpb.Hello{})
 
 	replies := make(chan *nats.Msg, flood)
@@ -301,6 +309,7 @@ func TestAgentRefusesFloodBeyondQueueOverNATS(t *testing.T) {
 	if r := request(t, nc, ping("p", 0)); r.GetPing() == nil {
 		t.Fatalf("ping while saturated: %v", r)
 	}
+	clk.Advance(time.Minute).MustWait(ctx) // the next heartbeat reports the queue
 	natstest.Eventually(t, 10*time.Second, func() error {
 		if l := linesWith(logs.String(), "op queue"); len(l) == 0 || !strings.Contains(l[len(l)-1], fmt.Sprintf("refused_busy_total=%d", flood-slots-queue)) ||
 			!strings.Contains(l[len(l)-1], fmt.Sprintf("queue_depth=%d", queue)) {

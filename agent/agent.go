@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coder/quartz"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -91,6 +92,10 @@ type Options struct {
 	// NoOpStream leaves op-stream (agent.md §9) unserved: Hello says
 	// op_stream=false and the control side uses the v1 ops (an older agent).
 	NoOpStream bool
+
+	// Clock times the heartbeats; nil is the real clock (tests pass a
+	// quartz.Mock and advance it).
+	Clock quartz.Clock
 
 	// APIURL is the control plane the credentials came from; it goes into
 	// the exact re-pairing command logged when NATS refuses the bearer.
@@ -216,6 +221,9 @@ func New(opts Options) (*Agent, error) {
 	}
 	if opts.HeartbeatInterval <= 0 {
 		opts.HeartbeatInterval = 5 * time.Second
+	}
+	if opts.Clock == nil {
+		opts.Clock = quartz.NewReal()
 	}
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 20 * time.Second
@@ -594,7 +602,7 @@ func (a *Agent) publishHello(nc *nats.Conn) error {
 // heartbeats publishes an AgentEvent heartbeat at once after each connect
 // and then every interval while connected.
 func (a *Agent) heartbeats(ctx context.Context) {
-	t := time.NewTicker(a.opts.HeartbeatInterval)
+	t := a.opts.Clock.NewTicker(a.opts.HeartbeatInterval, "agent", "heartbeat")
 	defer t.Stop()
 	var lastRefused uint64
 	for {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/quartz"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -113,7 +114,13 @@ func TestHelloHeartbeatsPingAndMetrics(t *testing.T) {
 	hellos := subscribe(t, nc, testSubject("hello"))
 	events := subscribe(t, nc, testSubject("events"))
 
-	ra := startAgent(t, s.ClientURL(), func(o *Options) { o.MachineName = "buildbox" })
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	clk := quartz.NewMock(t)
+	ticker := clk.Trap().NewTicker("agent", "heartbeat")
+	defer ticker.Close()
+	ra := startAgent(t, s.ClientURL(), func(o *Options) { o.MachineName = "buildbox"; o.Clock = clk; o.HeartbeatInterval = time.Minute })
+	ticker.MustWait(ctx).MustRelease(ctx)
 
 	h := next(t, hellos, &agentpb.Hello{})
 	if h.GetAgentId() != testAgent || h.GetWorkspaceId() != testWS || h.GetMachineName() != "buildbox" ||
@@ -125,8 +132,13 @@ func TestHelloHeartbeatsPingAndMetrics(t *testing.T) {
 		t.Fatalf("consent in hello = %v", h.GetCapabilities())
 	}
 
+	// The first heartbeat follows the connect at once, the second the
+	// interval on the agent's clock.
 	var lastSeq uint64
 	for i := 0; i < 2; i++ {
+		if i > 0 {
+			clk.Advance(time.Minute).MustWait(ctx)
+		}
 		ev := next(t, events, &agentpb.AgentEvent{})
 		hb := ev.GetHeartbeat()
 		if ev.GetAgentId() != testAgent || hb == nil {

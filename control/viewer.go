@@ -10,9 +10,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coder/quartz"
 	"github.com/coder/websocket"
 
 	"github.com/opengeni/opengeni-agent/internal/backoff"
+	"github.com/opengeni/opengeni-agent/internal/relayclient"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 	"github.com/opengeni/opengeni-agent/relay/frame"
 )
@@ -40,6 +42,9 @@ type ViewerOptions struct {
 	ReconnectFor time.Duration
 	HTTPClient   *http.Client
 	Logger       *slog.Logger
+	// Clock times the reconnect backoff and ReconnectFor; nil is the real
+	// clock (tests pass a quartz.Mock and advance it).
+	Clock quartz.Clock
 }
 
 // ViewerStats count what a viewer saw.
@@ -53,10 +58,9 @@ type ViewerStats struct {
 }
 
 // StreamRejectedError is a StreamOpenAck{accepted:false}: a bad, expired or
-// out-of-scope token, or a stale epoch. It is terminal.
-type StreamRejectedError struct{ Message string }
-
-func (e *StreamRejectedError) Error() string { return "relay rejected the viewer: " + e.Message }
+// out-of-scope token, or a stale epoch. It is terminal. It is the agent's
+// stream.RejectedError too: one type for the one wire event.
+type StreamRejectedError = relayclient.RejectedError
 
 // StreamClosedError says why a stream ended on the producer's or the relay's
 // side: PROCESS_EXIT when the terminal's process exited, FENCED when a newer
@@ -116,6 +120,9 @@ func DialStream(ctx context.Context, o ViewerOptions) (*StreamViewer, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Clock == nil {
+		o.Clock = quartz.NewReal()
 	}
 	v := &StreamViewer{
 		o:       o,
@@ -241,36 +248,13 @@ func (v *StreamViewer) connect(ctx context.Context) (*websocket.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("viewer token: %w", err)
 	}
-	ws, _, err := websocket.Dial(hctx, v.o.URL, &websocket.DialOptions{HTTPClient: v.o.HTTPClient})
-	if err != nil {
-		return nil, fmt.Errorf("relay dial: %w", err)
-	}
-	ws.SetReadLimit(frame.MaxMessageSize)
 	v.mu.Lock()
 	resume := v.stats.OutNext
 	v.mu.Unlock()
 	open := &agentpb.StreamOpen{Channel: v.o.Channel, Token: tok, Role: agentpb.StreamRole_STREAM_ROLE_CLIENT, ResumeFromSeq: resume}
-	if err := frame.WriteFrame(hctx, ws, open); err != nil {
-		ws.CloseNow()
-		return nil, fmt.Errorf("relay open: %w", err)
-	}
-	tag, m, err := frame.ReadFrame(hctx, ws)
+	ws, _, err := relayclient.Open(hctx, v.o.URL, v.o.HTTPClient, open)
 	if err != nil {
-		ws.CloseNow()
-		return nil, fmt.Errorf("relay ack: %w", err)
-	}
-	ack, ok := m.(*agentpb.StreamOpenAck)
-	if !ok {
-		ws.CloseNow()
-		return nil, fmt.Errorf("relay ack: expected StreamOpenAck, got %s", tag)
-	}
-	if !ack.GetAccepted() {
-		ws.CloseNow()
-		msg := ack.GetError().GetMessage()
-		if msg == "" {
-			msg = "rejected"
-		}
-		return nil, &StreamRejectedError{Message: msg}
+		return nil, err
 	}
 	v.mu.Lock()
 	v.stats.Connects++
@@ -292,7 +276,7 @@ func (v *StreamViewer) run(ws *websocket.Conn) {
 		case <-ctx.Done():
 		}
 	}()
-	lastOutput := time.Now() // the last output delivered, or the first connect
+	lastOutput := v.o.Clock.Now() // the last output delivered, or the first connect
 	for {
 		frames := v.Stats().Frames
 		terminal, err := v.read(ctx, ws)
@@ -302,7 +286,7 @@ func (v *StreamViewer) run(ws *websocket.Conn) {
 			return // Close
 		}
 		if v.Stats().Frames != frames {
-			lastOutput = time.Now()
+			lastOutput = v.o.Clock.Now()
 		}
 		if terminal || v.producerGone(err, lastOutput) {
 			v.err = err
@@ -327,12 +311,12 @@ func (v *StreamViewer) run(ws *websocket.Conn) {
 // reconnecting to an empty channel forever.
 func (v *StreamViewer) producerGone(err error, lastOutput time.Time) bool {
 	var closed *StreamClosedError
-	return errors.As(err, &closed) && time.Since(lastOutput) >= v.o.ReconnectFor
+	return errors.As(err, &closed) && v.o.Clock.Since(lastOutput) >= v.o.ReconnectFor
 }
 
 func (v *StreamViewer) reconnect(ctx context.Context) (*websocket.Conn, error) {
-	end := time.Now().Add(v.o.ReconnectFor)
-	bo := backoff.Backoff{Policy: viewerBackoff}
+	end := v.o.Clock.Now().Add(v.o.ReconnectFor)
+	bo := backoff.Backoff{Policy: viewerBackoff, Clock: v.o.Clock}
 	for {
 		if err := bo.Sleep(ctx); err != nil {
 			return nil, err
@@ -342,7 +326,7 @@ func (v *StreamViewer) reconnect(ctx context.Context) (*websocket.Conn, error) {
 			return ws, nil
 		}
 		var rej *StreamRejectedError
-		if errors.As(err, &rej) || time.Now().After(end) || ctx.Err() != nil {
+		if errors.As(err, &rej) || v.o.Clock.Now().After(end) || ctx.Err() != nil {
 			return nil, err
 		}
 	}

@@ -187,7 +187,10 @@ func TestTerminalTypedCommandRunsOnce(t *testing.T) {
 	// cannot satisfy the wait.
 	send(t, term, "echo ran-$((40+2)) >> once.txt; echo out-$((6*7))\r")
 	scr.waitContains(t, "out-42\r\n")
-	time.Sleep(300 * time.Millisecond) // a duplicated input would run by now
+	// Input is ordered: a duplicate of the command would have run before
+	// this marker's output arrives.
+	send(t, term, "echo marker-$((7*7))\r")
+	scr.waitContains(t, "marker-49\r\n")
 	got, err := os.ReadFile(filepath.Join(e.root, "once.txt"))
 	if err != nil || string(got) != "ran-42\n" {
 		t.Fatalf("once.txt = %q, %v; want the command to have run exactly once", got, err)
@@ -222,7 +225,10 @@ func TestTerminalRelayRestartLosesNothing(t *testing.T) {
 	scr.waitFor(t, "64 KiB of seq", func(b []byte) bool { return len(b)-start > 64<<10 })
 	scr.pause()
 	e.relay.Restart()
-	time.Sleep(200 * time.Millisecond)
+	// Resume only once the fresh relay took an open: the agent's
+	// re-registration (the paused viewer's reader is blocked on its full
+	// output queue and cannot reconnect before it is read again).
+	streamtest.Eventually(t, "the agent re-registered", func() bool { return e.relay.Server().Metrics().OpensAccepted.Load() >= 1 })
 	scr.resume()
 	// And once more while the viewer is reading.
 	scr.waitFor(t, "256 KiB of seq", func(b []byte) bool { return len(b)-start > 256<<10 })
@@ -274,16 +280,25 @@ func TestTerminalInputAcrossRelayRestartRunsOnce(t *testing.T) {
 	// into the dying socket itself has no ack and is lost, never repeated).
 	testutil.EventuallyTrue(t, 10*time.Second, "the viewer to notice the relay stopped", func() bool { return !term.Stream.Connected() })
 	sent := make(chan error, 1)
-	go func() { sent <- term.Send(ctxT(t), []byte("echo b-$((1+2)) >> log.txt; echo second-$((3*3))\r")) }()
-	time.Sleep(300 * time.Millisecond)
+	sending := make(chan struct{})
+	go func() {
+		close(sending)
+		sent <- term.Send(ctxT(t), []byte("echo b-$((1+2)) >> log.txt; echo second-$((3*3))\r"))
+	}()
+	<-sending
+	select {
+	case err := <-sent:
+		t.Fatalf("Send returned %v with no relay to take the input", err)
+	default:
+	}
 	e.relay.Restart() // stopped above: starts a fresh relay on the same address
 	if err := <-sent; err != nil {
 		t.Fatalf("send across the restart: %v", err)
 	}
 	scr.waitContains(t, "second-9\r\n")
 	send(t, term, "echo third-$((4*4))\r")
+	// Input is ordered: a replayed b would have run before third's output.
 	scr.waitContains(t, "third-16\r\n")
-	time.Sleep(300 * time.Millisecond)
 	got, err := os.ReadFile(filepath.Join(e.root, "log.txt"))
 	if err != nil || string(got) != "a-2\nb-3\n" {
 		t.Fatalf("log.txt = %q, %v; want each command once", got, err)
@@ -312,8 +327,13 @@ func TestTerminalTwoViewersSeeTheSameOutput(t *testing.T) {
 	send(t, a, "echo three-$((1+2))\r")
 	scrA.waitContains(t, "three-3\r\n")
 	scrB.waitContains(t, "three-3\r\n")
-	time.Sleep(200 * time.Millisecond)
-	outA, outB := scrA.bytes(), scrB.bytes()
+	// Up to a final marker both viewers saw the same bytes (the prompt
+	// after it may still be on its way to one of them).
+	const marker = "mark-25\r\n"
+	send(t, a, "echo mark-$((5*5))\r")
+	outA, outB := scrA.waitContains(t, marker), scrB.waitContains(t, marker)
+	outA = outA[:bytes.Index(outA, []byte(marker))+len(marker)]
+	outB = outB[:bytes.Index(outB, []byte(marker))+len(marker)]
 	if !bytes.Equal(outA, outB) {
 		t.Fatalf("viewers differ:\nA %q\nB %q", outA, outB)
 	}

@@ -296,7 +296,7 @@ func TestFailoverMetaLeaderKilled(t *testing.T) {
 	if err != nil {
 		t.Fatalf("exchange: %v", err)
 	}
-	third := wire.Config(p.APIURL(), "")
+	third := agentenroll.StoredCredentials(wire, p.APIURL(), "")
 	for _, cr := range []*config.Credentials{second, third} {
 		runAgent(t, cr, nil)
 		sess := session(t, p.ControlConnFactory(), cr, 5*time.Second)

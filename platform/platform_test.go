@@ -96,7 +96,7 @@ func pair(t testing.TB, p *Platform) *config.Credentials {
 	if err != nil {
 		t.Fatalf("poll: %v", err)
 	}
-	return wire.Config(p.APIURL(), "")
+	return agentenroll.StoredCredentials(wire, p.APIURL(), "")
 }
 
 type runningAgent struct {

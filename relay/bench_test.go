@@ -99,6 +99,9 @@ func runIdleClients(spec string) int {
 	}
 	fmt.Println("ready")
 	io.Copy(io.Discard, os.Stdin)
+	for _, c := range conns {
+		c.CloseNow()
+	}
 	return 0
 }
 

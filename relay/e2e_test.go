@@ -8,10 +8,10 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/coder/quartz"
 	"github.com/coder/websocket"
 
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
@@ -595,13 +595,55 @@ func expectedStream(n int) string {
 	return b.String()
 }
 
+// reaperClock is a quartz mock at the wall time (tokens are minted on wall
+// time) for a relay's reaper. start waits for the reaper's ticker and its
+// first pass; tick advances one ReapInterval and waits for that pass (a
+// tick the reaper has not taken yet would be coalesced with the next).
+type reaperClock struct {
+	*quartz.Mock
+	t     *testing.T
+	ctx   context.Context // bounds every wait on the clock
+	trap  *quartz.Trap
+	every time.Duration
+}
+
+func newReaperClock(t *testing.T, every time.Duration) *reaperClock {
+	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	t.Cleanup(cancel)
+	clk := quartz.NewMock(t)
+	clk.Set(time.Now()).MustWait(ctx)
+	return &reaperClock{Mock: clk, t: t, ctx: ctx, trap: clk.Trap().NewTicker("relay", "reap"), every: every}
+}
+
+func (c *reaperClock) start(e *env) {
+	defer c.trap.Close()
+	c.trap.MustWait(c.ctx).MustRelease(c.ctx)
+	eventually(c.t, "the reaper's first pass", func() bool { return e.srv.reg.reapCount() >= 1 })
+}
+
+func (c *reaperClock) tick(e *env) {
+	n := e.srv.reg.reapCount()
+	c.Advance(c.every).MustWait(c.ctx)
+	eventually(c.t, "a reaper pass", func() bool { return e.srv.reg.reapCount() > n })
+}
+
 // §3 half-open reaper: a lone side older than the pair timeout is told why and dropped.
 func TestHalfOpenChannelReaped(t *testing.T) {
+	clk := newReaperClock(t, time.Second)
 	e := newEnv(t, func(o *Options) {
-		o.PairTimeout = 30 * time.Millisecond
-		o.ReapInterval = 10 * time.Millisecond
+		o.Clock = clk
+		o.PairTimeout = 3 * time.Second
+		o.ReapInterval = time.Second
 	})
+	clk.start(e)
 	agent := e.mustConnect(keyQuery(7681), agentOpen(t, 7681, 0))
+	for range 3 { // up to the pair timeout: not yet older than it
+		clk.tick(e)
+	}
+	if n := e.srv.Metrics().LiveChannels.Load(); n != 1 {
+		t.Fatalf("live channels at the pair timeout = %d, want 1 (not yet reaped)", n)
+	}
+	clk.tick(e)
 	c := agent.nextClose()
 	if c.Reason != agentpb.StreamCloseReason_STREAM_CLOSE_REASON_TRANSPORT_ERROR || c.Message != msgReaped || c.ChannelId != "ch-7681" {
 		t.Fatalf("reaped close %v", c)
@@ -612,33 +654,58 @@ func TestHalfOpenChannelReaped(t *testing.T) {
 
 // Paired channels are never reaped, however idle.
 func TestPairedChannelNotReaped(t *testing.T) {
-	// The relay's clock stands still until both sides are attached, so the
-	// agent alone is never older than the pair timeout (however slow the
-	// machine); then it jumps far past it.
-	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano())
-	e := newEnv(t, func(o *Options) {
-		o.ReapInterval = 5 * time.Millisecond
-		o.PairTimeout = 10 * time.Millisecond
-		o.Now = func() time.Time { return time.Unix(0, clock.Load()) }
-	})
+	clk := newReaperClock(t, time.Second)
+	e := newEnv(t, func(o *Options) { o.Clock = clk; o.ReapInterval = time.Second; o.PairTimeout = 2 * time.Second })
+	clk.start(e)
 	agent := e.mustConnect(keyQuery(7681), agentOpen(t, 7681, 0))
 	v := e.mustConnect(keyQuery(7681), viewerOpen(t, viewerClaims(0, 7681), 0))
-	clock.Add(int64(time.Hour))
-	before := e.srv.reg.reapCount()
-	eventually(t, "several reaper passes", func() bool { return e.srv.reg.reapCount() > before+5 })
+	for range 6 { // three times the pair timeout
+		clk.tick(e)
+	}
 	agent.send("alive")
 	if f := v.nextFrame(); string(f.Data) != "alive" {
 		t.Fatalf("got %q", f.Data)
 	}
 }
 
+// releaseCalls releases the next n calls trap catches, from its own
+// goroutine; the channel says when they are done (or why not).
+func releaseCalls(ctx context.Context, trap *quartz.Trap, n int) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		for range n {
+			call, err := trap.Wait(ctx)
+			if err == nil {
+				err = call.Release(ctx)
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	return done
+}
+
 // §10.2 keepalive: a peer that stops answering pings (half-open TCP) is dropped and detached.
 func TestHalfOpenSocketDroppedByKeepalive(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	defer cancel()
+	clk := quartz.NewMock(t)
+	clk.Set(time.Now()).MustWait(ctx)
+	started := clk.Trap().AfterFunc("relay", "keepalive")
+	pinging := clk.Trap().AfterFunc("relay", "ping-timeout")
+	defer pinging.Close()
+	answered := clk.Trap().TimerReset("relay", "keepalive")
+	defer answered.Close()
 	e := newEnv(t, func(o *Options) {
-		o.PingInterval = 10 * time.Millisecond
-		o.PingTimeout = 50 * time.Millisecond
+		o.Clock = clk
+		o.ReapInterval = time.Hour
+		o.PingInterval = 10 * time.Second
+		o.PingTimeout = 5 * time.Second
 	})
+	startedDone := releaseCalls(ctx, started, 2)                  // the agent and the dead viewer each start a keepalive
 	agent := e.mustConnect(keyQuery(7681), agentOpen(t, 7681, 0)) // reads, so it answers pings
 	// A viewer that completes the handshake and then never reads: pongs are never sent.
 	c := e.dial(keyQuery(7681))
@@ -647,6 +714,25 @@ func TestHalfOpenSocketDroppedByKeepalive(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := routeKey{ws: testWS, agent: testAgent, port: 7681}
+	eventually(t, "dead viewer attached", func() bool { return e.srv.reg.paired(k) })
+	if err := <-startedDone; err != nil {
+		t.Fatal(err)
+	}
+	started.Close()
+	// A trapped call holds the mock's lock until released, so the two pings'
+	// deadlines and the agent's rescheduling (its pong came back) are
+	// released as they come, in whatever order.
+	pinged, rescheduled := releaseCalls(ctx, pinging, 2), releaseCalls(ctx, answered, 1)
+	clk.Advance(10 * time.Second) // both are pinged; not waited: the dead viewer's ping never returns
+	for _, done := range []<-chan error{pinged, rescheduled} {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !e.srv.reg.paired(k) {
+		t.Fatal("the viewer was dropped before its ping timed out")
+	}
+	clk.Advance(5 * time.Second) // the dead viewer's ping times out
 	eventually(t, "dead viewer dropped", func() bool { return !e.srv.reg.paired(k) && e.srv.Metrics().OpensAccepted.Load() == 2 })
 	// The live agent answering pings stays attached.
 	v := e.mustConnect(keyQuery(7681), viewerOpen(t, viewerClaims(0, 7681), 0))
@@ -716,7 +802,6 @@ type resumingViewer struct {
 	p        *peer
 	next     uint64
 	resumes  int
-	onFrame  func(*agentpb.StreamFrame)
 	dropConn func(n uint64) bool // test hook: drop the socket after frame n
 }
 
@@ -810,7 +895,6 @@ func TestViewerResumeLongStreamExact(t *testing.T) {
 // and viewer reconnects that restart their own numbering.
 func TestInputReplayRunsOnce(t *testing.T) {
 	e := newEnv(t, nil)
-	type exec struct{ cursor uint64 }
 	var ran []string
 	var cursor uint64
 	// run drains n inputs through a receive cursor, like the agent's PTY writer.

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/coder/quartz"
 	"github.com/nats-io/nats.go"
 )
 
@@ -80,8 +81,11 @@ type Options struct {
 	// channel's home (its clients reconnect) or on a proxied side.
 	PeerTimeout time.Duration
 
-	// Now is the clock (tests); nil means time.Now.
+	// Now is the clock (tests); nil means Clock.Now.
 	Now func() time.Time
+	// Clock times the half-open reaper and the keepalive pings; nil is the
+	// real clock (tests pass a quartz.Mock and advance it).
+	Clock quartz.Clock
 }
 
 // Reference defaults.
@@ -187,8 +191,12 @@ func (o Options) withDefaults() Options {
 	if o.MaxViewers <= 0 {
 		o.MaxViewers = d.MaxViewers
 	}
+	if o.Clock == nil {
+		o.Clock = quartz.NewReal()
+	}
 	if o.Now == nil {
-		o.Now = time.Now
+		clk := o.Clock
+		o.Now = func() time.Time { return clk.Now() }
 	}
 	return o
 }

@@ -174,7 +174,7 @@ func (s *Server) Close() {
 
 func (s *Server) reaper() {
 	defer s.wg.Done()
-	t := time.NewTicker(s.opts.ReapInterval)
+	t := s.opts.Clock.NewTicker(s.opts.ReapInterval, "relay", "reap")
 	defer t.Stop()
 	for {
 		if n := s.reg.reap(s.opts.Now()); n > 0 {

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coder/quartz"
 	"github.com/coder/websocket"
 
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
@@ -414,17 +415,21 @@ func drainQueue(q *outq, write func([]byte) error, drop func()) {
 
 // keepalive pings the peer every PingInterval and drops the socket when a
 // pong does not come back within PingTimeout (half-open TCP). The read loop
-// must be running: it is what receives the pong.
+// must be running: it is what receives the pong. Both periods run on
+// opts.Clock (timers tagged "relay", "keepalive" and "ping-timeout").
 func (s *Server) keepalive(c *websocket.Conn) (stop func()) {
 	if s.opts.PingInterval <= 0 {
 		return func() {}
 	}
-	var t *time.Timer
+	clk := s.opts.Clock
+	var t *quartz.Timer
 	var mu sync.Mutex
 	stopped := false
-	t = time.AfterFunc(s.opts.PingInterval, func() {
-		ctx, cancel := context.WithTimeout(s.ctx, s.opts.PingTimeout)
+	t = clk.AfterFunc(s.opts.PingInterval, func() {
+		ctx, cancel := context.WithCancel(s.ctx)
+		deadline := clk.AfterFunc(s.opts.PingTimeout, cancel, "relay", "ping-timeout")
 		err := c.Ping(ctx)
+		deadline.Stop()
 		cancel()
 		if err != nil {
 			c.CloseNow() // the read loop ends and the side detaches
@@ -432,10 +437,10 @@ func (s *Server) keepalive(c *websocket.Conn) (stop func()) {
 		}
 		mu.Lock()
 		if !stopped {
-			t.Reset(s.opts.PingInterval)
+			t.Reset(s.opts.PingInterval, "relay", "keepalive")
 		}
 		mu.Unlock()
-	})
+	}, "relay", "keepalive")
 	return func() {
 		mu.Lock()
 		stopped = true

@@ -187,6 +187,7 @@ func (s *x11Screen) capture(ctx context.Context) (*image.RGBA, error) {
 			return err
 		}
 		if s.w <= 0 || s.h <= 0 {
+			//lint:ignore ST1005 "X" is the window system's name
 			return fmt.Errorf("X display %s reports an empty screen", s.name)
 		}
 		reply, err := xproto.GetImage(c, xproto.ImageFormatZPixmap, xproto.Drawable(s.root),
@@ -252,4 +253,6 @@ func zpixmapToRGBA(setup *xproto.SetupInfo, depth byte, data []byte, w, h int) (
 }
 
 // displayName is the X display this screen talks to.
+//
+//lint:ignore U1000 used by inject_robotgo.go, which only cgo builds compile
 func (s *x11Screen) displayName() string { return s.name }

@@ -131,6 +131,7 @@ func startVirtualDisplay(ctx context.Context, xvfb string, w, h int, log *slog.L
 	return nil, agenterr.FromIO("start Xvfb", lastErr)
 }
 
+//lint:ignore ST1005 Xvfb is a program's name
 var errXvfbExited = errors.New("Xvfb exited during startup")
 
 // xvfbProc is a started Xvfb, leading its own process tree, and the result
@@ -175,6 +176,7 @@ func spawnXvfb(ctx context.Context, path string, n, w, h int) (*xvfbProc, error)
 			return nil, ctx.Err()
 		case <-deadline.C:
 			kill()
+			//lint:ignore ST1005 Xvfb is a program's name
 			return nil, agenterr.FromIO("start Xvfb", errors.New("Xvfb did not become ready within 4s"))
 		case <-poll.C:
 			if socketLive(n) {

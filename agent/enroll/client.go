@@ -225,7 +225,7 @@ func (c *Client) Exchange(ctx context.Context, req ExchangeRequest) (*Credential
 	if resp.Credentials == nil {
 		return nil, fmt.Errorf("enrollment endpoint %s: response carried no credentials", PathTokenExchange)
 	}
-	if err := resp.Credentials.validate(); err != nil {
+	if err := validateCredentials(resp.Credentials); err != nil {
 		return nil, err
 	}
 	return resp.Credentials, nil
@@ -334,7 +334,7 @@ func (c *Client) Poll(ctx context.Context, start *StartResponse) (*Credentials, 
 			if resp.Credentials == nil {
 				return nil, ErrNoCredentials
 			}
-			if err := resp.Credentials.validate(); err != nil {
+			if err := validateCredentials(resp.Credentials); err != nil {
 				return nil, err
 			}
 			return resp.Credentials, nil

@@ -131,7 +131,7 @@ func TestWireCredentialsConvertToConfig(t *testing.T) {
 	if err := json.Unmarshal([]byte(`{"credentials":`+credsJSON+`}`), &resp); err != nil {
 		t.Fatal(err)
 	}
-	c := resp.Credentials.Config("https://api.test", "beta")
+	c := StoredCredentials(resp.Credentials, "https://api.test", "beta")
 	if c.AgentID != "agent-1" || c.WorkspaceID != "ws-1" || c.NATSBearer != "oge_bearer" || len(c.NATSURLs) != 1 ||
 		c.RelayURL != "wss://relay.example/stream" || c.RelayToken != "ogr_producer" || c.UpdatePubkey != "RWQ" ||
 		!c.ConsentedWholeMachine || !c.ConsentedScreenControl || c.UpdateChannel != "beta" || c.ResumeToken != "" ||
@@ -140,7 +140,7 @@ func TestWireCredentialsConvertToConfig(t *testing.T) {
 	}
 	var bare Credentials
 	_ = json.Unmarshal([]byte(`{"agentId":"a","workspaceId":"w","bearer":"b"}`), &bare)
-	if c := bare.Config("https://x", ""); c.NATSURLs == nil || c.UpdateChannel != "stable" {
+	if c := StoredCredentials(&bare, "https://x", ""); c.NATSURLs == nil || c.UpdateChannel != "stable" {
 		t.Fatalf("defaults: %+v", c)
 	}
 }

@@ -13,140 +13,45 @@ import (
 	"strings"
 
 	"github.com/opengeni/opengeni-agent/agent/config"
+	"github.com/opengeni/opengeni-agent/internal/enrollwire"
 )
 
 // API paths, joined to the API base URL.
 const (
-	PathDeviceStart   = "/v1/enrollments/device/start"
-	PathDevicePoll    = "/v1/enrollments/device/poll"
-	PathTokenExchange = "/v1/enrollments/token/exchange"
+	PathDeviceStart   = enrollwire.PathDeviceStart
+	PathDevicePoll    = enrollwire.PathDevicePoll
+	PathTokenExchange = enrollwire.PathTokenExchange
 )
 
 // DefaultIntervalSeconds is the poll interval when the server names none.
-const DefaultIntervalSeconds = 5
+const DefaultIntervalSeconds = enrollwire.DefaultIntervalSeconds
 
-// StartRequest is the device-flow start body. exposure, installFingerprint,
-// updateChannel and offersDisplay are deliberately not sent.
-type StartRequest struct {
-	WorkspaceID           string `json:"workspaceId"`
-	PublicKey             string `json:"publicKey"`
-	OS                    string `json:"os"`
-	Arch                  string `json:"arch"`
-	MachineName           string `json:"machineName,omitempty"`
-	CanOfferDisplay       bool   `json:"canOfferDisplay"`
-	RequestsScreenControl bool   `json:"requestsScreenControl"`
-}
-
-// StartResponse is the device-flow start answer.
-type StartResponse struct {
-	UserCode                string `json:"userCode"`
-	DeviceCode              string `json:"deviceCode"`
-	VerificationURI         string `json:"verificationUri"`
-	VerificationURIComplete string `json:"verificationUriComplete"`
-	ExpiresInSeconds        uint32 `json:"expiresInSeconds"`
-	IntervalSeconds         uint32 `json:"intervalSeconds"`
-}
-
-// UnmarshalJSON applies the defaults (intervalSeconds 5) and requires
-// userCode, deviceCode and verificationUri.
-func (r *StartResponse) UnmarshalJSON(b []byte) error {
-	type plain StartResponse
-	aux := struct {
-		plain
-		IntervalSeconds *uint32 `json:"intervalSeconds"`
-	}{}
-	if err := json.Unmarshal(b, &aux); err != nil {
-		return err
-	}
-	*r = StartResponse(aux.plain)
-	r.IntervalSeconds = DefaultIntervalSeconds
-	if aux.IntervalSeconds != nil {
-		r.IntervalSeconds = *aux.IntervalSeconds
-	}
-	switch {
-	case r.UserCode == "":
-		return fmt.Errorf("missing field `userCode`")
-	case r.DeviceCode == "":
-		return fmt.Errorf("missing field `deviceCode`")
-	case r.VerificationURI == "":
-		return fmt.Errorf("missing field `verificationUri`")
-	}
-	return nil
-}
-
-// PollRequest is the device-flow poll body.
-type PollRequest struct {
-	DeviceCode string `json:"deviceCode"`
-}
-
-// State is a poll state: a lowercase string on the wire.
-type State string
-
-// Poll states. The control plane signals "poll slower" with HTTP 429; the
-// RFC 8628 slow_down state is understood too.
-const (
-	StatePending    State = "pending"
-	StateAuthorized State = "authorized"
-	StateDenied     State = "denied"
-	StateExpired    State = "expired"
-	StateDisabled   State = "disabled"
-	StateSlowDown   State = "slow_down"
+// The wire bodies, shared with the control plane's API (internal/enrollwire).
+type (
+	StartRequest     = enrollwire.StartRequest
+	StartResponse    = enrollwire.StartResponse
+	PollRequest      = enrollwire.PollRequest
+	State            = enrollwire.State
+	PollResponse     = enrollwire.PollResponse
+	ExchangeRequest  = enrollwire.ExchangeRequest
+	ExchangeResponse = enrollwire.ExchangeResponse
+	Credentials      = enrollwire.Credentials
 )
 
-// UnmarshalJSON rejects unknown states.
-func (s *State) UnmarshalJSON(b []byte) error {
-	var v string
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
-	}
-	switch st := State(v); st {
-	case StatePending, StateAuthorized, StateDenied, StateExpired, StateDisabled, StateSlowDown:
-		*s = st
-		return nil
-	}
-	return fmt.Errorf("unknown device-flow state %q", v)
-}
+// Poll states.
+const (
+	StatePending    = enrollwire.StatePending
+	StateAuthorized = enrollwire.StateAuthorized
+	StateDenied     = enrollwire.StateDenied
+	StateExpired    = enrollwire.StateExpired
+	StateDisabled   = enrollwire.StateDisabled
+	StateSlowDown   = enrollwire.StateSlowDown
+)
 
-// PollResponse is the device-flow poll answer.
-type PollResponse struct {
-	State       State        `json:"state"`
-	Credentials *Credentials `json:"credentials,omitempty"`
-}
-
-// ExchangeRequest is the zero-click token exchange body (no workspaceId: the
-// token carries it; no exposure).
-type ExchangeRequest struct {
-	Token                 string `json:"token"`
-	PublicKey             string `json:"publicKey"`
-	OS                    string `json:"os"`
-	Arch                  string `json:"arch"`
-	MachineName           string `json:"machineName,omitempty"`
-	CanOfferDisplay       bool   `json:"canOfferDisplay"`
-	RequestsScreenControl bool   `json:"requestsScreenControl"`
-}
-
-// ExchangeResponse is the token exchange answer.
-type ExchangeResponse struct {
-	Credentials *Credentials `json:"credentials"`
-}
-
-// Credentials is what an authorized poll or an exchange returns (camelCase).
-// subjectPrefix and natsAccountCreds are ignored.
-type Credentials struct {
-	AgentID                string   `json:"agentId"`
-	WorkspaceID            string   `json:"workspaceId"`
-	Bearer                 string   `json:"bearer"`
-	NATSURLs               []string `json:"natsUrls"`
-	RelayURL               string   `json:"relayUrl"`
-	RelayToken             string   `json:"relayToken"`
-	UpdatePublicKey        string   `json:"updatePublicKey"`
-	ConsentedWholeMachine  bool     `json:"consentedWholeMachine"`
-	ConsentedScreenControl bool     `json:"consentedScreenControl"`
-}
-
-// Config converts to the stored form for the connection to apiURL:
-// update_channel = channel, empty resume token, epoch 0.
-func (c *Credentials) Config(apiURL, channel string) *config.Credentials {
+// StoredCredentials converts wire credentials to the stored form for the
+// connection to apiURL: update_channel = channel, empty resume token,
+// epoch 0. subjectPrefix and natsAccountCreds are not kept.
+func StoredCredentials(c *Credentials, apiURL, channel string) *config.Credentials {
 	if channel == "" {
 		channel = "stable"
 	}
@@ -169,7 +74,7 @@ func (c *Credentials) Config(apiURL, channel string) *config.Credentials {
 	}
 }
 
-func (c *Credentials) validate() error {
+func validateCredentials(c *Credentials) error {
 	if c.AgentID == "" || c.WorkspaceID == "" {
 		return fmt.Errorf("server returned credentials without agentId or workspaceId")
 	}

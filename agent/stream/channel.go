@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/opengeni/opengeni-agent/internal/backoff"
+	"github.com/opengeni/opengeni-agent/internal/relayclient"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 	"github.com/opengeni/opengeni-agent/relay/frame"
 )
@@ -63,7 +64,7 @@ func newChannel(d *Dialer, desc *agentpb.StreamChannel) *Channel {
 		cfg:     cfg,
 		desc:    desc,
 		url:     DialURL(cfg.RelayURL, desc),
-		bo:      &backoff.Backoff{Policy: cfg.Backoff},
+		bo:      &backoff.Backoff{Policy: cfg.Backoff, Clock: cfg.Clock},
 		out:     make(chan []byte, cfg.SendQueue),
 		recv:    make(chan []byte, cfg.RecvQueue),
 		input:   make(chan *agentpb.DesktopInput, cfg.RecvQueue),
@@ -122,7 +123,7 @@ func (c *Channel) Flush(ctx context.Context) error {
 			c.mu.Unlock()
 			return nil
 		}
-		if err := c.connErr; isRefusal(err) {
+		if err := c.connErr; relayclient.IsRefusal(err) {
 			c.mu.Unlock()
 			return fmt.Errorf("relay stream: frames not delivered: %w", err)
 		}
@@ -162,13 +163,6 @@ func (c *Channel) setConnErr(err error) {
 		c.shipWake = nil
 	}
 	c.mu.Unlock()
-}
-
-// isRefusal reports a relay answer that retrying the same open cannot fix.
-func isRefusal(err error) bool {
-	var rej *RejectedError
-	var perr *ProtocolError
-	return errors.As(err, &rej) || errors.As(err, &perr)
 }
 
 // Recv delivers the data of inbound StreamFrames in order, each at most
@@ -492,7 +486,7 @@ func (cn *conn) readLoop() {
 
 func (cn *conn) pingLoop() {
 	defer cn.wg.Done()
-	t := time.NewTicker(cn.c.cfg.PingInterval)
+	t := cn.c.cfg.Clock.NewTicker(cn.c.cfg.PingInterval, "stream", "ping")
 	defer t.Stop()
 	for {
 		select {
@@ -503,8 +497,10 @@ func (cn *conn) pingLoop() {
 		if cn.delivering.Load() {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(cn.ctx, cn.c.cfg.PingInterval)
+		ctx, cancel := context.WithCancel(cn.ctx)
+		deadline := cn.c.cfg.Clock.AfterFunc(cn.c.cfg.PingInterval, cancel, "stream", "ping-timeout")
 		err := cn.ws.Ping(ctx)
+		deadline.Stop()
 		cancel()
 		if err != nil {
 			if cn.ctx.Err() == nil {

@@ -30,11 +30,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/coder/quartz"
 
 	"github.com/opengeni/opengeni-agent/internal/backoff"
+	"github.com/opengeni/opengeni-agent/internal/relayclient"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
-	"github.com/opengeni/opengeni-agent/relay/frame"
 )
 
 // Well-known logical ports (relay.md §7).
@@ -61,23 +61,14 @@ var (
 	ErrClosed = errors.New("stream: channel closed")
 	// ErrNotConfigured is returned by Open when the dialer has no relay URL or token.
 	ErrNotConfigured = errors.New("stream: no relay configured")
-	// errClosedBeforeAck is a transport error: the relay closed the socket
-	// before answering the StreamOpen.
-	errClosedBeforeAck = errors.New("relay closed before ack")
 )
 
 // RejectedError is a StreamOpenAck{accepted:false}. It is terminal for Open;
 // a rejected re-open of a live channel is retried with backoff.
-type RejectedError struct{ Message string }
-
-func (e *RejectedError) Error() string {
-	return "relay stream: relay rejected channel open: " + e.Message
-}
+type RejectedError = relayclient.RejectedError
 
 // ProtocolError is a first answer that is not an OpenAck.
-type ProtocolError struct{ Detail string }
-
-func (e *ProtocolError) Error() string { return "relay stream: protocol error: " + e.Detail }
+type ProtocolError = relayclient.ProtocolError
 
 // Dialer opens relay channels for one enrolled agent. RelayURL, Token,
 // WorkspaceID and AgentID come from the enrollment credentials; the other
@@ -105,7 +96,10 @@ type Dialer struct {
 	CloseGrace       time.Duration // how long Close tries to deliver what is queued and the StreamClose
 	Backoff          backoff.Policy
 	HTTPClient       *http.Client
-	Now              func() time.Time // produced_at_ms; nil means time.Now
+	Now              func() time.Time // produced_at_ms; nil means Clock.Now
+	// Clock times the keepalive pings and the reconnect backoff; nil is the
+	// real clock (tests pass a quartz.Mock and advance it).
+	Clock quartz.Clock
 }
 
 // Configured reports whether the dialer can reach a relay.
@@ -157,7 +151,7 @@ func (d *Dialer) Open(ctx context.Context, kind agentpb.StreamKind, port uint32)
 			go c.run(cn)
 			return c, nil
 		}
-		if isRefusal(err) {
+		if relayclient.IsRefusal(err) {
 			return nil, err
 		}
 		if ctx.Err() != nil {
@@ -176,44 +170,15 @@ func (d *Dialer) Open(ctx context.Context, kind agentpb.StreamKind, port uint32)
 func (c *Channel) connect(ctx context.Context) (*conn, error) {
 	hctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
 	defer cancel()
-	ws, _, err := websocket.Dial(hctx, c.url, &websocket.DialOptions{HTTPClient: c.cfg.HTTPClient})
-	if err != nil {
-		return nil, fmt.Errorf("relay stream: dial: %w", err)
-	}
-	ws.SetReadLimit(frame.MaxMessageSize)
 	tok := c.cfg.Token
 	if c.cfg.TokenFunc != nil {
 		tok = c.cfg.TokenFunc()
 	}
 	resume := c.recvNext
 	open := &agentpb.StreamOpen{Channel: c.desc, Token: tok, Role: agentpb.StreamRole_STREAM_ROLE_AGENT, ResumeFromSeq: resume}
-	if err := frame.WriteFrame(hctx, ws, open); err != nil {
-		ws.CloseNow()
-		return nil, fmt.Errorf("relay stream: send open: %w", err)
-	}
-	tag, m, err := frame.ReadFrame(hctx, ws)
+	ws, ack, err := relayclient.Open(hctx, c.url, c.cfg.HTTPClient, open)
 	if err != nil {
-		ws.CloseNow()
-		if tag != 0 { // a known tag whose body does not decode
-			return nil, &ProtocolError{Detail: err.Error()}
-		}
-		if errors.Is(err, io.EOF) || websocket.CloseStatus(err) != -1 {
-			err = errClosedBeforeAck
-		}
-		return nil, fmt.Errorf("relay stream: await ack: %w", err)
-	}
-	ack, ok := m.(*agentpb.StreamOpenAck)
-	if !ok {
-		ws.CloseNow()
-		return nil, &ProtocolError{Detail: "expected StreamOpenAck, got " + tag.String()}
-	}
-	if !ack.GetAccepted() {
-		ws.CloseNow()
-		msg := ack.GetError().GetMessage()
-		if msg == "" {
-			msg = "rejected"
-		}
-		return nil, &RejectedError{Message: msg}
+		return nil, fmt.Errorf("relay stream: %w", err)
 	}
 	// The ack's resume_from_seq is the relay's echo of ours (relay.md §4):
 	// the send cursor is never moved by it (§9.3) and the receive cursor
@@ -255,8 +220,12 @@ func (d *Dialer) resolved() Dialer {
 	if cfg.Backoff == (backoff.Policy{}) {
 		cfg.Backoff = backoff.Exponential(500*time.Millisecond, 30*time.Second)
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = quartz.NewReal()
+	}
 	if cfg.Now == nil {
-		cfg.Now = time.Now
+		clk := cfg.Clock
+		cfg.Now = func() time.Time { return clk.Now() }
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

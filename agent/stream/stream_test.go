@@ -5,15 +5,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/coder/quartz"
+	"github.com/coder/websocket"
 
 	"github.com/opengeni/opengeni-agent/agent/stream"
 	"github.com/opengeni/opengeni-agent/agent/stream/streamtest"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 	"github.com/opengeni/opengeni-agent/relay"
+	"github.com/opengeni/opengeni-agent/relay/frame"
 )
 
 func TestDialURL(t *testing.T) {
@@ -289,18 +296,111 @@ func TestCloseGivesUpAfterGraceWhenRelayIsGone(t *testing.T) {
 }
 
 // A relay's reaper closes a lone agent's channel with TRANSPORT_ERROR; the
-// agent re-registers instead of ending.
+// agent re-registers instead of ending. The relay's clock is a mock: the
+// reaper runs only when the test moves it past the pair timeout.
 func TestReapedChannelReRegisters(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), streamtest.Deadline)
+	defer cancel()
+	clk := quartz.NewMock(t)
+	clk.Set(time.Now()).MustWait(ctx)
+	reaper := clk.Trap().NewTicker("relay", "reap")
 	r := streamtest.StartRelay(t, func(o *relay.Options) {
-		o.PairTimeout = 50 * time.Millisecond
-		o.ReapInterval = 20 * time.Millisecond
+		o.Clock = clk
+		o.PairTimeout = 2 * time.Second
+		o.ReapInterval = time.Second
 	})
+	reaper.MustWait(ctx).MustRelease(ctx)
+	reaper.Close()
 	ch := open(t, r.Dialer())
+	for range 3 { // past the pair timeout: the lone agent is reaped
+		clk.Advance(time.Second).MustWait(ctx)
+	}
 	streamtest.Eventually(t, "re-registration after reaping", func() bool { return ch.Stats().Reconnects >= 1 })
 	send(t, ch, "still-here")
 	v := streamtest.NewViewer(t, r, ch.Descriptor())
 	v.Connect()
 	v.WaitContains("still-here")
+}
+
+// The channel pings the relay every PingInterval on its clock. A relay that
+// answers keeps the connection; one that does not (below) is dropped when
+// the ping's deadline, one interval later, passes.
+func TestKeepaliveKeepsAnAnsweringRelay(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), streamtest.Deadline)
+	defer cancel()
+	r := streamtest.StartRelay(t, nil)
+	clk := quartz.NewMock(t)
+	clk.Set(time.Now()).MustWait(ctx)
+	pings := clk.Trap().NewTicker("stream", "ping")
+	defer pings.Close()
+	timeouts := clk.Trap().AfterFunc("stream", "ping-timeout")
+	defer timeouts.Close()
+	d := r.Dialer()
+	d.Clock = clk
+	d.PingInterval = time.Minute
+	ch := open(t, d)
+	pings.MustWait(ctx).MustRelease(ctx)
+
+	// The relay answers: the ping's deadline is stopped, nothing is lost.
+	clk.Advance(time.Minute).MustWait(ctx)
+	timeouts.MustWait(ctx).MustRelease(ctx)
+	send(t, ch, "answered")
+	if err := ch.Flush(ctx); err != nil || ch.LastError() != nil || ch.Stats().Reconnects != 0 {
+		t.Fatalf("after an answered ping: flush %v, last error %v, reconnects %d", err, ch.LastError(), ch.Stats().Reconnects)
+	}
+
+}
+
+// halfOpenRelay accepts every open and then never reads again, so pings
+// are never answered (a relay behind a dead TCP path).
+func halfOpenRelay(t *testing.T) string {
+	stop := make(chan struct{})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		if _, _, err := frame.ReadFrame(r.Context(), ws); err != nil {
+			return
+		}
+		if frame.WriteFrame(r.Context(), ws, &agentpb.StreamOpenAck{Accepted: true}) != nil {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	}))
+	t.Cleanup(hs.Close)
+	t.Cleanup(func() { close(stop) }) // first: a hijacked socket outlives hs.Close
+	return "ws" + strings.TrimPrefix(hs.URL, "http") + "/stream"
+}
+
+func TestKeepaliveDropsAHalfOpenRelay(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), streamtest.Deadline)
+	defer cancel()
+	clk := quartz.NewMock(t)
+	pings := clk.Trap().NewTicker("stream", "ping")
+	defer pings.Close()
+	timeouts := clk.Trap().AfterFunc("stream", "ping-timeout")
+	defer timeouts.Close()
+	d := &stream.Dialer{RelayURL: halfOpenRelay(t), Token: "ogr_any", WorkspaceID: streamtest.Workspace, AgentID: streamtest.Agent,
+		Clock: clk, PingInterval: time.Minute, CloseGrace: time.Millisecond}
+	ch := open(t, d)
+	pings.MustWait(ctx).MustRelease(ctx)
+	clk.Advance(time.Minute).MustWait(ctx)
+	call := timeouts.MustWait(ctx)
+	if call.Duration != time.Minute {
+		t.Fatalf("ping deadline %v, want the ping interval", call.Duration)
+	}
+	call.MustRelease(ctx)
+	if ch.LastError() != nil {
+		t.Fatalf("dropped before the ping deadline: %v", ch.LastError())
+	}
+	clk.Advance(time.Minute) // the pong never came: the deadline passes
+	// The failed ping closes the socket; its reader may report the loss first.
+	streamtest.Eventually(t, "the half-open relay dropped", func() bool { return ch.LastError() != nil })
 }
 
 func TestDesktopInputReachesTheAgent(t *testing.T) {

@@ -70,8 +70,7 @@ func (u *Updater) progress(s Stage) {
 
 // Updater checks for and applies updates of one binary.
 type Updater struct {
-	o   Options
-	pub string
+	o Options
 }
 
 // New validates opts and applies defaults.

@@ -188,13 +188,12 @@ func TestUnknownCommandIsUsageError(t *testing.T) {
 const wsA = "aaaaaaaa-0000-0000-0000-00000000000a"
 
 type fakeAPI struct {
-	srv      *httptest.Server
-	natsURL  string
-	mu       sync.Mutex
-	polls    int
-	bodies   []map[string]any
-	pubkeys  []string
-	approved bool
+	srv     *httptest.Server
+	natsURL string
+	mu      sync.Mutex
+	polls   int
+	bodies  []map[string]any
+	pubkeys []string
 }
 
 func newFakeAPI(t *testing.T, natsURL string) *fakeAPI {

@@ -147,7 +147,7 @@ func enrollConnection(ctx context.Context, store *config.Store, p enrollParams, 
 	if err != nil {
 		return nil, err
 	}
-	creds := wire.Config(api, p.Channel)
+	creds := enroll.StoredCredentials(wire, api, p.Channel)
 	path, err := store.Save(creds)
 	if err != nil {
 		return nil, fmt.Errorf("save credentials: %w", err)

@@ -35,6 +35,7 @@ import (
 
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/control/store"
+	"github.com/opengeni/opengeni-agent/internal/enrollwire"
 	"github.com/opengeni/opengeni-agent/internal/iplimit"
 	"github.com/opengeni/opengeni-agent/internal/natsurl"
 	"github.com/opengeni/opengeni-agent/relay/token"
@@ -114,10 +115,10 @@ func New(cfg Config) (*API, error) {
 	a.exchange = iplimit.New(cfg.RateLimits.Exchange, cfg.Now)
 
 	m := http.NewServeMux()
-	m.HandleFunc("POST /v1/enrollments/device/start", a.agentRoute(a.start, a.handleStart))
-	m.HandleFunc("POST /v1/enrollments/device/poll", a.agentRoute(a.poll, a.handlePoll))
+	m.HandleFunc("POST "+enrollwire.PathDeviceStart, a.agentRoute(a.start, a.handleStart))
+	m.HandleFunc("POST "+enrollwire.PathDevicePoll, a.agentRoute(a.poll, a.handlePoll))
 	m.HandleFunc("POST /v1/enrollments/device/lookup", a.agentRoute(a.lookup, a.handleLookup))
-	m.HandleFunc("POST /v1/enrollments/token/exchange", a.agentRoute(a.exchange, a.handleExchange))
+	m.HandleFunc("POST "+enrollwire.PathTokenExchange, a.agentRoute(a.exchange, a.handleExchange))
 	m.HandleFunc("POST /v1/workspaces/{ws}/enrollments/device/approve", a.userRoute(PermEnrollmentsManage, a.handleApprove))
 	m.HandleFunc("POST /v1/workspaces/{ws}/enrollments/device/deny", a.userRoute(PermEnrollmentsManage, a.handleDeny))
 	m.HandleFunc("POST /v1/workspaces/{ws}/enrollments/token", a.userRoute(PermEnrollmentsManage, a.handleMint))
@@ -318,20 +319,8 @@ func (f machineFields) validate() (machine, error) {
 }
 
 // Credentials are what an authorized poll and an exchange return (the
-// agent's credentials file).
-type Credentials struct {
-	AgentID                string   `json:"agentId"`
-	WorkspaceID            string   `json:"workspaceId"`
-	Bearer                 string   `json:"bearer"`
-	SubjectPrefix          string   `json:"subjectPrefix"`
-	NATSURLs               []string `json:"natsUrls"`
-	RelayURL               string   `json:"relayUrl"`
-	RelayToken             string   `json:"relayToken"`
-	NATSAccountCreds       string   `json:"natsAccountCreds"` // == Bearer (vestigial)
-	UpdatePublicKey        string   `json:"updatePublicKey"`
-	ConsentedWholeMachine  bool     `json:"consentedWholeMachine"`
-	ConsentedScreenControl bool     `json:"consentedScreenControl"`
-}
+// agent's credentials file; the agent reads the same type).
+type Credentials = enrollwire.Credentials
 
 // credentials mints a fresh credential set for an enrollment.
 func (a *API) credentials(e store.Enrollment) (*Credentials, error) {

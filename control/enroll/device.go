@@ -10,29 +10,14 @@ import (
 
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/control/store"
-)
-
-// Poll states (the HTTP API has no slow_down: 429 does that job).
-const (
-	StatePending    = "pending"
-	StateAuthorized = "authorized"
-	StateDenied     = "denied"
-	StateExpired    = "expired"
-	StateDisabled   = "disabled"
+	"github.com/opengeni/opengeni-agent/internal/enrollwire"
 )
 
 // mintRetries bounds re-minting codes on a collision.
 const mintRetries = 5
 
-// StartResponse is the device-flow start reply.
-type StartResponse struct {
-	DeviceCode              string `json:"deviceCode"`
-	UserCode                string `json:"userCode"`
-	VerificationURI         string `json:"verificationUri"`
-	VerificationURIComplete string `json:"verificationUriComplete"`
-	IntervalSeconds         int    `json:"intervalSeconds"`
-	ExpiresInSeconds        int    `json:"expiresInSeconds"`
-}
+// StartResponse is the device-flow start reply (the agent reads the same type).
+type StartResponse = enrollwire.StartResponse
 
 func (a *API) handleStart(_ http.ResponseWriter, r *http.Request, body []byte) (int, any, error) {
 	var req struct {
@@ -74,15 +59,12 @@ func (a *API) handleStart(_ http.ResponseWriter, r *http.Request, body []byte) (
 	return http.StatusCreated, StartResponse{
 		DeviceCode: d.DeviceCode, UserCode: d.UserCode, VerificationURI: uri,
 		VerificationURIComplete: uri + "?user_code=" + url.QueryEscape(d.UserCode),
-		IntervalSeconds:         int(DevicePollInterval / time.Second), ExpiresInSeconds: int(DeviceCodeTTL / time.Second),
+		IntervalSeconds:         uint32(DevicePollInterval / time.Second), ExpiresInSeconds: uint32(DeviceCodeTTL / time.Second),
 	}, nil
 }
 
-// PollResponse is the device-flow poll reply.
-type PollResponse struct {
-	State       string       `json:"state"`
-	Credentials *Credentials `json:"credentials,omitempty"`
-}
+// PollResponse is the device-flow poll reply (the agent reads the same type).
+type PollResponse = enrollwire.PollResponse
 
 func (a *API) handlePoll(_ http.ResponseWriter, r *http.Request, body []byte) (int, any, error) {
 	var req struct {
@@ -101,35 +83,36 @@ func (a *API) handlePoll(_ http.ResponseWriter, r *http.Request, body []byte) (i
 	return http.StatusOK, PollResponse{State: state, Credentials: creds}, nil
 }
 
-// pollState is the poll state machine of control.md §6.3 (first match wins),
+// pollState is the poll state machine of control.md §6.3 (first match wins;
+// the HTTP API has no slow_down: 429 does that job),
 // with one deliberate deviation: a device code is single-use. The reference
 // returns fresh credentials on every poll of a consumed code, so a code read
 // from a log, a proxy or the store mints bearers for the machine for as long
 // as the row lives; here the poll that flips approved → consumed is the
 // only one that gets credentials, and every later poll reads "expired"
 // (docs/security.md). A machine that lost that one answer pairs again.
-func (a *API) pollState(r *http.Request, deviceCode string) (string, *Credentials, error) {
+func (a *API) pollState(r *http.Request, deviceCode string) (enrollwire.State, *Credentials, error) {
 	ctx := r.Context()
 	d, err := a.cfg.Store.GetDeviceRequest(ctx, deviceCode)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return StateExpired, nil, nil // existence is not leaked
+		return enrollwire.StateExpired, nil, nil // existence is not leaked
 	case err != nil:
 		return "", nil, err
 	case d.Status == store.DeviceDenied:
-		return StateDenied, nil, nil
+		return enrollwire.StateDenied, nil, nil
 	case d.Status == store.DevicePending && d.Expired(a.now()):
-		return StateExpired, nil, nil
+		return enrollwire.StateExpired, nil, nil
 	case d.Status == store.DevicePending:
-		return StatePending, nil, nil
+		return enrollwire.StatePending, nil, nil
 	case d.Status != store.DeviceApproved || d.EnrollmentID == "":
-		return StateExpired, nil, nil // consumed: single-use
+		return enrollwire.StateExpired, nil, nil // consumed: single-use
 	case a.cfg.SigningSecret == "":
-		return StateDisabled, nil, nil
+		return enrollwire.StateDisabled, nil, nil
 	}
 	e, err := a.cfg.Store.GetEnrollment(ctx, d.WorkspaceID, d.EnrollmentID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !e.Active()) {
-		return StateDenied, nil, nil
+		return enrollwire.StateDenied, nil, nil
 	}
 	if err != nil {
 		return "", nil, err
@@ -146,13 +129,13 @@ func (a *API) pollState(r *http.Request, deviceCode string) (string, *Credential
 		return "", nil, err
 	}
 	if !consumed {
-		return StateExpired, nil, nil
+		return enrollwire.StateExpired, nil, nil
 	}
 	creds, err := a.credentials(e)
 	if err != nil {
 		return "", nil, err
 	}
-	return StateAuthorized, creds, nil
+	return enrollwire.StateAuthorized, creds, nil
 }
 
 // LookupResponse describes a pending request to the approving user.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/control/store"
+	"github.com/opengeni/opengeni-agent/internal/enrollwire"
 )
 
 // MintResponse is the enroll-token mint reply.
@@ -81,7 +82,7 @@ func (a *API) handleExchange(_ http.ResponseWriter, r *http.Request, body []byte
 		return 0, nil, err
 	}
 	a.log.Info("enroll token exchanged", "workspace", c.WorkspaceID, "enrollment", e.ID)
-	return http.StatusCreated, map[string]any{"credentials": creds}, nil
+	return http.StatusCreated, enrollwire.ExchangeResponse{Credentials: creds}, nil
 }
 
 func (a *API) handleList(_ http.ResponseWriter, r *http.Request, _ *Principal, _ []byte) (int, any, error) {

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/coder/quartz"
 )
 
 // Policy computes the ceiling for an attempt number.
@@ -59,6 +61,8 @@ func Jitter(ceiling time.Duration) time.Duration {
 // Backoff tracks attempts for one reconnecting thing. Safe for concurrent use.
 type Backoff struct {
 	Policy Policy
+	// Clock times Sleep; nil is the real clock (tests pass a quartz.Mock).
+	Clock quartz.Clock
 
 	mu      sync.Mutex
 	attempt int
@@ -87,16 +91,23 @@ func (b *Backoff) Attempt() int {
 	return b.attempt
 }
 
-// Sleep waits for the next delay, returning early with ctx's error.
-func (b *Backoff) Sleep(ctx context.Context) error { return SleepCtx(ctx, b.Next()) }
+// Sleep waits for the next delay on b.Clock, returning early with ctx's error.
+func (b *Backoff) Sleep(ctx context.Context) error { return SleepOn(ctx, b.Clock, b.Next()) }
 
 // SleepCtx waits d unless ctx ends first (then it returns ctx's error); d ≤ 0
 // only checks ctx.
-func SleepCtx(ctx context.Context, d time.Duration) error {
+func SleepCtx(ctx context.Context, d time.Duration) error { return SleepOn(ctx, nil, d) }
+
+// SleepOn is SleepCtx timed by clk (nil: the real clock). Its timer is
+// tagged "backoff" for quartz traps.
+func SleepOn(ctx context.Context, clk quartz.Clock, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
 	}
-	t := time.NewTimer(d)
+	if clk == nil {
+		clk = quartz.NewReal()
+	}
+	t := clk.NewTimer(d, "backoff")
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

@@ -1,9 +1,13 @@
 package backoff
 
 import (
+	"context"
+	"errors"
 	"math"
 	"testing"
 	"time"
+
+	"github.com/coder/quartz"
 )
 
 func TestExponentialCeilingClampsToCap(t *testing.T) {
@@ -60,5 +64,44 @@ func TestResetReturnsToFastWindow(t *testing.T) {
 	b.Reset()
 	if b.Attempt() != 0 || b.Policy.Ceiling(b.Attempt()) != 3*time.Second {
 		t.Fatal("reset did not return to the fast window")
+	}
+}
+
+// Sleep waits on its clock: it returns once the mock clock reaches the drawn
+// delay (not before, not on wall time), and at once when ctx ends.
+func TestSleepFollowsTheClock(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	clk := quartz.NewMock(t)
+	trap := clk.Trap().NewTimer("backoff")
+	defer trap.Close()
+	b := Backoff{Policy: Policy{Base: time.Hour, Cap: time.Hour, FastAttempts: 1, FastCeiling: time.Hour}, Clock: clk}
+	done := make(chan error, 1)
+	go func() { done <- b.Sleep(ctx) }()
+	call := trap.MustWait(ctx)
+	d := call.Duration
+	call.MustRelease(ctx)
+	if d < 0 || d > time.Hour {
+		t.Fatalf("drew %v, want within [0, 1h]", d)
+	}
+	if d > 0 {
+		clk.Advance(d - 1).MustWait(ctx)
+		select {
+		case err := <-done:
+			t.Fatalf("Sleep returned %v before its delay", err)
+		default:
+		}
+		clk.Advance(1).MustWait(ctx)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Sleep = %v", err)
+	}
+
+	stop, stopCancel := context.WithCancel(ctx)
+	go func() { done <- SleepOn(stop, clk, time.Hour) }()
+	trap.MustWait(ctx).MustRelease(ctx)
+	stopCancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("SleepOn after cancel = %v", err)
 	}
 }

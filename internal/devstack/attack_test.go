@@ -108,7 +108,7 @@ func pair(t *testing.T, p *Platform, ws string) *machine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &machine{creds: wire.Config(p.APIURL(), ""), deviceCode: start.DeviceCode}
+	return &machine{creds: agentenroll.StoredCredentials(wire, p.APIURL(), ""), deviceCode: start.DeviceCode}
 }
 
 // agentNATS connects with a machine's own bearer, as its agent would.

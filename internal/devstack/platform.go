@@ -329,7 +329,7 @@ func (p *Platform) EnrollLocalMachine(ctx context.Context, configDir string) (*c
 	if err != nil {
 		return nil, fmt.Errorf("devstack: device flow poll: %w", err)
 	}
-	creds := wire.Config(p.APIURL(), "")
+	creds := agentenroll.StoredCredentials(wire, p.APIURL(), "")
 	if err := p.replace(cs, creds); err != nil {
 		return nil, err
 	}

@@ -179,7 +179,6 @@ func runChaosAgent(ctx context.Context, e *Env, r *ScenarioResult) error {
 		return err
 	}
 	rec := &Recorder{}
-	d := e.Driver(a, rec, e.p.opTimeout)
 
 	// SIGKILL: the agent cannot clean up.
 	pidFile := filepath.Join(a.Root, "kill-child.pid")
@@ -228,8 +227,7 @@ func runChaosAgent(ctx context.Context, e *Env, r *ScenarioResult) error {
 	a, v = e.restart(ctx, a, "SIGTERM")
 	r.Verdicts = append(r.Verdicts, v)
 	if a != nil {
-		d = e.Driver(a, rec, e.p.opTimeout)
-		d.Echo(ctx, "exec", 1, "")
+		e.Driver(a, rec, e.p.opTimeout).Echo(ctx, "exec", 1, "")
 	}
 	r.Latency = rec.Rows()
 	// The in-flight execs die with their agent: only typed-ness and the

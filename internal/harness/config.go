@@ -42,26 +42,25 @@ func Select(arg string) ([]string, error) {
 type params struct {
 	pings, execs, fsOps int
 
-	floodConc     int
-	floodFor      time.Duration
-	fleet         int
-	fleetOps      int
-	heartbeatGap  time.Duration
-	largeSizes    []int
-	longSleep     time.Duration
-	longDeadline  time.Duration
-	shortSleep    time.Duration
-	chaosDown     time.Duration
-	chaosFreeze   time.Duration
-	chaosExec     time.Duration
-	reconnectMax  time.Duration
-	soak          time.Duration
-	soakWorkers   int
-	goneWait      time.Duration
-	rssDriftPct   float64
-	fdDrift       float64
-	opTimeout     time.Duration
-	largeExecWait time.Duration
+	floodConc    int
+	floodFor     time.Duration
+	fleet        int
+	fleetOps     int
+	heartbeatGap time.Duration
+	largeSizes   []int
+	longSleep    time.Duration
+	longDeadline time.Duration
+	shortSleep   time.Duration
+	chaosDown    time.Duration
+	chaosFreeze  time.Duration
+	chaosExec    time.Duration
+	reconnectMax time.Duration
+	soak         time.Duration
+	soakWorkers  int
+	goneWait     time.Duration
+	rssDriftPct  float64
+	fdDrift      float64
+	opTimeout    time.Duration
 }
 
 func paramsFor(cfg Config) params {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/opengeni/opengeni-agent/agent/stream"
 	"github.com/opengeni/opengeni-agent/internal/backoff"
+	"github.com/opengeni/opengeni-agent/internal/relayclient"
 	"github.com/opengeni/opengeni-agent/internal/testutil"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 	"github.com/opengeni/opengeni-agent/relay"
@@ -198,29 +199,14 @@ func (v *Viewer) Connect() {
 func (v *Viewer) tryConnect() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, stream.DialURL(v.relay.URL(), v.desc), nil)
-	if err != nil {
-		return err
-	}
-	ws.SetReadLimit(frame.MaxMessageSize)
 	v.mu.Lock()
 	resume := v.outNext
 	v.mu.Unlock()
 	open := &agentpb.StreamOpen{Channel: v.desc, Token: ViewerToken(v.t, v.desc.Port),
 		Role: agentpb.StreamRole_STREAM_ROLE_CLIENT, ResumeFromSeq: resume}
-	if err := frame.WriteFrame(ctx, ws, open); err != nil {
-		ws.CloseNow()
-		return err
-	}
-	tag, m, err := frame.ReadFrame(ctx, ws)
+	ws, _, err := relayclient.Open(ctx, stream.DialURL(v.relay.URL(), v.desc), nil, open)
 	if err != nil {
-		ws.CloseNow()
 		return err
-	}
-	ack, ok := m.(*agentpb.StreamOpenAck)
-	if tag != frame.TagOpenAck || !ok || !ack.Accepted {
-		ws.CloseNow()
-		return fmt.Errorf("open not accepted: %v %v", tag, m)
 	}
 	v.mu.Lock()
 	v.ws = ws
