@@ -111,6 +111,20 @@ type Observer interface {
 	ObservePause(paused bool, until time.Time)
 }
 
+// OpEndObserver is an Observer that is also told how every op-stream op
+// ended (its op_start was answered long before: the exit arrives in frames).
+type OpEndObserver interface {
+	ObserveOpEnd(opID, kind string, exit *agentpb.OpExit)
+}
+
+// opEndObserver is obs's ObserveOpEnd, or nil when obs does not implement it.
+func opEndObserver(obs Observer) func(opID, kind string, exit *agentpb.OpExit) {
+	if o, ok := obs.(OpEndObserver); ok {
+		return o.ObserveOpEnd
+	}
+	return nil
+}
+
 // StorageReporter is an Observer that can fail to keep its records (the
 // owner's audit log on a full disk). While it reports a failure, heartbeats
 // carry disk_free_bytes 0: the wire has no other field for a full disk.

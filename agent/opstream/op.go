@@ -176,6 +176,9 @@ func (o *op) status() *agentpb.OpStatus {
 
 // end records how the op ended and appends its exit frame.
 func (o *op) end(exit *agentpb.OpExit) {
+	if f := o.svc.opts.OnEnd; f != nil {
+		f(o.id, o.kind, exit)
+	}
 	o.appendBody(&agentpb.OpFrame{Body: &agentpb.OpFrame_Exit{Exit: exit}})
 	o.cancel(nil)
 	// In the completed store before anyone can see it complete, so its

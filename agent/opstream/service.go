@@ -60,6 +60,10 @@ type Options struct {
 	CompletedRetain  uint64        // default DefaultCompletedRetain
 	ProgressInterval time.Duration // default ProgressInterval
 	Logger           *slog.Logger
+	// OnEnd, when set, is told once of every op that ends, with its exit
+	// (the owner's audit log records how a streamed op ended). It runs on
+	// the op's goroutine and must not block.
+	OnEnd func(opID, kind string, exit *agentpb.OpExit)
 }
 
 // Service holds every op of one agent process.
