@@ -208,6 +208,7 @@ type Platform struct {
 	responder *authcallout.Responder
 	httpSrv   *http.Server
 	handler   atomic.Pointer[enroll.API]
+	ui        atomic.Pointer[http.Handler] // console: the web console (SetUI), issue 17
 	apiURL    string
 	http      *http.Client
 
@@ -504,6 +505,11 @@ func (p *Platform) startAPI() error {
 	p.apiURL = "http://" + ln.Addr().String()
 	p.httpSrv = &http.Server{ReadHeaderTimeout: 10 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// console: the web console serves every path outside the API (/device included).
+			if ui := p.ui.Load(); ui != nil && !strings.HasPrefix(r.URL.Path, "/v1/") {
+				(*ui).ServeHTTP(w, r)
+				return
+			}
 			// The verification URI the API hands out (origin + /device).
 			if r.URL.Path == "/device" {
 				p.serveDevicePage(w, r)
@@ -517,6 +523,15 @@ func (p *Platform) startAPI() error {
 		}
 	}()
 	return nil
+}
+
+// console: SetUI serves h (the web console) on the enrollment API's origin
+// for every path outside /v1/; APIHandler is the current enrollment API.
+func (p *Platform) SetUI(h http.Handler) { p.ui.Store(&h) }
+
+// console: APIHandler is the enrollment API (the one SetRelayURL last built).
+func (p *Platform) APIHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.handler.Load().ServeHTTP(w, r) })
 }
 
 // NATSURL is the embedded server's client URL.
