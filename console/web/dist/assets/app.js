@@ -203,21 +203,24 @@ function terminalTab(id, panel) {
       sessionStorage.removeItem(key);
       clear(status, `ended: ${e.data}`);
     });
-    es.addEventListener('error', () => {
-      if (es.readyState === EventSource.CLOSED) {
-        clear(status, 'disconnected');
-        sessionStorage.removeItem(key);
-      } else clear(status, 'reconnecting…');
-    });
+    // The browser reconnects by itself (from the last offset it saw); a
+    // reload re-attaches through the stored id.
+    es.addEventListener('error', () => clear(status, es.readyState === EventSource.CLOSED ? 'disconnected' : 'reconnecting…'));
   };
   const start = async () => {
     try {
+      if (tid) { // re-attach, unless the terminal is gone
+        try {
+          await api('POST', tpath('/resize'), { cols: term.cols, rows: term.rows });
+        } catch (err) {
+          if (err.status !== 404) throw err;
+          tid = null;
+        }
+      }
       if (!tid) {
         const r = await api('POST', mpath(id, '/terminals'), { cols: term.cols, rows: term.rows });
         tid = r.id;
         sessionStorage.setItem(key, tid);
-      } else {
-        api('POST', tpath('/resize'), { cols: term.cols, rows: term.rows }).catch(() => {});
       }
       attach();
       term.focus();
