@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -311,6 +312,7 @@ func TestDeviceFlowApprovalAndAHostileName(t *testing.T) {
 // framePoint is the page point over desktop-frame pixel (x, y).
 func framePoint(t *testing.T, ctx context.Context, x, y int) (float64, float64) {
 	t.Helper()
+	do(t, ctx, chromedp.ScrollIntoView(css("#desktop-frame"))) // the point must be in the viewport
 	r := eval[struct {
 		Left   float64 `json:"left"`
 		Top    float64 `json:"top"`
@@ -323,7 +325,9 @@ func framePoint(t *testing.T, ctx context.Context, x, y int) (float64, float64) 
 	if r.NW == 0 || r.Width == 0 {
 		t.Fatalf("desktop frame not drawn: %+v", r)
 	}
-	return r.Left + (float64(x)+0.5)*r.Width/r.NW, r.Top + (float64(y)+0.5)*r.Height/r.NH
+	// Mouse events carry whole CSS pixels: take the first whole pixel inside
+	// the frame pixel (the page maps a point to the pixel under it).
+	return math.Ceil(r.Left + float64(x)*r.Width/r.NW), math.Ceil(r.Top + float64(y)*r.Height/r.NH)
 }
 
 func TestDesktopWithConsentClicksOnTheMachine(t *testing.T) {
@@ -356,4 +360,50 @@ func TestDesktopWithConsentClicksOnTheMachine(t *testing.T) {
 	if ctype != "image/png" {
 		t.Fatalf("screenshot answered %q", ctype)
 	}
+}
+
+// Pairing page: mint a one-time enroll token (the install command carries
+// it and this API), pair a machine with it, and revoke that enrollment.
+func TestPairingMintTokenAndRevoke(t *testing.T) {
+	ctx := tab(t)
+	signIn(t, ctx)
+	do(t, ctx, chromedp.Navigate(env.base+"/pairing"), chromedp.WaitVisible(css("#enrollments")),
+		chromedp.Click(css("#mint")), chromedp.WaitVisible(css("#install-command")))
+	cmd, err := chromedp.Run(ctx, chromedp.Value(css("#install-command")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`^OPENGENI_ENROLL_TOKEN='(oget_[^']+)' opengeni-agent enroll --api-url '([^']+)' && opengeni-agent run$`).FindStringSubmatch(cmd)
+	if m == nil || m[2] != env.base {
+		t.Fatalf("install command %q", cmd)
+	}
+	shot(t, ctx, "pairing-token")
+
+	id, err := config.NewStore(t.TempDir()).Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := (&agentenroll.Client{BaseURL: m[2]}).Exchange(ctx, agentenroll.ExchangeRequest{Token: m[1], PublicKey: id.PublicKey(),
+		OS: agentenroll.HostOS(), Arch: agentenroll.HostArch(), MachineName: "token-paired"})
+	if err != nil {
+		t.Fatalf("the minted token does not pair: %v", err)
+	}
+	row := fmt.Sprintf(`tr[data-enrollment="%s"]`, creds.AgentID)
+	do(t, ctx, chromedp.Reload(), chromedp.WaitVisible(css(row)))
+	if got := text(t, ctx, row+" td.status"); got != "active" {
+		t.Fatalf("new enrollment shown as %q", got)
+	}
+	do(t, ctx, chromedp.Click(css(row+" button.revoke")))
+	if got := text(t, ctx, row+" button.revoke"); got != "Really revoke?" {
+		t.Fatalf("revoke asks %q", got)
+	}
+	if e, err := env.stack.Platform().Store().GetEnrollment(ctx, env.stack.WorkspaceID(), creds.AgentID); err != nil || !e.Active() {
+		t.Fatalf("revoked before the confirmation: %+v %v", e, err)
+	}
+	do(t, ctx, chromedp.Click(css(row+" button.revoke")))
+	waitJS[bool](t, ctx, fmt.Sprintf(`document.querySelector('%s td.status')?.textContent === 'revoked'`, row))
+	if e, err := env.stack.Platform().Store().GetEnrollment(ctx, env.stack.WorkspaceID(), creds.AgentID); err != nil || e.Active() {
+		t.Fatalf("after revoke: %+v %v", e, err)
+	}
+	shot(t, ctx, "pairing")
 }
