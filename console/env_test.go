@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,10 +19,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/jezek/xgb"
-	"github.com/jezek/xgb/xproto"
 
 	"github.com/opengeni/opengeni-agent/internal/devstack"
+	"github.com/opengeni/opengeni-agent/internal/xvfbtest"
 )
 
 // EnvArtifacts names where the browser tests save their page screenshots
@@ -59,7 +57,7 @@ func run(m *testing.M) int {
 		os.Setenv("SHELL", bash) // terminals: $RANDOM is bash's
 	}
 
-	if d, stop, err := startXvfb(800, 600); err != nil {
+	if d, stop, err := xvfbtest.Start(420, 800, 600); err != nil {
 		fmt.Fprintln(os.Stderr, "console tests: no X server, desktop tests skip:", err)
 	} else {
 		defer stop()
@@ -135,55 +133,14 @@ func chromium() string {
 	return ""
 }
 
-// startXvfb runs an X server on a free display.
-func startXvfb(w, h int) (display string, stop func(), err error) {
-	bin, err := exec.LookPath("Xvfb")
-	if err != nil {
-		return "", nil, err
-	}
-	for n := 420; n < 480; n++ {
-		sock := fmt.Sprintf("/tmp/.X11-unix/X%d", n)
-		if _, err := os.Stat(sock); err == nil {
-			continue
-		}
-		if _, err := os.Stat(fmt.Sprintf("/tmp/.X%d-lock", n)); err == nil {
-			continue
-		}
-		cmd := exec.Command(bin, fmt.Sprintf(":%d", n), "-screen", "0", fmt.Sprintf("%dx%dx24", w, h), "-nolisten", "tcp")
-		if err := cmd.Start(); err != nil {
-			return "", nil, err
-		}
-		stop := func() { cmd.Process.Kill(); cmd.Wait() }
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			c, err := net.Dial("unix", sock)
-			if err == nil {
-				c.Close()
-				return fmt.Sprintf(":%d", n), stop, nil
-			}
-			if time.Now().After(deadline) {
-				stop()
-				return "", nil, fmt.Errorf("Xvfb :%d did not come up: %w", n, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	return "", nil, fmt.Errorf("no free X display")
-}
-
 // pointer reads the X pointer's position.
 func pointer(t *testing.T) (int, int) {
 	t.Helper()
-	x, err := xgb.NewConnDisplay(env.display)
+	x, y, err := xvfbtest.Pointer(env.display)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer x.Close()
-	p, err := xproto.QueryPointer(x, xproto.Setup(x).DefaultScreen(x).Root).Reply()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return int(p.RootX), int(p.RootY)
+	return x, y
 }
 
 // tab opens a browser tab for the test (closed at its end), bounded by a

@@ -70,7 +70,11 @@ function showSignIn() {
   } },
   h('h1', {}, 'Sign in'),
   h('p', {}, 'Paste the admin token (relay dev: the file admin.token in its data directory).'),
-  h('label', {}, 'Admin token ', input), ' ', h('button', { type: 'submit' }, 'Sign in'), msg);
+  h('label', {}, 'Admin token ', input), ' ', h('button', { type: 'submit' }, 'Sign in'), msg,
+  location.pathname === '/device'
+    ? h('p', { class: 'muted' }, 'To approve a device from a terminal on the platform\u2019s host instead: relay ctl approve ',
+      new URLSearchParams(location.search).get('user_code') || new URLSearchParams(location.search).get('code') || 'CODE', '.')
+    : null);
   clear(main, form);
   input.focus();
 }
