@@ -23,6 +23,7 @@ import (
 type desktop struct {
 	machine string
 	v       *control.StreamViewer
+	watched
 
 	mu      sync.Mutex
 	changed chan struct{}
@@ -63,7 +64,14 @@ type desktops struct {
 	m  map[string]*desktop
 }
 
-func newDesktops(c *Console) *desktops { return &desktops{c: c, m: map[string]*desktop{}} }
+// desktopIdle closes a desktop viewer no browser has watched for this long.
+const desktopIdle = 2 * time.Minute
+
+func newDesktops(c *Console) *desktops {
+	ds := &desktops{c: c, m: map[string]*desktop{}}
+	go reapIdle(c.ctx, &ds.mu, ds.m, desktopIdle, (*desktop).idleFor, func(d *desktop) { d.v.Close() })
+	return ds
+}
 
 func (ds *desktops) closeAll() {
 	ds.mu.Lock()
@@ -109,7 +117,7 @@ func (ds *desktops) start(ctx context.Context, s *control.Session) (*desktop, er
 	if err != nil {
 		return nil, err
 	}
-	d = &desktop{machine: id, v: v, changed: make(chan struct{})}
+	d = &desktop{machine: id, v: v, changed: make(chan struct{}), watched: watched{lastSeen: time.Now()}}
 	go d.pump()
 	ds.mu.Lock()
 	if old := ds.m[id]; old != nil && old != d {
@@ -148,6 +156,8 @@ func (c *Console) handleDesktopFrames(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusNotFound, "the desktop is not started")
 		return
 	}
+	d.enter()
+	defer d.leave()
 	sse := startSSE(w)
 	var sent int64
 	for {

@@ -34,14 +34,14 @@ type terminal struct {
 	id, machine string
 	t           *control.Terminal
 
-	mu       sync.Mutex
-	changed  chan struct{} // closed and replaced on every change
-	buf      []byte        // output [start, start+len(buf))
-	start    int64
-	ended    bool
-	endMsg   string
-	viewers  int
-	lastSeen time.Time
+	watched
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every change
+	buf     []byte        // output [start, start+len(buf))
+	start   int64
+	ended   bool
+	endMsg  string
 }
 
 // read returns the output from offset from (moved up to the window's start
@@ -92,35 +92,8 @@ type terminals struct {
 
 func newTerminals(c *Console) *terminals {
 	ts := &terminals{c: c, m: map[string]*terminal{}}
-	go ts.reap(c.ctx)
+	go reapIdle(c.ctx, &ts.mu, ts.m, termIdle, (*terminal).idleFor, ts.close)
 	return ts
-}
-
-// reap closes terminals nobody watched for termIdle, and forgets ended ones.
-func (ts *terminals) reap(ctx context.Context) {
-	tick := time.NewTicker(time.Minute)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		ts.mu.Lock()
-		var idle []*terminal
-		for id, t := range ts.m {
-			t.mu.Lock()
-			if t.viewers == 0 && time.Since(t.lastSeen) > termIdle {
-				idle = append(idle, t)
-				delete(ts.m, id)
-			}
-			t.mu.Unlock()
-		}
-		ts.mu.Unlock()
-		for _, t := range idle {
-			ts.close(t)
-		}
-	}
 }
 
 func (ts *terminals) close(t *terminal) {
@@ -170,7 +143,7 @@ func (c *Console) handleTermOpen(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return err
 		}
-		term := &terminal{id: randomToken(), machine: r.PathValue("id"), t: t, changed: make(chan struct{}), lastSeen: time.Now()}
+		term := &terminal{id: randomToken(), machine: r.PathValue("id"), t: t, changed: make(chan struct{}), watched: watched{lastSeen: time.Now()}}
 		go term.pump()
 		c.terms.mu.Lock()
 		c.terms.m[term.id] = term
@@ -192,15 +165,8 @@ func (c *Console) handleTermOutput(w http.ResponseWriter, r *http.Request) {
 	if q := r.URL.Query().Get("from"); q != "" && r.Header.Get("Last-Event-ID") == "" {
 		from, _ = strconv.ParseInt(q, 10, 64)
 	}
-	t.mu.Lock()
-	t.viewers++
-	t.mu.Unlock()
-	defer func() {
-		t.mu.Lock()
-		t.viewers--
-		t.lastSeen = time.Now()
-		t.mu.Unlock()
-	}()
+	t.enter()
+	defer t.leave()
 	sse := startSSE(w)
 	for {
 		data, next, ended, changed := t.read(from)
