@@ -69,7 +69,7 @@ const desktopIdle = 2 * time.Minute
 
 func newDesktops(c *Console) *desktops {
 	ds := &desktops{c: c, m: map[string]*desktop{}}
-	go reapIdle(c.ctx, &ds.mu, ds.m, desktopIdle, (*desktop).idleFor, func(d *desktop) { d.v.Close() })
+	go reapIdle(c.ctx, reapEvery, &ds.mu, ds.m, desktopIdle, (*desktop).idleFor, func(d *desktop) { d.v.Close() })
 	return ds
 }
 

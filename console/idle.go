@@ -33,10 +33,13 @@ func (w *watched) idleFor(d time.Duration) bool {
 	return w.viewers == 0 && time.Since(w.lastSeen) > d
 }
 
+// reapEvery is how often idle streams are looked for.
+const reapEvery = time.Minute
+
 // reapIdle removes from m (under mu) every entry idle for longer than idle,
-// every minute until ctx ends, and closes each one outside the lock.
-func reapIdle[T any](ctx context.Context, mu *sync.Mutex, m map[string]T, idle time.Duration, isIdle func(T, time.Duration) bool, closeFn func(T)) {
-	tick := time.NewTicker(time.Minute)
+// every interval until ctx ends, and closes each one outside the lock.
+func reapIdle[T any](ctx context.Context, every time.Duration, mu *sync.Mutex, m map[string]T, idle time.Duration, isIdle func(T, time.Duration) bool, closeFn func(T)) {
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		select {

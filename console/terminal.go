@@ -92,7 +92,7 @@ type terminals struct {
 
 func newTerminals(c *Console) *terminals {
 	ts := &terminals{c: c, m: map[string]*terminal{}}
-	go reapIdle(c.ctx, &ts.mu, ts.m, termIdle, (*terminal).idleFor, ts.close)
+	go reapIdle(c.ctx, reapEvery, &ts.mu, ts.m, termIdle, (*terminal).idleFor, ts.close)
 	return ts
 }
 
