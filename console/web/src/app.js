@@ -338,7 +338,7 @@ function filesTab(id, panel) {
     h('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); load(pathInput.value); } },
       h('button', { type: 'button', id: 'files-up', onclick: () => load(parentPath(dir)) }, 'Up'), pathInput, h('button', { type: 'submit' }, 'Open')),
     h('div', { class: 'row' }, h('label', {}, 'Upload ', fileInput), progress, progressText),
-    h('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); if (mkdirName.value) op('/files/mkdir', { path: joinPath(dir, mkdirName.value) }, `created ${mkdirName.value}`); } },
+    h('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); const name = mkdirName.value; if (name) { mkdirName.value = ''; op('/files/mkdir', { path: joinPath(dir, name) }, `created ${name}`); } } },
       mkdirName, h('button', { type: 'submit', id: 'mkdir' }, 'New folder')),
     msg,
     h('table', { class: 'list' }, h('thead', {}, h('tr', {}, ['Name', 'Kind', 'Size', 'Modified', ''].map((t) => h('th', {}, t)))), list));
