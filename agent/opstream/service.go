@@ -25,10 +25,10 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	"github.com/opengeni/opengeni-agent/agent/exec"
 	"github.com/opengeni/opengeni-agent/agent/fs"
-	"github.com/opengeni/opengeni-agent/agent/opctx"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/opctx"
 	"github.com/opengeni/opengeni-agent/internal/subject"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
