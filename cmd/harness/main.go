@@ -4,6 +4,7 @@
 // JSON, and exits 0 iff every verdict passes.
 //
 //	go run ./cmd/harness <scenario>|all [--short] [--json FILE] [--soak DURATION] [--agent-bin PATH]
+//	go run ./cmd/harness fleet -n 1000 [--json FILE] [--cpuprofile FILE] [...]   (simulated machines; see fleet --help)
 package main
 
 import (
@@ -33,10 +34,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+	if len(args) > 0 && args[0] == fleetCommand {
+		return runFleet(args[1:], stdout, stderr)
+	}
+	if len(args) == 1 && args[0] == harness.FleetSimsCommand {
+		if err := harness.ServeFleetSims(os.Stdin, stdout, logging.New(stderr, "warn")); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
+	}
 	fs := flag.NewFlagSet("harness", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: harness <scenario>|all [flags]\nscenarios: %v\n", harness.Scenarios)
+		fmt.Fprintf(stderr, "usage: harness <scenario>|all [flags]\n       harness fleet -n MACHINES [flags] (harness fleet --help)\nscenarios: %v\n", harness.Scenarios)
 		fs.PrintDefaults()
 	}
 	short := fs.Bool("short", false, "run the scaled-down variants (CI)")
@@ -90,7 +101,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func writeJSON(path string, rep *harness.Report) error {
+// writeJSON writes a report (the scenarios' or the fleet's) as JSON to path.
+func writeJSON(path string, rep interface{ WriteJSON(io.Writer) error }) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
