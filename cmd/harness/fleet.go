@@ -38,6 +38,7 @@ func runFleet(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.PingConcurrency, "ping-concurrency", 0, "control-plane pings in flight (default 32)")
 	fs.BoolVar(&cfg.SimsInProcess, "sims-in-process", false, "run the machines in the platform's process (default: a child process)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write the platform process's CPU profile of the run here")
+	fs.StringVar(&cfg.SimsCPUProfile, "sims-cpuprofile", "", "write the simulated machines' CPU profile here")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "the in-process platform's state directory (default: a temporary one)")
 	jsonPath := fs.String("json", "", "also write the report as JSON to this file")
 	logLevel := fs.String("log-level", "info", "log level")

@@ -38,6 +38,7 @@ import (
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/control/enroll"
 	"github.com/opengeni/opengeni-agent/control/store"
+	"github.com/opengeni/opengeni-agent/internal/backoff"
 )
 
 // FleetConfig is one fleet run.
@@ -55,8 +56,10 @@ type FleetConfig struct {
 	// SimsInProcess runs the machines in this process rather than a child
 	// (always so against an external platform).
 	SimsInProcess bool
-	// CPUProfile, when set, receives this process's CPU profile of the run.
-	CPUProfile string
+	// CPUProfile, when set, receives this process's CPU profile of the run
+	// (the platform's, with an in-process platform); SimsCPUProfile the
+	// simulated machines'.
+	CPUProfile, SimsCPUProfile string
 	// DataDir holds the in-process platform's state ("" = a temporary
 	// directory, removed after).
 	DataDir string
@@ -90,6 +93,9 @@ type fleetTarget struct {
 	InProcess      bool
 	Varz           func(context.Context) (*server.Varz, error) // nil: unknown
 	Close          func()
+	// AsExternal is how another process reaches this platform (an
+	// in-process one only): what `harness fleet --nats-url …` would take.
+	AsExternal ExternalPlatform
 }
 
 // FleetReport is what a fleet run measured.
@@ -144,6 +150,9 @@ type FleetIngest struct {
 	ExpectedPerS  float64 `json:"expectedPerS"` // machines / interval
 	LagP50Ms      float64 `json:"lagP50Ms"`     // sent → written
 	LagP99Ms      float64 `json:"lagP99Ms"`
+	// TotalHeartbeats is every distinct heartbeat ingested over the run,
+	// to compare with the heartbeats the machines sent (simStats).
+	TotalHeartbeats uint64 `json:"totalHeartbeats"`
 }
 
 // FleetPing is one control-plane ping per machine.
@@ -264,7 +273,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetReport, error) {
 	varzBefore := readVarz(ctx, target, log)
 
 	spec := simSpec{URLs: target.URLs, WorkspaceID: target.WorkspaceID, Machines: machines, Heartbeat: cfg.Heartbeat,
-		ConnectConcurrency: cfg.ConnectConcurrency}
+		ConnectConcurrency: cfg.ConnectConcurrency, CPUProfile: cfg.SimsCPUProfile}
 	var sims *simsRunner
 	if cfg.SimsInProcess || !inProcess {
 		rep.Sims = "in this process"
@@ -318,13 +327,15 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetReport, error) {
 	}
 	log.Info("machines ingested", "hellos", c.Hellos, "heartbeats", c.Beaten)
 
-	// The ingestion window.
+	// The ingestion window, after one interval of warm-up (the connect
+	// phase's backlog drains first, so the window sees the steady state).
+	if err := backoff.SleepCtx(ctx, cfg.Heartbeat); err != nil {
+		return rep, err
+	}
 	c0, _ := watch.counts(true)
 	windowStart := time.Now()
-	select {
-	case <-ctx.Done():
-		return rep, ctx.Err()
-	case <-time.After(cfg.Window):
+	if err := backoff.SleepCtx(ctx, cfg.Window); err != nil {
+		return rep, err
 	}
 	c1, lags := watch.counts(true)
 	window := time.Since(windowStart)
@@ -368,6 +379,8 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetReport, error) {
 			MemMiB: float64(varzAfter.Mem) / (1 << 20)}
 	}
 	stopSims()
+	final, _ := watch.counts(false)
+	rep.Ingest.TotalHeartbeats = final.Heartbeats
 	rep.LoadAfter = loadAverage()
 	rep.decide()
 	return rep, nil
@@ -656,8 +669,8 @@ func (r *FleetReport) WriteSummary(w io.Writer) error {
 			n.Connections, n.Subscriptions, n.SlowConsumers, n.InMsgs, n.OutMsgs, n.MemMiB)
 	}
 	s := r.SimStat
-	p("  machines did %d heartbeats, %d pings, %d execs; %d disconnects, %d reconnects, %d requests dropped",
-		s.HeartbeatsSent, s.PingsServed, s.ExecsServed, s.Disconnects, s.Reconnects, s.RPCDropped)
+	p("  machines did %d heartbeats (%d ingested), %d pings, %d execs; %d disconnects, %d reconnects, %d requests dropped",
+		s.HeartbeatsSent, r.Ingest.TotalHeartbeats, s.PingsServed, s.ExecsServed, s.Disconnects, s.Reconnects, s.RPCDropped)
 	if r.CPUProfile != "" {
 		p("  cpu profile  %s (go tool pprof -top %s)", r.CPUProfile, r.CPUProfile)
 	}

@@ -31,6 +31,11 @@ func startLocalPlatform(ctx context.Context, dataDir string, log *slog.Logger) (
 		p.Close()
 		return nil, err
 	}
+	ctl, err := devstack.ReadCtlFile(p.DataDir())
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
 	srv := p.Server()
 	return &fleetTarget{
 		Description:    "in-process platform (devstack.StartPlatform: embedded nats-server + auth callout + store + ingestion)",
@@ -42,6 +47,8 @@ func startLocalPlatform(ctx context.Context, dataDir string, log *slog.Logger) (
 		InProcess:      true,
 		Varz:           func(context.Context) (*server.Varz, error) { return srv.Varz(nil) },
 		Close:          p.Close,
+		AsExternal: ExternalPlatform{URLs: []string{ctl.NATSURL}, ControlUser: ctl.User, ControlPassword: ctl.Password,
+			SigningSecret: secret, WorkspaceID: ctl.WorkspaceID},
 	}, nil
 }
 

@@ -58,6 +58,7 @@ type simSpec struct {
 	Heartbeat          time.Duration `json:"heartbeat"`
 	ConnectConcurrency int           `json:"connectConcurrency"`
 	ConnectTimeout     time.Duration `json:"connectTimeout"`
+	CPUProfile         string        `json:"cpuProfile,omitempty"` // the sims' own CPU profile
 }
 
 // simMachine is one enrolled machine: its id and enrollment bearer.
@@ -130,6 +131,9 @@ type simFleet struct {
 
 	sampler *metrics.Sampler
 	sample  atomic.Pointer[heartbeatSample]
+	// stopping: the fleet closes its connections; their disconnects are
+	// not counted.
+	stopping atomic.Bool
 
 	stats struct {
 		heartbeats, pings, execs, disconnects, reconnects, dropped atomic.Uint64
@@ -245,6 +249,7 @@ func (f *simFleet) run(ctx context.Context, emit func(simEvent)) {
 	emit(ev)
 
 	<-ctx.Done()
+	f.stopping.Store(true)
 	for _, s := range f.sims {
 		if nc := s.nc.Load(); nc != nil {
 			nc.Close()
@@ -299,7 +304,11 @@ func (f *simFleet) connect(s *sim) error {
 		nats.Timeout(f.spec.ConnectTimeout),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
-		nats.DisconnectErrHandler(func(*nats.Conn, error) { f.stats.disconnects.Add(1) }),
+		nats.DisconnectErrHandler(func(*nats.Conn, error) {
+			if !f.stopping.Load() {
+				f.stats.disconnects.Add(1)
+			}
+		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			f.stats.reconnects.Add(1)
 			if err := f.announce(s, nc); err != nil {
@@ -449,6 +458,13 @@ func runSims(ctx context.Context, spec simSpec, log *slog.Logger, emit func(simE
 	}
 	if _, err := ensureFDLimit(len(spec.Machines) + 256); err != nil {
 		return err
+	}
+	if spec.CPUProfile != "" {
+		stop, err := startCPUProfile(spec.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	f.run(ctx, emit)
 	return nil
