@@ -69,21 +69,8 @@ func runFleet(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	rep, err := harness.RunFleet(ctx, cfg)
-	if rep != nil {
-		_ = rep.WriteSummary(stdout)
-		if *jsonPath != "" {
-			if werr := writeJSON(*jsonPath, rep); werr != nil {
-				fmt.Fprintln(stderr, "harness:", werr)
-				return 1
-			}
-		}
+	if rep == nil {
+		return finish(nil, false, err, *jsonPath, stdout, stderr)
 	}
-	if err != nil {
-		fmt.Fprintln(stderr, "harness:", err)
-		return 1
-	}
-	if !rep.Pass {
-		return 1
-	}
-	return 0
+	return finish(rep, rep.Pass, err, *jsonPath, stdout, stderr)
 }

@@ -82,10 +82,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cfg := harness.Config{Scenarios: scenarios, Short: *short, Soak: *soak, AgentBin: *agentBin,
 		Logger: logging.New(stderr, *logLevel)}
 	rep, err := harness.Run(context.Background(), cfg)
+	if rep == nil {
+		return finish(nil, false, err, *jsonPath, stdout, stderr)
+	}
+	return finish(rep, rep.Pass, err, *jsonPath, stdout, stderr)
+}
+
+// report is what a run returns: the scenarios' or the fleet's.
+type report interface {
+	WriteSummary(io.Writer) error
+	WriteJSON(io.Writer) error
+}
+
+// finish prints the report (nil when the run made none), writes it as JSON
+// to jsonPath when set, and returns the exit code: 0 iff the run finished
+// and passed.
+func finish(rep report, pass bool, err error, jsonPath string, stdout, stderr io.Writer) int {
 	if rep != nil {
-		rep.WriteSummary(stdout)
-		if *jsonPath != "" {
-			if werr := writeJSON(*jsonPath, rep); werr != nil {
+		_ = rep.WriteSummary(stdout)
+		if jsonPath != "" {
+			if werr := writeJSON(jsonPath, rep); werr != nil {
 				fmt.Fprintln(stderr, "harness:", werr)
 				return 1
 			}
@@ -95,14 +111,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "harness:", err)
 		return 1
 	}
-	if !rep.Pass {
+	if !pass {
 		return 1
 	}
 	return 0
 }
 
-// writeJSON writes a report (the scenarios' or the fleet's) as JSON to path.
-func writeJSON(path string, rep interface{ WriteJSON(io.Writer) error }) error {
+// writeJSON writes a report as JSON to path.
+func writeJSON(path string, rep report) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
