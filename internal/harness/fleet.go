@@ -150,8 +150,9 @@ type FleetIngest struct {
 	ExpectedPerS  float64 `json:"expectedPerS"` // machines / interval
 	LagP50Ms      float64 `json:"lagP50Ms"`     // sent → written
 	LagP99Ms      float64 `json:"lagP99Ms"`
-	// TotalHeartbeats is every distinct heartbeat ingested over the run,
-	// to compare with the heartbeats the machines sent (simStats).
+	// TotalHeartbeats is every distinct heartbeat ingested over the run
+	// (counted once ingestion went quiet after the machines stopped), to
+	// compare with the heartbeats the machines sent (simStats).
 	TotalHeartbeats uint64 `json:"totalHeartbeats"`
 }
 
@@ -379,6 +380,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetReport, error) {
 			MemMiB: float64(varzAfter.Mem) / (1 << 20)}
 	}
 	stopSims()
+	watch.quiesce(ctx, 2*time.Second, 30*time.Second)
 	final, _ := watch.counts(false)
 	rep.Ingest.TotalHeartbeats = final.Heartbeats
 	rep.LoadAfter = loadAverage()
@@ -669,8 +671,8 @@ func (r *FleetReport) WriteSummary(w io.Writer) error {
 			n.Connections, n.Subscriptions, n.SlowConsumers, n.InMsgs, n.OutMsgs, n.MemMiB)
 	}
 	s := r.SimStat
-	p("  machines did %d heartbeats (%d ingested), %d pings, %d execs; %d disconnects, %d reconnects, %d requests dropped",
-		s.HeartbeatsSent, r.Ingest.TotalHeartbeats, s.PingsServed, s.ExecsServed, s.Disconnects, s.Reconnects, s.RPCDropped)
+	p("  machines did %d heartbeats (%d ingested), %d pings, %d execs; %d dials retried, %d disconnects, %d reconnects, %d requests dropped",
+		s.HeartbeatsSent, r.Ingest.TotalHeartbeats, s.PingsServed, s.ExecsServed, s.DialRetries, s.Disconnects, s.Reconnects, s.RPCDropped)
 	if r.CPUProfile != "" {
 		p("  cpu profile  %s (go tool pprof -top %s)", r.CPUProfile, r.CPUProfile)
 	}

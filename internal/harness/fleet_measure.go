@@ -246,6 +246,29 @@ func (w *ingestWatch) waitAll(ctx context.Context) error {
 	}
 }
 
+// quiesce waits until nothing was counted for idle (what was sent has
+// been written, or lost), at most max.
+func (w *ingestWatch) quiesce(ctx context.Context, idle, max time.Duration) {
+	deadline := time.NewTimer(max)
+	defer deadline.Stop()
+	for {
+		w.mu.Lock()
+		ch := w.changed
+		w.mu.Unlock()
+		quiet := time.NewTimer(idle)
+		select {
+		case <-ctx.Done():
+		case <-deadline.C:
+		case <-quiet.C:
+		case <-ch:
+			quiet.Stop()
+			continue
+		}
+		quiet.Stop()
+		return
+	}
+}
+
 func (w *ingestWatch) stop() {
 	_ = w.watcher.Stop()
 	<-w.done

@@ -36,6 +36,7 @@ import (
 
 	"github.com/opengeni/opengeni-agent/agent"
 	"github.com/opengeni/opengeni-agent/agent/metrics"
+	"github.com/opengeni/opengeni-agent/internal/backoff"
 	"github.com/opengeni/opengeni-agent/internal/subject"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -97,7 +98,8 @@ type simStats struct {
 	ExecsServed    uint64 `json:"execsServed"`
 	Disconnects    uint64 `json:"disconnects"`
 	Reconnects     uint64 `json:"reconnects"`
-	RPCDropped     uint64 `json:"rpcDropped"` // requests lost to a full delivery queue (slow consumer)
+	RPCDropped     uint64 `json:"rpcDropped"`  // requests lost to a full delivery queue (slow consumer)
+	DialRetries    uint64 `json:"dialRetries"` // initial dials retried after a transient failure
 }
 
 // simRPCWorkers serve the fleet's rpc deliveries; simRPCQueue bounds them.
@@ -136,7 +138,7 @@ type simFleet struct {
 	stopping atomic.Bool
 
 	stats struct {
-		heartbeats, pings, execs, disconnects, reconnects, dropped atomic.Uint64
+		heartbeats, pings, execs, disconnects, reconnects, dropped, dialRetries atomic.Uint64
 	}
 }
 
@@ -258,7 +260,7 @@ func (f *simFleet) run(ctx context.Context, emit func(simEvent)) {
 	wg.Wait()
 	emit(simEvent{Type: "stats", Stats: simStats{HeartbeatsSent: f.stats.heartbeats.Load(), PingsServed: f.stats.pings.Load(),
 		ExecsServed: f.stats.execs.Load(), Disconnects: f.stats.disconnects.Load(), Reconnects: f.stats.reconnects.Load(),
-		RPCDropped: f.stats.dropped.Load()}})
+		RPCDropped: f.stats.dropped.Load(), DialRetries: f.stats.dialRetries.Load()}})
 }
 
 // connectAll connects the machines, ConnectConcurrency at a time, and
@@ -273,7 +275,7 @@ func (f *simFleet) connectAll(ctx context.Context) []error {
 	for range min(f.spec.ConnectConcurrency, len(f.sims)) {
 		wg.Go(func() {
 			for s := range work {
-				if err := f.connect(s); err != nil {
+				if err := f.connect(ctx, s); err != nil {
 					mu.Lock()
 					errs = append(errs, fmt.Errorf("machine %s: %w", s.id, err))
 					mu.Unlock()
@@ -295,9 +297,51 @@ func (f *simFleet) connectAll(ctx context.Context) []error {
 // connect dials one machine through the auth callout, subscribes its rpc
 // subjects, then announces it (the agent's order: Hello only once a request
 // has a responder).
-func (f *simFleet) connect(s *sim) error {
+func (f *simFleet) connect(ctx context.Context, s *sim) error {
 	start := time.Now()
-	nc, err := nats.Connect(strings.Join(f.spec.URLs, ","),
+	nc, err := f.dial(ctx, s)
+	if err != nil {
+		return err
+	}
+	for _, root := range []string{s.v1, s.conn} {
+		if _, err := nc.ChanSubscribe(root+"."+subject.RPC, f.rpcCh); err != nil {
+			nc.Close()
+			return err
+		}
+	}
+	s.nc.Store(nc)
+	if err := f.announce(s, nc); err != nil {
+		s.nc.Store(nil)
+		nc.Close()
+		return err
+	}
+	s.connectMs = float64(time.Since(start)) / float64(time.Millisecond)
+	return nil
+}
+
+// simDialAttempts bounds a machine's initial dial: the agent retries
+// forever, a simulated machine retries transient failures (a handshake
+// timing out behind a long callout queue) a few times and then counts as
+// failed; a refused bearer is not retried.
+const simDialAttempts = 5
+
+// dial opens a machine's connection through the auth callout.
+func (f *simFleet) dial(ctx context.Context, s *sim) (*nats.Conn, error) {
+	policy := backoff.Standard()
+	for attempt := 1; ; attempt++ {
+		nc, err := f.dialOnce(s)
+		if err == nil || errors.Is(err, nats.ErrAuthorization) || attempt == simDialAttempts {
+			return nc, err
+		}
+		f.stats.dialRetries.Add(1)
+		if err := backoff.SleepCtx(ctx, backoff.Jitter(policy.Ceiling(attempt))); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (f *simFleet) dialOnce(s *sim) (*nats.Conn, error) {
+	return nats.Connect(strings.Join(f.spec.URLs, ","),
 		nats.Name(subject.ConnectionNamePrefix+s.inst),
 		nats.CustomInboxPrefix(subject.AgentInboxPrefix(f.spec.WorkspaceID, s.id)),
 		nats.Token(s.bearer),
@@ -326,23 +370,6 @@ func (f *simFleet) connect(s *sim) error {
 			}
 		}),
 	)
-	if err != nil {
-		return err
-	}
-	for _, root := range []string{s.v1, s.conn} {
-		if _, err := nc.ChanSubscribe(root+"."+subject.RPC, f.rpcCh); err != nil {
-			nc.Close()
-			return err
-		}
-	}
-	s.nc.Store(nc)
-	if err := f.announce(s, nc); err != nil {
-		s.nc.Store(nil)
-		nc.Close()
-		return err
-	}
-	s.connectMs = float64(time.Since(start)) / float64(time.Millisecond)
-	return nil
 }
 
 // announce sends the Hello and the first heartbeat (the agent beats at
