@@ -314,14 +314,14 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetReport, error) {
 	log.Info("machines connected", "connected", connected.Connected, "failed", connected.Failed, "seconds", connected.ConnectSeconds)
 
 	settleCtx, cancel := context.WithTimeout(ctx, cfg.Settle)
-	err = watch.waitAll(settleCtx)
+	err = watch.waitAll(settleCtx, 3*cfg.Heartbeat)
 	cancel()
 	c, _ := watch.counts(true)
 	rep.Ingest.Hellos, rep.Ingest.Beaten = c.Hellos, c.Beaten
 	rep.Ingest.SettleSeconds = time.Since(start).Seconds() - rep.EnrollSeconds
 	if err != nil {
-		rep.Problems = append(rep.Problems, fmt.Sprintf("after %v: %d/%d hellos and %d/%d first heartbeats ingested",
-			cfg.Settle, c.Hellos, cfg.Machines, c.Beaten, cfg.Machines))
+		rep.Problems = append(rep.Problems, fmt.Sprintf("%v: %d/%d hellos and %d/%d first heartbeats ingested",
+			err, c.Hellos, cfg.Machines, c.Beaten, cfg.Machines))
 		if ctx.Err() != nil {
 			return rep, ctx.Err()
 		}

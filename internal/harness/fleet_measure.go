@@ -228,19 +228,32 @@ func (w *ingestWatch) counts(reset bool) (ingestCounts, []time.Duration) {
 	return c, lags
 }
 
-// waitAll waits until every machine's Hello and a heartbeat were ingested.
-func (w *ingestWatch) waitAll(ctx context.Context) error {
+// errIngestStalled: no machine's first Hello or heartbeat was ingested for
+// a while; what is missing was lost (a Hello is only sent again at the
+// next reconnect).
+var errIngestStalled = errors.New("fleet: ingestion of first hellos and heartbeats stalled")
+
+// waitAll waits until every machine's Hello and a heartbeat were ingested,
+// or until stall passed without a new one.
+func (w *ingestWatch) waitAll(ctx context.Context, stall time.Duration) error {
+	progress := -1
+	var stalled <-chan time.Time
 	for {
 		w.mu.Lock()
-		all := w.hellos == len(w.machines) && w.beaten == len(w.machines)
+		n := w.hellos + w.beaten
 		ch := w.changed
 		w.mu.Unlock()
-		if all {
+		if n == 2*len(w.machines) {
 			return nil
+		}
+		if n != progress {
+			progress, stalled = n, time.After(stall)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-stalled:
+			return errIngestStalled
 		case <-ch:
 		}
 	}

@@ -252,15 +252,29 @@ func (f *simFleet) run(ctx context.Context, emit func(simEvent)) {
 
 	<-ctx.Done()
 	f.stopping.Store(true)
-	for _, s := range f.sims {
-		if nc := s.nc.Load(); nc != nil {
-			nc.Close()
-		}
-	}
+	f.closeAll()
 	wg.Wait()
 	emit(simEvent{Type: "stats", Stats: simStats{HeartbeatsSent: f.stats.heartbeats.Load(), PingsServed: f.stats.pings.Load(),
 		ExecsServed: f.stats.execs.Load(), Disconnects: f.stats.disconnects.Load(), Reconnects: f.stats.reconnects.Load(),
 		RPCDropped: f.stats.dropped.Load(), DialRetries: f.stats.dialRetries.Load()}})
+}
+
+// closeAll closes every machine's connection, a few at a time.
+func (f *simFleet) closeAll() {
+	var (
+		wg   sync.WaitGroup
+		next atomic.Int64
+	)
+	for range min(f.spec.ConnectConcurrency, len(f.sims)) {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(f.sims); i = int(next.Add(1)) - 1 {
+				if nc := f.sims[i].nc.Load(); nc != nil {
+					nc.Close()
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // connectAll connects the machines, ConnectConcurrency at a time, and
@@ -560,8 +574,9 @@ func (r *simsRunner) stop() (simStats, error) {
 	return st, r.wait()
 }
 
-// simsStopGrace is how long the sims process may take to stop.
-const simsStopGrace = 30 * time.Second
+// simsStopGrace is how long the sims process may take to stop (closing
+// thousands of connections on a loaded machine is slow).
+const simsStopGrace = 2 * time.Minute
 
 // startSimsProcess runs the machines in a child process (this executable,
 // FleetSimsCommand) and relays its events.
