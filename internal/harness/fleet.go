@@ -154,6 +154,11 @@ type FleetIngest struct {
 	// (counted once ingestion went quiet after the machines stopped), to
 	// compare with the heartbeats the machines sent (simStats).
 	TotalHeartbeats uint64 `json:"totalHeartbeats"`
+	// StoreHellos and StoreBeaten are the machines whose record has a
+	// Hello / a heartbeat when read back from the store at the end (a
+	// check of the watch).
+	StoreHellos int `json:"storeHellos"`
+	StoreBeaten int `json:"storeBeaten"`
 }
 
 // FleetPing is one control-plane ping per machine.
@@ -383,6 +388,9 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (*FleetReport, error) {
 	watch.quiesce(ctx, 2*time.Second, 30*time.Second)
 	final, _ := watch.counts(false)
 	rep.Ingest.TotalHeartbeats = final.Heartbeats
+	if rep.Ingest.StoreHellos, rep.Ingest.StoreBeaten, err = storeCount(ctx, target.Store, target.WorkspaceID, agents); err != nil {
+		rep.Problems = append(rep.Problems, "reading the machines back: "+err.Error())
+	}
 	rep.LoadAfter = loadAverage()
 	rep.decide()
 	return rep, nil
@@ -651,6 +659,7 @@ func (r *FleetReport) WriteSummary(w io.Writer) error {
 		c.Connected, c.Failed, c.Seconds, c.PerS, c.P50Ms, c.P99Ms, c.MaxMs)
 	in := r.Ingest
 	p("  ingested     %d hellos, %d first heartbeats (all by %.1fs after enrolling)", in.Hellos, in.Beaten, in.SettleSeconds)
+	p("  read back    %d machine records with a Hello, %d with a heartbeat (store, at the end)", in.StoreHellos, in.StoreBeaten)
 	p("  heartbeats   %.0f/s ingested over %.0fs (expected %.0f/s); send→write lag p50 %.0fms p99 %.0fms",
 		in.PerS, in.WindowSeconds, in.ExpectedPerS, in.LagP50Ms, in.LagP99Ms)
 	pg := r.Ping

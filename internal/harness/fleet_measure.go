@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -365,4 +366,37 @@ func execSample(ctx context.Context, rpc control.RPC, instances control.Instance
 		ok++
 	}
 	return ok, firstErr
+}
+
+// storeCount reads every machine's record from the store (independently
+// of the watch): how many have a Hello and a heartbeat recorded.
+func storeCount(ctx context.Context, st *store.Store, ws string, agents []string) (hellos, beaten int, err error) {
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		next atomic.Int64
+	)
+	for range min(enrollWorkers, len(agents)) {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(agents) && ctx.Err() == nil; i = int(next.Add(1)) - 1 {
+				m, gerr := st.GetMachine(ctx, ws, agents[i])
+				mu.Lock()
+				switch {
+				case errors.Is(gerr, store.ErrNotFound):
+				case gerr != nil:
+					err = cmpErr(err, gerr)
+				default:
+					if m.HelloAt != nil {
+						hellos++
+					}
+					if m.Heartbeat != nil {
+						beaten++
+					}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return hellos, beaten, cmpErr(err, ctx.Err())
 }
