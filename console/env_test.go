@@ -238,9 +238,3 @@ func text(t *testing.T, ctx context.Context, sel string) string {
 	}
 	return s
 }
-
-// jsString quotes s for a JS expression.
-func jsString(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\n", `\n`, "\r", `\r`, "\u2028", `\u2028`, "\u2029", `\u2029`)
-	return "'" + r.Replace(s) + "'"
-}

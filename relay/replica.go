@@ -526,8 +526,8 @@ func (cl *cluster) onAttach(h *home, tok string, m *nats.Msg) {
 		perr = cl.publishLink(end.subject, "", linkMsg, &end.downSeq, at.replay[i].wire)
 	}
 	if at.final != nil {
-		if perr == nil {
-			perr = cl.publishLink(end.subject, "", linkMsg, &end.downSeq, at.final)
+		if perr == nil { // a lost final shows at the proxy as a gap in the sequence
+			_ = cl.publishLink(end.subject, "", linkMsg, &end.downSeq, at.final)
 		}
 		cl.publishLink(end.subject, "", linkEnd, &end.downSeq, nil)
 	}
@@ -582,9 +582,9 @@ func (cl *cluster) onUp(tok string, b []byte) {
 	if len(b) < 1+sidLen+8 {
 		return
 	}
-	kind, sid := b[0], string(b[1:1+sidLen])
+	kind := b[0]
 	cl.mu.Lock()
-	e := cl.remotes[sid]
+	e := cl.remotes[string(b[1:1+sidLen])]
 	cl.mu.Unlock()
 	if e == nil || e.tok != tok {
 		return // unknown, or forged onto another channel's subject

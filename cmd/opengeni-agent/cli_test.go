@@ -27,7 +27,6 @@ import (
 	"github.com/opengeni/opengeni-agent/agent/enroll"
 	"github.com/opengeni/opengeni-agent/agent/instancelock"
 	"github.com/opengeni/opengeni-agent/internal/natstest"
-	"github.com/opengeni/opengeni-agent/internal/testutil"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -463,11 +462,6 @@ func TestRunExitsZeroWhenAnotherInstanceServes(t *testing.T) {
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	testutil.EventuallyTrue(t, 10*time.Second, "the condition", cond)
-}
 
 // TestRunServesStoredConnectionsEndToEnd: run with no --nats-url serves the
 // stored connection over a real NATS server with the bearer as token;
