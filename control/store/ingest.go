@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -23,30 +24,90 @@ const (
 	ConnectionEventsSubjects = "agent.*.*.connection.*.events"
 )
 
-// DefaultIngestQueue bounds the messages waiting for the ingestion loop.
-const DefaultIngestQueue = 8192
+// Ingestion defaults ([IngestOptions]).
+const (
+	// DefaultIngestQueue bounds the messages received but not yet routed
+	// to a worker; past it NATS drops messages ("slow consumer").
+	DefaultIngestQueue = 8192
+	// DefaultIngestWorkers is how many machines are applied in parallel.
+	DefaultIngestWorkers = 16
+	// DefaultIngestWorkerQueue bounds each worker's backlog; a full one
+	// holds up routing (and so, past DefaultIngestQueue, the subscription).
+	DefaultIngestWorkerQueue = 512
+	// DefaultIngestDedupeEntries bounds the machines whose last heartbeat
+	// is remembered for deduplication, over all workers.
+	DefaultIngestDedupeEntries = 1 << 17
+)
+
+// IngestOptions tune [Store.IngestWith]; zero fields take the defaults.
+type IngestOptions struct {
+	Workers       int // parallel workers (machines are spread over them by "<ws>.<id>")
+	Queue         int // messages waiting to be routed to a worker
+	WorkerQueue   int // messages waiting in each worker
+	DedupeEntries int // machines remembered for heartbeat deduplication
+}
+
+func (o IngestOptions) withDefaults() IngestOptions {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&o.Workers, DefaultIngestWorkers)
+	def(&o.Queue, DefaultIngestQueue)
+	def(&o.WorkerQueue, DefaultIngestWorkerQueue)
+	def(&o.DedupeEntries, DefaultIngestDedupeEntries)
+	return o
+}
 
 // Ingestor applies agents' Hello and AgentEvent messages to the store.
-// Messages are handled serially, in arrival order, on one goroutine; a
-// handler error is logged and swallowed. Plain subscriptions, no queue
+//
+// Messages are received in one ordered stream (all subjects share one
+// channel, filled in arrival order by the connection's reader), routed by
+// the machine in the subject ("<ws>.<id>") to one of several workers, and
+// applied there: one machine's messages stay in arrival order on one
+// worker, different machines proceed in parallel. All queues are bounded;
+// past them NATS drops messages and counts them as slow-consumer drops.
+//
+// The agent sends each heartbeat on the v1 and the connection-instance
+// subject; the copy arriving second (same seq and uptime_ms, the other
+// subject) does not update the machine record again, and the instance copy
+// renews the connection lease whichever arrives first.
+//
+// A handler error is logged and swallowed. Plain subscriptions, no queue
 // group: every control-plane replica ingests (writes are idempotent).
 type Ingestor struct {
 	s       *Store
+	opts    IngestOptions
 	subs    []*nats.Subscription
 	ch      chan *nats.Msg
-	done    chan struct{}
+	workers []chan *nats.Msg
+	wg      sync.WaitGroup
 	stop    context.CancelFunc
 	once    sync.Once
-	handled atomic.Uint64
-	failed  atomic.Uint64
+
+	handled    atomic.Uint64
+	failed     atomic.Uint64
+	duplicates atomic.Uint64
 }
 
-// Ingest subscribes nc to the hello and events subjects and starts the
-// ingestion loop. Close it to stop.
+// Ingest subscribes nc to the hello and events subjects and starts
+// ingestion with the default [IngestOptions]. Close it to stop.
 func (s *Store) Ingest(nc *nats.Conn) (*Ingestor, error) {
+	return s.IngestWith(nc, IngestOptions{})
+}
+
+// IngestWith is [Store.Ingest] with options.
+func (s *Store) IngestWith(nc *nats.Conn, opts IngestOptions) (*Ingestor, error) {
+	opts = opts.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &Ingestor{s: s, ch: make(chan *nats.Msg, DefaultIngestQueue), done: make(chan struct{}), stop: cancel}
+	in := &Ingestor{s: s, opts: opts, ch: make(chan *nats.Msg, opts.Queue), stop: cancel}
 	for _, subj := range []string{HelloSubjects, EventsSubjects, ConnectionHelloSubjects, ConnectionEventsSubjects} {
+		// One channel for every subject: the connection's reader fills it
+		// in arrival order, so a machine's hello precedes its heartbeats
+		// across subjects. When it is full NATS drops (and counts) the
+		// message: a slow store must not grow memory without bound, and
+		// heartbeats are periodic, so the next one heals.
 		sub, err := nc.ChanSubscribe(subj, in.ch)
 		if err != nil {
 			cancel()
@@ -55,54 +116,159 @@ func (s *Store) Ingest(nc *nats.Conn) (*Ingestor, error) {
 			}
 			return nil, fmt.Errorf("store: subscribe %s: %w", subj, err)
 		}
-		// A slow store must not grow memory without bound: past the
-		// pending limits NATS drops (and counts) messages for this
-		// subscription; heartbeats are periodic, so the next one heals.
-		_ = sub.SetPendingLimits(DefaultIngestQueue, 64<<20)
 		in.subs = append(in.subs, sub)
 	}
+	in.workers = make([]chan *nats.Msg, opts.Workers)
+	dedupePerWorker := max(opts.DedupeEntries/opts.Workers, 1)
+	for i := range in.workers {
+		in.workers[i] = make(chan *nats.Msg, opts.WorkerQueue)
+		in.wg.Add(1)
+		go in.work(ctx, in.workers[i], newHeartbeatDedupe(dedupePerWorker))
+	}
+	in.wg.Add(1)
+	go in.route(ctx)
 	if err := nc.Flush(); err != nil {
 		in.Close()
 		return nil, fmt.Errorf("store: subscribe: %w", err)
 	}
-	go in.loop(ctx)
 	return in, nil
 }
 
-// Handled is the number of messages processed without error; Failed those
-// that errored.
+// Handled is the number of messages processed without error, counted once
+// each when its worker finished it; a heartbeat's second copy counts here
+// too (see [Ingestor.Duplicates]).
 func (in *Ingestor) Handled() uint64 { return in.handled.Load() }
 
-// Failed is the number of messages whose handling failed.
+// Failed is the number of messages whose handling failed (undecodable, not
+// an agent subject, a store error).
 func (in *Ingestor) Failed() uint64 { return in.failed.Load() }
 
-// Close unsubscribes and stops the loop; queued messages are dropped.
+// Duplicates is the number of handled heartbeats that were the second copy
+// of one already applied to the machine record (counted in Handled too).
+func (in *Ingestor) Duplicates() uint64 { return in.duplicates.Load() }
+
+// Close unsubscribes and stops routing and the workers; queued messages are
+// dropped.
 func (in *Ingestor) Close() {
 	in.once.Do(func() {
 		for _, s := range in.subs {
 			_ = s.Unsubscribe()
 		}
 		in.stop()
-		<-in.done
+		in.wg.Wait()
 	})
 }
 
-func (in *Ingestor) loop(ctx context.Context) {
-	defer close(in.done)
+// route hands each message to the worker of its machine, in arrival order.
+func (in *Ingestor) route(ctx context.Context) {
+	defer in.wg.Done()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case m := <-in.ch:
-			if err := in.s.HandleMessage(ctx, m.Subject, m.Data); err != nil {
+			w := in.workers[stripe(subjectMachine(m.Subject), len(in.workers))]
+			select {
+			case w <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+func (in *Ingestor) work(ctx context.Context, q <-chan *nats.Msg, dd *heartbeatDedupe) {
+	defer in.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-q:
+			dup, err := in.s.handleMessage(ctx, m.Subject, m.Data, dd)
+			if err != nil {
 				in.failed.Add(1)
 				if !errors.Is(err, context.Canceled) {
 					in.s.log.Debug("ingest", "subject", m.Subject, "err", err)
 				}
 				continue
 			}
+			if dup {
+				in.duplicates.Add(1)
+			}
 			in.handled.Add(1)
 		}
+	}
+}
+
+// subjectMachine is "<ws>.<id>" of "agent.<ws>.<id>.…" without splitting
+// (the routing key; a malformed subject yields some string, and its worker
+// reports the error).
+func subjectMachine(subject string) string {
+	rest, ok := strings.CutPrefix(subject, "agent.")
+	if !ok {
+		return subject
+	}
+	ws, tail, ok := strings.Cut(rest, ".")
+	if !ok {
+		return subject
+	}
+	id, _, _ := strings.Cut(tail, ".")
+	return rest[:len(ws)+1+len(id)]
+}
+
+// heartbeatDedupe remembers, per machine, the last heartbeat applied to its
+// record and which subject carried it, so the other subject's copy of the
+// same heartbeat is recognised. One worker owns one (no locking). It holds
+// at most max machines; past that an arbitrary one is forgotten, which only
+// costs that machine's next second copy a redundant write.
+type heartbeatDedupe struct {
+	last map[string]heartbeatID
+	max  int
+}
+
+type heartbeatID struct {
+	seq, uptimeMS uint64
+	instance      bool // carried on the connection-instance subject
+}
+
+func newHeartbeatDedupe(max int) *heartbeatDedupe {
+	return &heartbeatDedupe{last: map[string]heartbeatID{}, max: max}
+}
+
+// second reports whether hb is the other subject's copy of the heartbeat
+// last applied for the machine; it then forgets it (one heartbeat has two
+// copies, a third is applied again).
+func (d *heartbeatDedupe) second(machine string, hb heartbeatID) bool {
+	if d == nil {
+		return false
+	}
+	prev, ok := d.last[machine]
+	if ok && prev.seq == hb.seq && prev.uptimeMS == hb.uptimeMS && prev.instance != hb.instance {
+		delete(d.last, machine)
+		return true
+	}
+	return false
+}
+
+// applied records hb as the machine's last applied heartbeat.
+func (d *heartbeatDedupe) applied(machine string, hb heartbeatID) {
+	if d == nil {
+		return
+	}
+	if _, ok := d.last[machine]; !ok && len(d.last) >= d.max {
+		for k := range d.last {
+			delete(d.last, k)
+			break
+		}
+	}
+	d.last[machine] = hb
+}
+
+// forget drops the machine (GoingOffline, Hello: a new connection starts
+// its own heartbeats).
+func (d *heartbeatDedupe) forget(machine string) {
+	if d != nil {
+		delete(d.last, machine)
 	}
 }
 
@@ -113,41 +279,57 @@ func (in *Ingestor) loop(ctx context.Context) {
 // and heartbeats renew the instance's connection lease and GoingOffline
 // releases it.
 func (s *Store) HandleMessage(ctx context.Context, subject string, data []byte) error {
+	_, err := s.handleMessage(ctx, subject, data, nil)
+	return err
+}
+
+// handleMessage is HandleMessage with heartbeat deduplication (dd nil: none);
+// dup reports a heartbeat's second copy, which did not touch the machine
+// record.
+func (s *Store) handleMessage(ctx context.Context, subject string, data []byte, dd *heartbeatDedupe) (dup bool, err error) {
 	if ws, id, inst, err := parseAgentSubject(subject, "hello"); err == nil {
 		var h agentpb.Hello
 		if err := proto.Unmarshal(data, &h); err != nil {
-			return fmt.Errorf("store: decode hello: %w", err)
+			return false, fmt.Errorf("store: decode hello: %w", err)
 		}
+		dd.forget(ws + "." + id)
 		if err := s.ApplyHello(ctx, ws, id, &h); err != nil {
-			return err
+			return false, err
 		}
-		return s.connectionSeen(ctx, ws, id, inst, true)
+		return false, s.connectionSeen(ctx, ws, id, inst, true)
 	}
 	ws, id, inst, err := parseAgentSubject(subject, "events")
 	if err != nil {
-		return err
+		return false, err
 	}
 	var ev agentpb.AgentEvent
 	if err := proto.Unmarshal(data, &ev); err != nil {
-		return fmt.Errorf("store: decode event: %w", err)
+		return false, fmt.Errorf("store: decode event: %w", err)
 	}
 	switch e := ev.GetEvent().(type) {
 	case *agentpb.AgentEvent_Heartbeat:
-		if err := s.ApplyHeartbeat(ctx, ws, id, e.Heartbeat); err != nil {
-			return err
+		machine := ws + "." + id
+		hb := heartbeatID{seq: e.Heartbeat.GetSeq(), uptimeMS: e.Heartbeat.GetUptimeMs(), instance: inst != ""}
+		dup = dd.second(machine, hb)
+		if !dup {
+			if err := s.ApplyHeartbeat(ctx, ws, id, e.Heartbeat); err != nil {
+				return false, err
+			}
+			dd.applied(machine, hb)
 		}
-		return s.connectionSeen(ctx, ws, id, inst, false)
+		return dup, s.connectionSeen(ctx, ws, id, inst, false)
 	case *agentpb.AgentEvent_GoingOffline:
+		dd.forget(ws + "." + id)
 		if err := s.ApplyGoingOffline(ctx, ws, id, e.GoingOffline); err != nil {
-			return err
+			return false, err
 		}
 		if inst != "" {
-			return s.ReleaseConnection(ctx, ws, id, inst)
+			return false, s.ReleaseConnection(ctx, ws, id, inst)
 		}
 	case *agentpb.AgentEvent_AgentUpdateProgress:
-		return s.ApplyUpdateProgress(ctx, ws, id, e.AgentUpdateProgress)
+		return false, s.ApplyUpdateProgress(ctx, ws, id, e.AgentUpdateProgress)
 	}
-	return nil
+	return false, nil
 }
 
 // connectionSeen renews a next-revision instance's lease (hello marks it
