@@ -147,6 +147,18 @@ func (in *Ingestor) Failed() uint64 { return in.failed.Load() }
 // of one already applied to the machine record (counted in Handled too).
 func (in *Ingestor) Duplicates() uint64 { return in.duplicates.Load() }
 
+// Dropped is the number of messages NATS dropped because the ingestion
+// queue was full (slow consumer), over all subjects.
+func (in *Ingestor) Dropped() uint64 {
+	var n uint64
+	for _, sub := range in.subs {
+		if d, err := sub.Dropped(); err == nil && d > 0 {
+			n += uint64(d)
+		}
+	}
+	return n
+}
+
 // Close unsubscribes and stops routing and the workers; queued messages are
 // dropped.
 func (in *Ingestor) Close() {
