@@ -393,7 +393,9 @@ func newWorld(t testing.TB, kick string, mod ...func(*store.Options, *Config)) *
 	accPub, _ := acc.PublicKey()
 	srv := calloutServer(t, accPub)
 	cfg.Issuer, cfg.Enrollments = acc, st
-	if cfg.Leases != nil {
+	if b, ok := cfg.Leases.(*rendezvousLeases); ok {
+		b.store = st
+	} else if cfg.Leases != nil {
 		cfg.Leases = st
 	}
 	switch kick {
@@ -673,6 +675,75 @@ func TestConnectionLease(t *testing.T) {
 		t.Fatalf("after release: %v", err)
 	}
 	nc3.Close()
+}
+
+// rendezvousLeases holds each lease claim until a second claim for the same
+// enrollment arrives, then lets both reach the store at once: the two
+// callouts are provably in flight together (a serial responder never gets
+// the second claim, and both connections time out).
+type rendezvousLeases struct {
+	store Leases
+	mu    sync.Mutex
+	met   map[string]chan struct{}
+}
+
+func (b *rendezvousLeases) ClaimConnection(ctx context.Context, ws, id, instance string) error {
+	b.mu.Lock()
+	ch, second := b.met[ws+"."+id]
+	if !second {
+		ch = make(chan struct{})
+		b.met[ws+"."+id] = ch
+	} else {
+		close(ch)
+	}
+	b.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return b.store.ClaimConnection(ctx, ws, id, instance)
+}
+
+// Two runners with one cloned credential connect at the same moment through
+// the concurrent callout: their lease claims race (compare-and-set) and
+// exactly one is admitted, every round.
+func TestConcurrentCalloutAdmitsOneOfRacingClones(t *testing.T) {
+	leases := &rendezvousLeases{met: map[string]chan struct{}{}}
+	w := newWorld(t, "", func(_ *store.Options, c *Config) { c.Leases = leases })
+	const rounds = 8
+	for round := range rounds {
+		_, b := w.enroll(t, wsA, fmt.Sprintf("pk-race-%d", round))
+		type result struct {
+			nc  *nats.Conn
+			err error
+		}
+		results := make(chan result, 2)
+		for range 2 {
+			go func() {
+				nc, err := w.agentConn(b, nats.Name(subject.ConnectionNamePrefix+uuid.NewString()))
+				results <- result{nc, err}
+			}()
+		}
+		admitted := 0
+		var errs []error
+		for range 2 {
+			r := <-results
+			if r.err == nil {
+				admitted++
+				defer r.nc.Close()
+			} else {
+				errs = append(errs, r.err)
+			}
+		}
+		if admitted != 1 {
+			t.Fatalf("round %d: %d of 2 racing clones admitted (errors %v)", round, admitted, errs)
+		}
+		if !refused.MatchString(errs[0].Error()) {
+			t.Fatalf("round %d: the loser's error %v", round, errs[0])
+		}
+	}
+	t.Logf("ATTACK class=cloned-credentials-racing-connect rounds=%d admitted-one-each=%d", rounds, rounds)
 }
 
 // A next-revision connection's user JWT lives at most 300 s.
