@@ -746,6 +746,59 @@ func TestConcurrentCalloutAdmitsOneOfRacingClones(t *testing.T) {
 	t.Logf("ATTACK class=cloned-credentials-racing-connect rounds=%d admitted-one-each=%d", rounds, rounds)
 }
 
+// Two responders on one cluster share the callout through the queue group:
+// each connection is answered (and remembered) by one of them, and on
+// revocation each kicks the connections it admitted, so all are cut.
+func TestRespondersShareCalloutsAndKickTheirOwn(t *testing.T) {
+	w := newWorld(t, "embedded", func(_ *store.Options, c *Config) { c.MaxConnsPerAgent = 64 })
+	r2, err := New(w.responder.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Start(natstest.Connect(t, w.srv, nats.UserInfo("auth", pw)), w.store); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r2.Close)
+	e, b := w.enroll(t, wsA, "pk-shared")
+	remembered := func(r *Responder) int {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.conns[wsA+"."+e.ID])
+	}
+	var conns []*nats.Conn
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	// The queue group picks a member at random: connect until both
+	// answered.
+	for len(conns) < 40 && (remembered(w.responder) == 0 || remembered(r2) == 0) {
+		nc, err := w.agentConn(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, nc)
+		if got := remembered(w.responder) + remembered(r2); got != len(conns) {
+			t.Fatalf("%d connections, %d remembered: a callout answered by both responders", len(conns), got)
+		}
+	}
+	if remembered(w.responder) == 0 || remembered(r2) == 0 {
+		t.Fatalf("one responder answered all %d callouts (%d, %d)", len(conns), remembered(w.responder), remembered(r2))
+	}
+	if _, err := w.store.RevokeEnrollment(context.Background(), wsA, e.ID); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, func() error {
+		for i, nc := range conns {
+			if !nc.IsClosed() {
+				return fmt.Errorf("connection %d of %d still connected", i, len(conns))
+			}
+		}
+		return nil
+	})
+}
+
 // A next-revision connection's user JWT lives at most 300 s.
 func TestConnectionJWTLifetime(t *testing.T) {
 	u := newUnit(t)
