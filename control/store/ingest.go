@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,13 +30,14 @@ const (
 	// DefaultIngestQueue bounds the messages received but not yet routed
 	// to a worker; past it NATS drops messages ("slow consumer").
 	DefaultIngestQueue = 8192
-	// DefaultIngestWorkers is how many machines are applied in parallel.
-	DefaultIngestWorkers = 16
+	// DefaultIngestWorkers is how many machines are applied in parallel
+	// (the work waits on KV round trips, it does not compute).
+	DefaultIngestWorkers = 32
 	// DefaultIngestWorkerQueue bounds each worker's backlog; a full one
 	// holds up routing (and so, past DefaultIngestQueue, the subscription).
 	DefaultIngestWorkerQueue = 512
-	// DefaultIngestDedupeEntries bounds the machines whose last heartbeat
-	// is remembered for deduplication, over all workers.
+	// DefaultIngestDedupeEntries bounds the machines whose last Hello or
+	// heartbeat is remembered for deduplication, over all workers.
 	DefaultIngestDedupeEntries = 1 << 17
 )
 
@@ -44,7 +46,7 @@ type IngestOptions struct {
 	Workers       int // parallel workers (machines are spread over them by "<ws>.<id>")
 	Queue         int // messages waiting to be routed to a worker
 	WorkerQueue   int // messages waiting in each worker
-	DedupeEntries int // machines remembered for heartbeat deduplication
+	DedupeEntries int // machines remembered for Hello and heartbeat deduplication
 }
 
 func (o IngestOptions) withDefaults() IngestOptions {
@@ -69,10 +71,11 @@ func (o IngestOptions) withDefaults() IngestOptions {
 // worker, different machines proceed in parallel. All queues are bounded;
 // past them NATS drops messages and counts them as slow-consumer drops.
 //
-// The agent sends each heartbeat on the v1 and the connection-instance
-// subject; the copy arriving second (same seq and uptime_ms, the other
-// subject) does not update the machine record again, and the instance copy
-// renews the connection lease whichever arrives first.
+// The agent sends each Hello and heartbeat on the v1 and the
+// connection-instance subject; the copy arriving second (the other subject;
+// a heartbeat with the same seq and uptime_ms, a Hello with the same bytes)
+// does not update the machine record again, and the instance copy renews
+// (Hello: announces) the connection lease whichever arrives first.
 //
 // A handler error is logged and swallowed. Plain subscriptions, no queue
 // group: every control-plane replica ingests (writes are idempotent).
@@ -123,7 +126,7 @@ func (s *Store) IngestWith(nc *nats.Conn, opts IngestOptions) (*Ingestor, error)
 	for i := range in.workers {
 		in.workers[i] = make(chan *nats.Msg, opts.WorkerQueue)
 		in.wg.Add(1)
-		go in.work(ctx, in.workers[i], newHeartbeatDedupe(dedupePerWorker))
+		go in.work(ctx, in.workers[i], newCopyDedupe(dedupePerWorker))
 	}
 	in.wg.Add(1)
 	go in.route(ctx)
@@ -135,16 +138,17 @@ func (s *Store) IngestWith(nc *nats.Conn, opts IngestOptions) (*Ingestor, error)
 }
 
 // Handled is the number of messages processed without error, counted once
-// each when its worker finished it; a heartbeat's second copy counts here
-// too (see [Ingestor.Duplicates]).
+// each when its worker finished it; a Hello's or heartbeat's second copy
+// counts here too (see [Ingestor.Duplicates]).
 func (in *Ingestor) Handled() uint64 { return in.handled.Load() }
 
 // Failed is the number of messages whose handling failed (undecodable, not
 // an agent subject, a store error).
 func (in *Ingestor) Failed() uint64 { return in.failed.Load() }
 
-// Duplicates is the number of handled heartbeats that were the second copy
-// of one already applied to the machine record (counted in Handled too).
+// Duplicates is the number of handled Hellos and heartbeats that were the
+// second copy of one already applied to the machine record (counted in
+// Handled too).
 func (in *Ingestor) Duplicates() uint64 { return in.duplicates.Load() }
 
 // Dropped is the number of messages NATS dropped because the ingestion
@@ -189,7 +193,7 @@ func (in *Ingestor) route(ctx context.Context) {
 	}
 }
 
-func (in *Ingestor) work(ctx context.Context, q <-chan *nats.Msg, dd *heartbeatDedupe) {
+func (in *Ingestor) work(ctx context.Context, q <-chan *nats.Msg, dd *copyDedupe) {
 	defer in.wg.Done()
 	for {
 		select {
@@ -228,42 +232,56 @@ func subjectMachine(subject string) string {
 	return rest[:len(ws)+1+len(id)]
 }
 
-// heartbeatDedupe remembers, per machine, the last heartbeat applied to its
-// record and which subject carried it, so the other subject's copy of the
-// same heartbeat is recognised. One worker owns one (no locking). It holds
-// at most max machines; past that an arbitrary one is forgotten, which only
-// costs that machine's next second copy a redundant write.
-type heartbeatDedupe struct {
-	last map[string]heartbeatID
+// copyDedupe remembers, per machine, the last Hello or heartbeat applied
+// to its record and which subject carried it, so the other subject's copy
+// of the same message is recognised. One worker owns one (no locking). It
+// holds at most max machines; past that an arbitrary one is forgotten,
+// which only costs that machine's next second copy a redundant write.
+type copyDedupe struct {
+	last map[string]copyID
 	max  int
 }
 
-type heartbeatID struct {
-	seq, uptimeMS uint64
-	instance      bool // carried on the connection-instance subject
+// copyID identifies one Hello (hello set, a = a hash of its bytes) or one
+// heartbeat (a = seq, b = uptime_ms) and the subject that carried it.
+type copyID struct {
+	hello    bool
+	a, b     uint64
+	instance bool // carried on the connection-instance subject
 }
 
-func newHeartbeatDedupe(max int) *heartbeatDedupe {
-	return &heartbeatDedupe{last: map[string]heartbeatID{}, max: max}
+// helloSeed keys the Hello hashes (per process; only compared within it).
+var helloSeed = maphash.MakeSeed()
+
+func helloCopy(data []byte, instance bool) copyID {
+	return copyID{hello: true, a: maphash.Bytes(helloSeed, data), instance: instance}
 }
 
-// second reports whether hb is the other subject's copy of the heartbeat
-// last applied for the machine; it then forgets it (one heartbeat has two
-// copies, a third is applied again).
-func (d *heartbeatDedupe) second(machine string, hb heartbeatID) bool {
+func heartbeatCopy(hb *agentpb.Heartbeat, instance bool) copyID {
+	return copyID{a: hb.GetSeq(), b: hb.GetUptimeMs(), instance: instance}
+}
+
+func newCopyDedupe(max int) *copyDedupe {
+	return &copyDedupe{last: map[string]copyID{}, max: max}
+}
+
+// second reports whether c is the other subject's copy of the message last
+// applied for the machine; it then forgets it (one message has two copies,
+// a third is applied again).
+func (d *copyDedupe) second(machine string, c copyID) bool {
 	if d == nil {
 		return false
 	}
 	prev, ok := d.last[machine]
-	if ok && prev.seq == hb.seq && prev.uptimeMS == hb.uptimeMS && prev.instance != hb.instance {
+	if ok && prev.hello == c.hello && prev.a == c.a && prev.b == c.b && prev.instance != c.instance {
 		delete(d.last, machine)
 		return true
 	}
 	return false
 }
 
-// applied records hb as the machine's last applied heartbeat.
-func (d *heartbeatDedupe) applied(machine string, hb heartbeatID) {
+// applied records c as the machine's last applied message.
+func (d *copyDedupe) applied(machine string, c copyID) {
 	if d == nil {
 		return
 	}
@@ -273,12 +291,11 @@ func (d *heartbeatDedupe) applied(machine string, hb heartbeatID) {
 			break
 		}
 	}
-	d.last[machine] = hb
+	d.last[machine] = c
 }
 
-// forget drops the machine (GoingOffline, Hello: a new connection starts
-// its own heartbeats).
-func (d *heartbeatDedupe) forget(machine string) {
+// forget drops the machine (GoingOffline).
+func (d *copyDedupe) forget(machine string) {
 	if d != nil {
 		delete(d.last, machine)
 	}
@@ -298,17 +315,13 @@ func (s *Store) HandleMessage(ctx context.Context, subject string, data []byte) 
 // handleMessage is HandleMessage with heartbeat deduplication (dd nil: none);
 // dup reports a heartbeat's second copy, which did not touch the machine
 // record.
-func (s *Store) handleMessage(ctx context.Context, subject string, data []byte, dd *heartbeatDedupe) (dup bool, err error) {
+func (s *Store) handleMessage(ctx context.Context, subject string, data []byte, dd *copyDedupe) (dup bool, err error) {
 	if ws, id, inst, err := parseAgentSubject(subject, "hello"); err == nil {
 		var h agentpb.Hello
 		if err := proto.Unmarshal(data, &h); err != nil {
 			return false, fmt.Errorf("store: decode hello: %w", err)
 		}
-		dd.forget(ws + "." + id)
-		if err := s.ApplyHello(ctx, ws, id, &h); err != nil {
-			return false, err
-		}
-		return false, s.connectionSeen(ctx, ws, id, inst, true)
+		return s.applyOnce(ctx, dd, ws, id, inst, true, helloCopy(data, inst != ""), func() error { return s.ApplyHello(ctx, ws, id, &h) })
 	}
 	ws, id, inst, err := parseAgentSubject(subject, "events")
 	if err != nil {
@@ -320,16 +333,7 @@ func (s *Store) handleMessage(ctx context.Context, subject string, data []byte, 
 	}
 	switch e := ev.GetEvent().(type) {
 	case *agentpb.AgentEvent_Heartbeat:
-		machine := ws + "." + id
-		hb := heartbeatID{seq: e.Heartbeat.GetSeq(), uptimeMS: e.Heartbeat.GetUptimeMs(), instance: inst != ""}
-		dup = dd.second(machine, hb)
-		if !dup {
-			if err := s.ApplyHeartbeat(ctx, ws, id, e.Heartbeat); err != nil {
-				return false, err
-			}
-			dd.applied(machine, hb)
-		}
-		return dup, s.connectionSeen(ctx, ws, id, inst, false)
+		return s.applyOnce(ctx, dd, ws, id, inst, false, heartbeatCopy(e.Heartbeat, inst != ""), func() error { return s.ApplyHeartbeat(ctx, ws, id, e.Heartbeat) })
 	case *agentpb.AgentEvent_GoingOffline:
 		dd.forget(ws + "." + id)
 		if err := s.ApplyGoingOffline(ctx, ws, id, e.GoingOffline); err != nil {
@@ -342,6 +346,20 @@ func (s *Store) handleMessage(ctx context.Context, subject string, data []byte, 
 		return false, s.ApplyUpdateProgress(ctx, ws, id, e.AgentUpdateProgress)
 	}
 	return false, nil
+}
+
+// applyOnce runs apply (the machine-record update) unless c is the second
+// copy of the message last applied, then renews the instance's lease
+// (connectionSeen) in either case.
+func (s *Store) applyOnce(ctx context.Context, dd *copyDedupe, ws, id, inst string, hello bool, c copyID, apply func() error) (dup bool, err error) {
+	machine := ws + "." + id
+	if dup = dd.second(machine, c); !dup {
+		if err := apply(); err != nil {
+			return false, err
+		}
+		dd.applied(machine, c)
+	}
+	return dup, s.connectionSeen(ctx, ws, id, inst, hello)
 }
 
 // connectionSeen renews a next-revision instance's lease (hello marks it

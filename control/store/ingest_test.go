@@ -75,8 +75,8 @@ func TestIngestKeepsEachMachinesOrder(t *testing.T) {
 			t.Fatalf("machine %d: instance %q", i, m.Instance)
 		}
 	}
-	if got, want := in.Duplicates(), uint64(machines*beats); got != want {
-		t.Fatalf("duplicates %d, want %d (one per heartbeat)", got, want)
+	if got, want := in.Duplicates(), uint64(machines*(1+beats)); got != want {
+		t.Fatalf("duplicates %d, want %d (one per Hello and heartbeat)", got, want)
 	}
 }
 
@@ -174,28 +174,37 @@ func decodeMachine(u jetstream.KeyValueEntry) (Machine, error) {
 }
 
 // Dedupe state stays bounded: past its cap an arbitrary machine is
-// forgotten; GoingOffline and Hello forget theirs.
-func TestHeartbeatDedupeBounded(t *testing.T) {
-	d := newHeartbeatDedupe(3)
+// forgotten; GoingOffline forgets its machine. Only the other subject's copy
+// of the same kind of message is a second copy.
+func TestCopyDedupeBounded(t *testing.T) {
+	d := newCopyDedupe(3)
 	for i := range 10 {
-		d.applied(fmt.Sprint(i), heartbeatID{seq: 1})
+		d.applied(fmt.Sprint(i), copyID{a: 1})
 		if len(d.last) > 3 {
 			t.Fatalf("%d entries after %d machines", len(d.last), i+1)
 		}
 	}
-	d.applied("m", heartbeatID{seq: 7, uptimeMS: 9})
-	if d.second("m", heartbeatID{seq: 7, uptimeMS: 9}) {
+	d.applied("m", copyID{a: 7, b: 9})
+	if d.second("m", copyID{a: 7, b: 9}) {
 		t.Fatal("the same subject's copy taken for the other's")
 	}
-	if !d.second("m", heartbeatID{seq: 7, uptimeMS: 9, instance: true}) {
+	if !d.second("m", copyID{a: 7, b: 9, instance: true}) {
 		t.Fatal("the instance copy not recognised")
 	}
-	if d.second("m", heartbeatID{seq: 7, uptimeMS: 9, instance: true}) {
+	if d.second("m", copyID{a: 7, b: 9, instance: true}) {
 		t.Fatal("a third copy recognised")
 	}
-	d.applied("m", heartbeatID{seq: 8})
+	hello := helloCopy([]byte("hello"), false)
+	d.applied("m", hello)
+	if d.second("m", copyID{a: hello.a, instance: true}) {
+		t.Fatal("a heartbeat taken for a Hello's copy")
+	}
+	if !d.second("m", helloCopy([]byte("hello"), true)) {
+		t.Fatal("the Hello's instance copy not recognised")
+	}
+	d.applied("m", copyID{a: 8})
 	d.forget("m")
-	if d.second("m", heartbeatID{seq: 8, instance: true}) {
+	if d.second("m", copyID{a: 8, instance: true}) {
 		t.Fatal("forgotten machine still deduplicated")
 	}
 }
