@@ -15,10 +15,10 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
-	"github.com/opengeni/opengeni-agent/agent/opctx"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
 	"github.com/opengeni/opengeni-agent/internal/cgroup"
 	"github.com/opengeni/opengeni-agent/internal/logthrottle"
+	"github.com/opengeni/opengeni-agent/internal/opctx"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -109,6 +109,20 @@ type Observer interface {
 	// ObservePause is told when the running agent sees the owner pause
 	// (until zero: until resumed) or resume the machine.
 	ObservePause(paused bool, until time.Time)
+}
+
+// OpEndObserver is an Observer that is also told how every op-stream op
+// ended (its op_start was answered long before: the exit arrives in frames).
+type OpEndObserver interface {
+	ObserveOpEnd(opID, kind string, exit *agentpb.OpExit)
+}
+
+// opEndObserver is obs's ObserveOpEnd, or nil when obs does not implement it.
+func opEndObserver(obs Observer) func(opID, kind string, exit *agentpb.OpExit) {
+	if o, ok := obs.(OpEndObserver); ok {
+		return o.ObserveOpEnd
+	}
+	return nil
 }
 
 // StorageReporter is an Observer that can fail to keep its records (the

@@ -36,7 +36,8 @@ func (a *Agent) register() {
 	// detachable ops whose frames ride the bulk connection.
 	if !a.opts.NoOpStream {
 		a.ops = opstream.New(opstream.Options{Exec: ex, Files: files, Publish: a.publishFrame,
-			Subject: func(id string) string { return a.ConnectionSubject(subject.Op + "." + id) }, Logger: a.logger})
+			Subject: func(id string) string { return a.ConnectionSubject(subject.Op + "." + id) }, Logger: a.logger,
+			OnEnd: opEndObserver(a.opts.Observer)})
 		Handle(d, "op_start", Heavy, a.ops.Start)
 		HandleAs(d, "op_cancel", "op_status", Light, a.ops.Cancel)
 		HandleAs(d, "op_query", "op_status", Light, a.ops.Query)

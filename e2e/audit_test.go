@@ -628,3 +628,45 @@ func TestAuditFullDiskInHeartbeat(t *testing.T) {
 		t.Fatalf("exec records %q, want %q (none lost)", argvs, want)
 	}
 }
+
+// An exec over op-stream leaves the same trail as a direct one: its
+// op_start record with the command's arguments (env keys only) when the
+// machine accepted it, and an op_end record with the exit when it ended;
+// `--op exec` finds both. Its output and env values are never recorded.
+func TestAuditOpStreamExec(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("uses a unix shell")
+	}
+	const secret = "STREAMSECRET-6c1e"
+	log := openAuditLog(t, t.TempDir())
+	e := newEnv(t, nil, func(o *agent.Options) { o.Observer = log.For(auditConn) })
+	s := e.session(t, func(c *control.SessionConfig) { c.Instances = capsResolver{e.agent} })
+	var out bytes.Buffer
+	exit, err := s.ExecStream(ctxT(t), control.ExecStreamOptions{
+		ExecRequestOptions: control.ExecRequestOptions{Argv: []string{"sh", "-c", "echo $S; exit 3"}, Env: map[string]string{"S": secret}},
+		Stdout:             &out})
+	if err != nil || exit.GetExitCode() != 3 || !strings.Contains(out.String(), secret) {
+		t.Fatalf("ExecStream = %v, %v (stdout %q)", exit, err, out.String())
+	}
+	recs := auditRecords(t, log, audit.Filter{Op: "exec"})
+	if len(recs) != 2 {
+		t.Fatalf("%d records for --op exec, want op_start and op_end: %+v", len(recs), recs)
+	}
+	start, end := recs[0], recs[1]
+	if start.Op != "op_start" || start.Args.Starts != "exec" || start.Args.Argv[0] != "sh" || fmt.Sprint(start.Args.EnvKeys) != "[S]" {
+		t.Errorf("op_start record %+v %+v", start, start.Args)
+	}
+	if end.Op != "op_end" || end.RequestID != start.RequestID || end.Args.Starts != "exec" || end.Args.ExitCode == nil ||
+		*end.Args.ExitCode != 3 || end.Code != "OK" || end.BytesOut != len(secret)+1 {
+		t.Errorf("op_end record %+v %+v", end, end.Args)
+	}
+	files, err := audit.Files(log.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err != nil || bytes.Contains(b, []byte(secret)) {
+			t.Fatalf("%s holds the secret (or %v)", f, err)
+		}
+	}
+}

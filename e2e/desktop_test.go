@@ -4,21 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"image/png"
-	"net"
-	"os"
 	"os/exec"
 	"sync/atomic"
 	"testing"
-	"time"
-
-	"github.com/jezek/xgb"
-	"github.com/jezek/xgb/xproto"
 
 	"github.com/opengeni/opengeni-agent/agent"
 	"github.com/opengeni/opengeni-agent/control"
-	"github.com/opengeni/opengeni-agent/internal/natstest"
+	"github.com/opengeni/opengeni-agent/internal/xvfbtest"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -26,49 +19,24 @@ import (
 // Xvfb is not installed.
 func startXvfb(t *testing.T, w, h int) string {
 	t.Helper()
-	bin, err := exec.LookPath("Xvfb")
-	if err != nil {
+	display, stop, err := xvfbtest.Start(340, w, h)
+	if errors.Is(err, exec.ErrNotFound) {
 		t.Skip("SKIP (not a pass): Xvfb is not installed (apt-get install xvfb)")
 	}
-	for n := 340; n < 400; n++ {
-		sock := fmt.Sprintf("/tmp/.X11-unix/X%d", n)
-		if _, err := os.Stat(sock); err == nil {
-			continue
-		}
-		if _, err := os.Stat(fmt.Sprintf("/tmp/.X%d-lock", n)); err == nil {
-			continue
-		}
-		cmd := exec.Command(bin, fmt.Sprintf(":%d", n), "-screen", "0", fmt.Sprintf("%dx%dx24", w, h), "-nolisten", "tcp")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		natstest.Eventually(t, 10*time.Second, func() error {
-			c, err := net.Dial("unix", sock)
-			if err != nil {
-				return err
-			}
-			return c.Close()
-		})
-		return fmt.Sprintf(":%d", n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free X display")
-	return ""
+	t.Cleanup(stop)
+	return display
 }
 
 func pointer(t *testing.T, display string) (int16, int16) {
 	t.Helper()
-	x, err := xgb.NewConnDisplay(display)
+	x, y, err := xvfbtest.Pointer(display)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer x.Close()
-	root := xproto.Setup(x).DefaultScreen(x).Root
-	p, err := xproto.QueryPointer(x, root).Reply()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p.RootX, p.RootY
+	return int16(x), int16(y)
 }
 
 func TestDesktopThroughTheControlSession(t *testing.T) {

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opengeni/opengeni-agent/agent/stream/streamtest"
 	"github.com/opengeni/opengeni-agent/control"
+	"github.com/opengeni/opengeni-agent/internal/streamtest"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 

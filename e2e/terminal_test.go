@@ -20,8 +20,8 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/opengeni/opengeni-agent/agent"
-	"github.com/opengeni/opengeni-agent/agent/stream/streamtest"
 	"github.com/opengeni/opengeni-agent/control"
+	"github.com/opengeni/opengeni-agent/internal/streamtest"
 	"github.com/opengeni/opengeni-agent/internal/testutil"
 	"github.com/opengeni/opengeni-agent/relay"
 	"github.com/opengeni/opengeni-agent/relay/token"

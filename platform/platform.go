@@ -384,6 +384,12 @@ func (p *Platform) AgentNATSURLs() []string { return append([]string(nil), p.age
 // APIURL is the enrollment API's base URL (http://<listen address>).
 func (p *Platform) APIURL() string { return p.apiURL }
 
+// APIHandler is the enrollment API (the one SetRelayURL last built), for a
+// web console that drives pairing through it in process.
+func (p *Platform) APIHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.handler.Load().ServeHTTP(w, r) })
+}
+
 // Admin is a client of the enrollment API with the admin bearer.
 func (p *Platform) Admin() AdminClient {
 	return AdminClient{BaseURL: p.apiURL, Token: p.opts.Secrets.AdminToken, HTTP: &http.Client{Timeout: 30 * time.Second}}

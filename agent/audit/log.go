@@ -378,6 +378,24 @@ func (r *Recorder) ObserveOp(req *agentpb.ControlRequest, resp *agentpb.ControlR
 	r.log.Append(opRecord(r.conn, r.log.opts.RecordInput, req, resp, op, start, took, bytesIn, bytesOut))
 }
 
+// ObserveOpEnd records how an op-stream op ended: its op_start record was
+// written when the op was accepted, long before. Op "op_end", the op id as
+// request id, what it ran in Args.Starts, the exit (code, timed out,
+// cancelled), the failure code as Code, and the bytes it produced.
+func (r *Recorder) ObserveOpEnd(opID, kind string, exit *agentpb.OpExit) {
+	rec := Record{Time: time.Now().UTC(), Event: "op",
+		Connection: r.conn.ID, Workspace: r.conn.Workspace, Agent: r.conn.Agent, Platform: r.conn.Platform,
+		RequestID: opID, Op: "op_end", Code: "OK", DurationMs: float64(exit.GetDurationMs()),
+		Args: &Args{Starts: kind, ExitCode: ptr(exit.GetExitCode()), TimedOut: exit.GetTimedOut(), Cancelled: exit.GetCancelled()}}
+	if fc := exit.GetFailureCode(); fc != "" {
+		rec.Code = fc
+	}
+	for _, n := range exit.GetTotals() {
+		rec.BytesOut += int(n)
+	}
+	r.log.Append(rec)
+}
+
 // StorageFailure reports the log's disk refusing writes ("" while it takes
 // them); the agent's heartbeats pass it on (agent.StorageReporter).
 func (r *Recorder) StorageFailure() string { return r.log.Status() }

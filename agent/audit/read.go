@@ -28,7 +28,9 @@ func (f Filter) Match(r *Record) bool {
 	if !f.Since.IsZero() && r.Time.Before(f.Since) {
 		return false
 	}
-	if f.Op != "" && r.Op != f.Op && r.Event != f.Op {
+	// --op exec also finds what op-stream started as an exec (op_start,
+	// op_end with Args.Starts "exec").
+	if f.Op != "" && r.Op != f.Op && r.Event != f.Op && (r.Args == nil || r.Args.Starts != f.Op) {
 		return false
 	}
 	if c := f.Connection; c != "" && !strings.HasPrefix(r.Connection, c) && r.Workspace != c && r.Agent != c {

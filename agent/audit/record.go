@@ -66,6 +66,7 @@ type Args struct {
 	TimeoutMs  uint32   `json:"timeout_ms,omitempty"`
 	ExitCode   *int32   `json:"exit_code,omitempty"`
 	TimedOut   bool     `json:"timed_out,omitempty"`
+	Cancelled  bool     `json:"cancelled,omitempty"` // an op-stream op cancelled by the platform
 
 	Path      string `json:"path,omitempty"`
 	To        string `json:"to,omitempty"` // fs_move destination

@@ -13,7 +13,7 @@ import (
 	"github.com/kbinani/screenshot"
 	"golang.org/x/image/draw"
 
-	"github.com/opengeni/opengeni-agent/agent/opctx"
+	"github.com/opengeni/opengeni-agent/internal/opctx"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 

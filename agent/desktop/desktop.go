@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 

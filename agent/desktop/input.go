@@ -3,7 +3,7 @@ package desktop
 import (
 	"context"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
 	"github.com/opengeni/opengeni-agent/internal/backoff"
 	"github.com/opengeni/opengeni-agent/internal/proctree"
 )

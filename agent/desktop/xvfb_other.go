@@ -6,7 +6,7 @@ import (
 	"context"
 	"log/slog"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
 )
 
 // virtualDisplay exists only on Linux (Xvfb).

@@ -17,11 +17,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
-	"github.com/opengeni/opengeni-agent/agent/opctx"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
 	"github.com/opengeni/opengeni-agent/internal/capture"
 	"github.com/opengeni/opengeni-agent/internal/cgroup"
 	"github.com/opengeni/opengeni-agent/internal/envmerge"
+	"github.com/opengeni/opengeni-agent/internal/opctx"
 	"github.com/opengeni/opengeni-agent/internal/proctree"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"

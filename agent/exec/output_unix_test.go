@@ -19,7 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/opengeni/opengeni-agent/agent/opctx"
+	"github.com/opengeni/opengeni-agent/internal/opctx"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
 	"github.com/opengeni/opengeni-agent/internal/capture"
 	"github.com/opengeni/opengeni-agent/internal/proctree"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"

@@ -9,8 +9,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
-	"github.com/opengeni/opengeni-agent/agent/opctx"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/opctx"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )

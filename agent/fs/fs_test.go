@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 

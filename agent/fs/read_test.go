@@ -12,8 +12,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
-	"github.com/opengeni/opengeni-agent/agent/opctx"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/opctx"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 

@@ -8,11 +8,11 @@ import (
 	"os/exec"
 	"time"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
-	"github.com/opengeni/opengeni-agent/agent/opctx"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
 	"github.com/opengeni/opengeni-agent/internal/capture"
 	"github.com/opengeni/opengeni-agent/internal/cgroup"
 	"github.com/opengeni/opengeni-agent/internal/envmerge"
+	"github.com/opengeni/opengeni-agent/internal/opctx"
 	"github.com/opengeni/opengeni-agent/internal/proctree"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
 	"github.com/opengeni/opengeni-agent/internal/gittest"
 	"github.com/opengeni/opengeni-agent/internal/testutil"
 	"github.com/opengeni/opengeni-agent/internal/workspace"

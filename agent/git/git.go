@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
 	"github.com/opengeni/opengeni-agent/internal/cgroup"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"

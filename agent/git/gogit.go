@@ -10,7 +10,7 @@ import (
 
 	gogit "github.com/go-git/go-git/v5"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
 	"github.com/opengeni/opengeni-agent/internal/capture"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )

@@ -10,8 +10,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/opengeni/opengeni-agent/agent/opctx"
 	"github.com/opengeni/opengeni-agent/internal/gittest"
+	"github.com/opengeni/opengeni-agent/internal/opctx"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/opengeni/opengeni-agent/agent/exec"
-	"github.com/opengeni/opengeni-agent/agent/opctx"
+	"github.com/opengeni/opengeni-agent/internal/opctx"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )

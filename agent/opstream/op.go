@@ -136,6 +136,10 @@ func timeSince(o *op) time.Duration { return time.Since(o.started) }
 func (o *op) appendBody(f *agentpb.OpFrame) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.appendBodyLocked(f)
+}
+
+func (o *op) appendBodyLocked(f *agentpb.OpFrame) {
 	f.OpId, f.Seq = o.id, o.nextSeq
 	enc, _ := proto.Marshal(f)
 	o.appendLocked(frame{seq: f.Seq, enc: enc})
@@ -176,14 +180,19 @@ func (o *op) status() *agentpb.OpStatus {
 
 // end records how the op ended and appends its exit frame.
 func (o *op) end(exit *agentpb.OpExit) {
-	o.appendBody(&agentpb.OpFrame{Body: &agentpb.OpFrame_Exit{Exit: exit}})
+	if f := o.svc.opts.OnEnd; f != nil {
+		f(o.id, o.kind, exit)
+	}
 	o.cancel(nil)
 	// In the completed store before anyone can see it complete, so its
 	// bound holds for whoever looks.
 	o.svc.completed(o)
+	// The exit frame goes out under the same lock that marks the op
+	// complete: whoever has seen the frame finds the op complete.
 	o.mu.Lock()
 	o.state = agentpb.OpState_OP_STATE_COMPLETE
 	o.exit = exit
+	o.appendBodyLocked(&agentpb.OpFrame{Body: &agentpb.OpFrame_Exit{Exit: exit}})
 	o.signal()
 	o.mu.Unlock()
 }

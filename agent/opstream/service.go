@@ -25,10 +25,10 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	"github.com/opengeni/opengeni-agent/agent/exec"
 	"github.com/opengeni/opengeni-agent/agent/fs"
-	"github.com/opengeni/opengeni-agent/agent/opctx"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/opctx"
 	"github.com/opengeni/opengeni-agent/internal/subject"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
@@ -60,6 +60,10 @@ type Options struct {
 	CompletedRetain  uint64        // default DefaultCompletedRetain
 	ProgressInterval time.Duration // default ProgressInterval
 	Logger           *slog.Logger
+	// OnEnd, when set, is told once of every op that ends, with its exit
+	// (the owner's audit log records how a streamed op ended). It runs on
+	// the op's goroutine and must not block.
+	OnEnd func(opID, kind string, exit *agentpb.OpExit)
 }
 
 // Service holds every op of one agent process.

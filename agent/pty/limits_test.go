@@ -16,8 +16,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
-	"github.com/opengeni/opengeni-agent/agent/stream/streamtest"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/streamtest"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 

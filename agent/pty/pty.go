@@ -20,8 +20,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
 	"github.com/opengeni/opengeni-agent/agent/stream"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
 	"github.com/opengeni/opengeni-agent/internal/envmerge"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"

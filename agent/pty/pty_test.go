@@ -13,8 +13,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/opengeni/opengeni-agent/agent/agenterr"
-	"github.com/opengeni/opengeni-agent/agent/stream/streamtest"
+	"github.com/opengeni/opengeni-agent/internal/agenterr"
+	"github.com/opengeni/opengeni-agent/internal/streamtest"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )

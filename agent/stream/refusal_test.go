@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/opengeni/opengeni-agent/agent/stream"
-	"github.com/opengeni/opengeni-agent/agent/stream/streamtest"
+	"github.com/opengeni/opengeni-agent/internal/streamtest"
 )
 
 // A channel whose re-registration the relay refuses: Flush returns the

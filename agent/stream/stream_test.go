@@ -17,7 +17,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/opengeni/opengeni-agent/agent/stream"
-	"github.com/opengeni/opengeni-agent/agent/stream/streamtest"
+	"github.com/opengeni/opengeni-agent/internal/streamtest"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 	"github.com/opengeni/opengeni-agent/relay"
 	"github.com/opengeni/opengeni-agent/relay/frame"

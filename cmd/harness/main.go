@@ -4,6 +4,7 @@
 // JSON, and exits 0 iff every verdict passes.
 //
 //	go run ./cmd/harness <scenario>|all [--short] [--json FILE] [--soak DURATION] [--agent-bin PATH]
+//	go run ./cmd/harness fleet -n 1000 [--json FILE] [--cpuprofile FILE] [...]   (simulated machines; see fleet --help)
 package main
 
 import (
@@ -33,10 +34,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+	if len(args) > 0 && args[0] == fleetCommand {
+		return runFleet(args[1:], stdout, stderr)
+	}
+	if len(args) == 1 && args[0] == harness.FleetSimsCommand {
+		if err := harness.ServeFleetSims(os.Stdin, stdout, logging.New(stderr, "warn")); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
+	}
 	fs := flag.NewFlagSet("harness", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: harness <scenario>|all [flags]\nscenarios: %v\n", harness.Scenarios)
+		fmt.Fprintf(stderr, "usage: harness <scenario>|all [flags]\n       harness fleet -n MACHINES [flags] (harness fleet --help)\nscenarios: %v\n", harness.Scenarios)
 		fs.PrintDefaults()
 	}
 	short := fs.Bool("short", false, "run the scaled-down variants (CI)")
@@ -71,10 +82,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cfg := harness.Config{Scenarios: scenarios, Short: *short, Soak: *soak, AgentBin: *agentBin,
 		Logger: logging.New(stderr, *logLevel)}
 	rep, err := harness.Run(context.Background(), cfg)
+	if rep == nil {
+		return finish(nil, false, err, *jsonPath, stdout, stderr)
+	}
+	return finish(rep, rep.Pass, err, *jsonPath, stdout, stderr)
+}
+
+// report is what a run returns: the scenarios' or the fleet's.
+type report interface {
+	WriteSummary(io.Writer) error
+	WriteJSON(io.Writer) error
+}
+
+// finish prints the report (nil when the run made none), writes it as JSON
+// to jsonPath when set, and returns the exit code: 0 iff the run finished
+// and passed.
+func finish(rep report, pass bool, err error, jsonPath string, stdout, stderr io.Writer) int {
 	if rep != nil {
-		rep.WriteSummary(stdout)
-		if *jsonPath != "" {
-			if werr := writeJSON(*jsonPath, rep); werr != nil {
+		_ = rep.WriteSummary(stdout)
+		if jsonPath != "" {
+			if werr := writeJSON(jsonPath, rep); werr != nil {
 				fmt.Fprintln(stderr, "harness:", werr)
 				return 1
 			}
@@ -84,13 +111,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "harness:", err)
 		return 1
 	}
-	if !rep.Pass {
+	if !pass {
 		return 1
 	}
 	return 0
 }
 
-func writeJSON(path string, rep *harness.Report) error {
+// writeJSON writes a report as JSON to path.
+func writeJSON(path string, rep report) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err

@@ -20,6 +20,10 @@ func TestRunArguments(t *testing.T) {
 		{"bad flag", []string{"all", "--bogus"}, 2, "flag provided but not defined"},
 		{"help", []string{"--help"}, 0, "scenarios: [baseline flood large long chaos-nats chaos-agent soak]"},
 		{"nats subcommand needs a port", []string{"__nats-server", "x"}, 1, "invalid syntax"},
+		{"fleet help", []string{"fleet", "--help"}, 0, "usage: harness fleet -n MACHINES"},
+		{"fleet bad flag", []string{"fleet", "--bogus"}, 2, "flag provided but not defined"},
+		{"fleet stray argument", []string{"fleet", "-n", "5", "extra"}, 2, "usage: harness fleet"},
+		{"fleet of no machines", []string{"fleet", "-n", "0"}, 1, "the number of machines must be positive"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -58,6 +58,14 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	p := stack.Platform()
+	// console: the web console on the enrollment API's origin (issue 17).
+	stopConsole, err := stack.MountConsole(logger)
+	if err != nil {
+		fmt.Fprintln(stderr, "relay dev: console:", err)
+		return 1
+	}
+	defer stopConsole()
+	fmt.Fprintf(stdout, "  web console  %s/   (sign in with the admin token in %s)\n", p.APIURL(), p.AdminTokenFile())
 	// relay ctl finds this stack by its data dir: say how when it is not
 	// the default one.
 	ctl := "bin/relay ctl"

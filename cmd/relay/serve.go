@@ -25,7 +25,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	var rev revocation.Config
-	rev.ApplyEnv(os.Getenv)
+	applyRevocationEnv(&rev, os.Getenv)
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -52,7 +52,7 @@ Flags:
 		fs.PrintDefaults()
 	}
 	registerServeFlags(&opts, fs)
-	rev.RegisterFlags(fs)
+	registerRevocationFlags(fs, &rev)
 	replicas := registerReplicasFlag(fs, os.Getenv)
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (env OPENGENI_LOG_LEVEL)")
 	logFormat := fs.String("log-format", "", logging.FormatUsage)

@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -163,7 +164,37 @@ type Platform struct {
 
 	mu    sync.Mutex // ctl.json writes
 	ctlFn string
+	// ui is the web console once mounted (SetUI); until then /device is the
+	// page that explains how to approve, and the console's paths are 404s.
+	ui atomic.Pointer[http.Handler]
 }
+
+// consolePaths are the top-level paths the web console serves (package
+// console's routes) beside the enrollment API's /v1/.
+var consolePaths = []string{"/{$}", "/pairing", "/machines/", "/assets/", "/api/"}
+
+// uiHandlers mount the console's paths and the verification URI the API
+// hands out (origin + /device) on the API's origin, served by the console
+// once SetUI mounted it.
+func (p *Platform) uiHandlers() map[string]http.Handler {
+	serve := func(fallback http.HandlerFunc) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if ui := p.ui.Load(); ui != nil {
+				(*ui).ServeHTTP(w, r)
+				return
+			}
+			fallback(w, r)
+		})
+	}
+	hs := map[string]http.Handler{"/device": serve(p.serveDevicePage)}
+	for _, path := range consolePaths {
+		hs[path] = serve(http.NotFound)
+	}
+	return hs
+}
+
+// SetUI serves h (the web console) on the enrollment API's origin.
+func (p *Platform) SetUI(h http.Handler) { p.ui.Store(&h) }
 
 // StartPlatform brings the platform up. It runs until ctx ends or Close is
 // called; Done is closed once everything stopped.
@@ -221,8 +252,7 @@ func StartPlatform(ctx context.Context, opts PlatformOptions) (_ *Platform, err 
 		Embedded: platform.EmbeddedNATS{Host: opts.Host, Port: opts.NATSPort, StoreDir: filepath.Join(p.dataDir, JetStreamDir),
 			ServerName: "opengeni-dev"},
 		APIAddr: net.JoinHostPort(opts.Host, strconv.Itoa(apiPort)), RelayURL: opts.RelayURL, TrustedProxies: opts.TrustedProxies,
-		// The verification URI the API hands out (origin + /device).
-		Handlers: map[string]http.Handler{"/device": http.HandlerFunc(p.serveDevicePage)},
+		Handlers: p.uiHandlers(),
 		Logger:   opts.Logger,
 	})
 	if err != nil {

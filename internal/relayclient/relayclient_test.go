@@ -13,9 +13,9 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/opengeni/opengeni-agent/agent/stream"
-	"github.com/opengeni/opengeni-agent/agent/stream/streamtest"
 	"github.com/opengeni/opengeni-agent/control"
 	"github.com/opengeni/opengeni-agent/internal/relayclient"
+	"github.com/opengeni/opengeni-agent/internal/streamtest"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 	"github.com/opengeni/opengeni-agent/relay/frame"
 	"github.com/opengeni/opengeni-agent/relay/token"

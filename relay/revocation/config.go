@@ -2,23 +2,10 @@ package revocation
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 
 	"github.com/nats-io/nats.go"
-
-	"github.com/opengeni/opengeni-agent/control/store"
-)
-
-// Env var names of the relay's NATS connection (`relay serve`).
-const (
-	EnvNATSURL      = "OPENGENI_RELAY_NATS_URL"
-	EnvNATSUser     = "OPENGENI_RELAY_NATS_USER"
-	EnvNATSPassword = "OPENGENI_RELAY_NATS_PASSWORD"
-	EnvNATSToken    = "OPENGENI_RELAY_NATS_TOKEN"
-	EnvNATSCreds    = "OPENGENI_RELAY_NATS_CREDS"
-	EnvBucket       = "OPENGENI_RELAY_ENROLLMENTS_BUCKET"
 )
 
 // Config is how `relay serve` reaches the platform's NATS for revocations.
@@ -30,32 +17,6 @@ type Config struct {
 	Token    string
 	Creds    string // a .creds file (JWT + nkey seed)
 	Bucket   string // default store.EnrollmentsBucket("")
-}
-
-// ApplyEnv fills c from the environment (getenv is usually os.Getenv).
-func (c *Config) ApplyEnv(getenv func(string) string) {
-	for _, f := range []struct {
-		name string
-		dst  *string
-	}{{EnvNATSURL, &c.URL}, {EnvNATSUser, &c.User}, {EnvNATSPassword, &c.Password},
-		{EnvNATSToken, &c.Token}, {EnvNATSCreds, &c.Creds}, {EnvBucket, &c.Bucket}} {
-		if v := getenv(f.name); v != "" {
-			*f.dst = v
-		}
-	}
-}
-
-// RegisterFlags binds the flags to c (call ApplyEnv first: a flag wins).
-func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	if c.Bucket == "" {
-		c.Bucket = store.EnrollmentsBucket("")
-	}
-	fs.StringVar(&c.URL, "nats-url", c.URL, "platform NATS for revocations: agents of revoked enrollments are refused and their channels closed; empty turns revocation checking off (env "+EnvNATSURL+")")
-	fs.StringVar(&c.User, "nats-user", c.User, "NATS user (env "+EnvNATSUser+")")
-	fs.StringVar(&c.Password, "nats-password", c.Password, "NATS password; prefer the env var (env "+EnvNATSPassword+")")
-	fs.StringVar(&c.Token, "nats-token", c.Token, "NATS token; prefer the env var (env "+EnvNATSToken+")")
-	fs.StringVar(&c.Creds, "nats-creds", c.Creds, "NATS .creds file (env "+EnvNATSCreds+")")
-	fs.StringVar(&c.Bucket, "enrollments-bucket", c.Bucket, "the platform's enrollments KV bucket (env "+EnvBucket+")")
 }
 
 // Enabled reports whether revocation checking is configured.

@@ -2,26 +2,13 @@ package revocation
 
 import (
 	"errors"
-	"flag"
 	"io"
 	"log/slog"
 	"net"
 	"testing"
 )
 
-func TestConfigFlagsAndEnv(t *testing.T) {
-	var c Config
-	c.ApplyEnv(func(k string) string {
-		return map[string]string{EnvNATSURL: "nats://env:4222", EnvNATSUser: "relay", EnvNATSPassword: "pw"}[k]
-	})
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
-	c.RegisterFlags(fs)
-	if err := fs.Parse([]string{"-nats-url", "nats://flag:4222"}); err != nil {
-		t.Fatal(err)
-	}
-	if !c.Enabled() || c.URL != "nats://flag:4222" || c.User != "relay" || c.Password != "pw" || c.Bucket != "opengeni_enrollments" {
-		t.Fatalf("%+v", c)
-	}
+func TestConfigOptions(t *testing.T) {
 	for _, bad := range []Config{{User: "u", Token: "t"}, {Token: "t", Creds: "c"}, {User: "u", Creds: "c"}} {
 		if _, err := bad.Options(slog.New(slog.DiscardHandler)); err == nil {
 			t.Fatalf("%+v: want an error", bad)

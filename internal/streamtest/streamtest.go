@@ -292,17 +292,7 @@ func (v *Viewer) Stopped() bool {
 // Send writes one input frame (the relay stamps its seq).
 func (v *Viewer) Send(data string) {
 	v.t.Helper()
-	v.mu.Lock()
-	ws := v.ws
-	v.mu.Unlock()
-	if ws == nil {
-		v.t.Fatal("viewer not connected")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := frame.WriteFrame(ctx, ws, &agentpb.StreamFrame{ChannelId: v.desc.ChannelId, Data: []byte(data)}); err != nil {
-		v.t.Fatalf("viewer send: %v", err)
-	}
+	v.SendMessage(&agentpb.StreamFrame{ChannelId: v.desc.ChannelId, Data: []byte(data)})
 }
 
 // SendMessage writes any relay message (e.g. a DesktopInput).
@@ -311,6 +301,9 @@ func (v *Viewer) SendMessage(m proto.Message) {
 	v.mu.Lock()
 	ws := v.ws
 	v.mu.Unlock()
+	if ws == nil {
+		v.t.Fatal("viewer not connected")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := frame.WriteFrame(ctx, ws, m); err != nil {
@@ -321,14 +314,7 @@ func (v *Viewer) SendMessage(m proto.Message) {
 // SendClose sends a StreamClose (an intentional detach).
 func (v *Viewer) SendClose(reason agentpb.StreamCloseReason) {
 	v.t.Helper()
-	v.mu.Lock()
-	ws := v.ws
-	v.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := frame.WriteFrame(ctx, ws, &agentpb.StreamClose{ChannelId: v.desc.ChannelId, Reason: reason}); err != nil {
-		v.t.Fatalf("viewer close: %v", err)
-	}
+	v.SendMessage(&agentpb.StreamClose{ChannelId: v.desc.ChannelId, Reason: reason})
 }
 
 // Output returns a copy of the deduplicated output so far.
