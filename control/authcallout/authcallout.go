@@ -52,6 +52,12 @@ const Subject = subject.CalloutRequest
 // DefaultAccountName is the account agents are placed in.
 const DefaultAccountName = "APP"
 
+// Responder defaults ([Config]).
+const (
+	DefaultConcurrency = 16
+	DefaultQueueGroup  = "opengeni-authcallout"
+)
+
 // Denial messages (the response's nats.error), checked in this order.
 const (
 	ErrMsgMissingBearer = "missing enrollment bearer"
@@ -151,8 +157,16 @@ type Config struct {
 	// MaxConnsPerAgent bounds the remembered connections per enrollment
 	// (default 8; the oldest are forgotten).
 	MaxConnsPerAgent int
-	Now              func() time.Time
-	Logger           *slog.Logger
+	// Concurrency bounds the callouts answered at once (default
+	// [DefaultConcurrency]); more wait in the subscription's queue.
+	Concurrency int
+	// QueueGroup is the callout subscription's queue group (default
+	// [DefaultQueueGroup]): of several responders on one cluster, one
+	// answers each callout. Each remembers and, watching revocations,
+	// kicks the connections it admitted.
+	QueueGroup string
+	Now        func() time.Time
+	Logger     *slog.Logger
 }
 
 // Responder answers auth-callout requests.
@@ -166,6 +180,12 @@ type Responder struct {
 
 	sub    *nats.Subscription
 	cancel context.CancelFunc
+
+	// slots bounds the callouts in flight; inflight lets Close wait for
+	// them (closed, under mu, stops new ones being counted).
+	slots    chan struct{}
+	inflight sync.WaitGroup
+	closed   bool
 }
 
 type conn struct {
@@ -190,6 +210,12 @@ func New(cfg Config) (*Responder, error) {
 	}
 	if cfg.MaxConnsPerAgent <= 0 {
 		cfg.MaxConnsPerAgent = 8
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.QueueGroup == "" {
+		cfg.QueueGroup = DefaultQueueGroup
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -340,28 +366,36 @@ func (r *Responder) remember(ws, agent, serverID string, cid uint64) {
 	r.conns[k] = cs
 }
 
-// Start subscribes nc (the callout user's connection) to [Subject] and, when
-// watch is set, watches the enrollments bucket to kick revoked enrollments'
-// live connections. Handlers run serially; a failing one sends no reply.
+// Start subscribes nc (the callout user's connection) to [Subject] in the
+// queue group and, when watch is set, watches the enrollments bucket to kick
+// revoked enrollments' live connections. Up to Concurrency callouts are
+// answered at once (each is independent: the lease claim is a
+// compare-and-set, so racing clones still admit one); a failing one sends
+// no reply.
 func (r *Responder) Start(nc *nats.Conn, watch *store.Store) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	sub, err := nc.Subscribe(Subject, func(m *nats.Msg) {
-		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
-		defer ccancel()
-		d, err := r.Authorize(cctx, string(m.Data))
-		if err != nil {
-			r.log.Warn("authorization request left unanswered", "err", err)
+	r.slots = make(chan struct{}, r.cfg.Concurrency)
+	sub, err := nc.QueueSubscribe(Subject, r.cfg.QueueGroup, func(m *nats.Msg) {
+		// Blocking here (all slots busy) holds further callouts in the
+		// subscription's pending queue.
+		select {
+		case r.slots <- struct{}{}:
+		case <-ctx.Done():
 			return
 		}
-		if d.Error != "" {
-			r.log.Info("agent connection denied", "reason", d.Error)
-		} else {
-			r.log.Debug("agent connection authorized", "workspace", d.WorkspaceID, "agent", d.AgentID)
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			<-r.slots
+			return
 		}
-		if err := m.Respond([]byte(d.Response)); err != nil {
-			r.log.Warn("authorization reply failed", "err", err)
-		}
+		r.inflight.Add(1)
+		r.mu.Unlock()
+		go func() {
+			defer func() { <-r.slots; r.inflight.Done() }()
+			r.answer(ctx, m)
+		}()
 	})
 	if err != nil {
 		cancel()
@@ -383,6 +417,25 @@ func (r *Responder) Start(nc *nats.Conn, watch *store.Store) error {
 		}
 	}
 	return nil
+}
+
+// answer authorizes one callout request and replies.
+func (r *Responder) answer(ctx context.Context, m *nats.Msg) {
+	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+	defer ccancel()
+	d, err := r.Authorize(cctx, string(m.Data))
+	if err != nil {
+		r.log.Warn("authorization request left unanswered", "err", err)
+		return
+	}
+	if d.Error != "" {
+		r.log.Info("agent connection denied", "reason", d.Error)
+	} else {
+		r.log.Debug("agent connection authorized", "workspace", d.WorkspaceID, "agent", d.AgentID)
+	}
+	if err := m.Respond([]byte(d.Response)); err != nil {
+		r.log.Warn("authorization reply failed", "err", err)
+	}
 }
 
 // Revoked kicks every remembered connection of an enrollment and forgets
@@ -409,7 +462,8 @@ func (r *Responder) Revoked(ctx context.Context, ws, agent string) {
 	}
 }
 
-// Close stops answering and watching.
+// Close stops answering and watching, and waits for the callouts in
+// flight.
 func (r *Responder) Close() {
 	if r.sub != nil {
 		_ = r.sub.Unsubscribe()
@@ -417,4 +471,8 @@ func (r *Responder) Close() {
 	if r.cancel != nil {
 		r.cancel()
 	}
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	r.inflight.Wait()
 }

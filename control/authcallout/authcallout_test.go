@@ -393,7 +393,9 @@ func newWorld(t testing.TB, kick string, mod ...func(*store.Options, *Config)) *
 	accPub, _ := acc.PublicKey()
 	srv := calloutServer(t, accPub)
 	cfg.Issuer, cfg.Enrollments = acc, st
-	if cfg.Leases != nil {
+	if b, ok := cfg.Leases.(*rendezvousLeases); ok {
+		b.store = st
+	} else if cfg.Leases != nil {
 		cfg.Leases = st
 	}
 	switch kick {
@@ -673,6 +675,128 @@ func TestConnectionLease(t *testing.T) {
 		t.Fatalf("after release: %v", err)
 	}
 	nc3.Close()
+}
+
+// rendezvousLeases holds each lease claim until a second claim for the same
+// enrollment arrives, then lets both reach the store at once: the two
+// callouts are provably in flight together (a serial responder never gets
+// the second claim, and both connections time out).
+type rendezvousLeases struct {
+	store Leases
+	mu    sync.Mutex
+	met   map[string]chan struct{}
+}
+
+func (b *rendezvousLeases) ClaimConnection(ctx context.Context, ws, id, instance string) error {
+	b.mu.Lock()
+	ch, second := b.met[ws+"."+id]
+	if !second {
+		ch = make(chan struct{})
+		b.met[ws+"."+id] = ch
+	} else {
+		close(ch)
+	}
+	b.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return b.store.ClaimConnection(ctx, ws, id, instance)
+}
+
+// Two runners with one cloned credential connect at the same moment through
+// the concurrent callout: their lease claims race (compare-and-set) and
+// exactly one is admitted, every round.
+func TestConcurrentCalloutAdmitsOneOfRacingClones(t *testing.T) {
+	leases := &rendezvousLeases{met: map[string]chan struct{}{}}
+	w := newWorld(t, "", func(_ *store.Options, c *Config) { c.Leases = leases })
+	const rounds = 8
+	for round := range rounds {
+		_, b := w.enroll(t, wsA, fmt.Sprintf("pk-race-%d", round))
+		type result struct {
+			nc  *nats.Conn
+			err error
+		}
+		results := make(chan result, 2)
+		for range 2 {
+			go func() {
+				nc, err := w.agentConn(b, nats.Name(subject.ConnectionNamePrefix+uuid.NewString()))
+				results <- result{nc, err}
+			}()
+		}
+		admitted := 0
+		var errs []error
+		for range 2 {
+			r := <-results
+			if r.err == nil {
+				admitted++
+				defer r.nc.Close()
+			} else {
+				errs = append(errs, r.err)
+			}
+		}
+		if admitted != 1 {
+			t.Fatalf("round %d: %d of 2 racing clones admitted (errors %v)", round, admitted, errs)
+		}
+		if !refused.MatchString(errs[0].Error()) {
+			t.Fatalf("round %d: the loser's error %v", round, errs[0])
+		}
+	}
+	t.Logf("ATTACK class=cloned-credentials-racing-connect rounds=%d admitted-one-each=%d", rounds, rounds)
+}
+
+// Two responders on one cluster share the callout through the queue group:
+// each connection is answered (and remembered) by one of them, and on
+// revocation each kicks the connections it admitted, so all are cut.
+func TestRespondersShareCalloutsAndKickTheirOwn(t *testing.T) {
+	w := newWorld(t, "embedded", func(_ *store.Options, c *Config) { c.MaxConnsPerAgent = 64 })
+	r2, err := New(w.responder.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Start(natstest.Connect(t, w.srv, nats.UserInfo("auth", pw)), w.store); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r2.Close)
+	e, b := w.enroll(t, wsA, "pk-shared")
+	remembered := func(r *Responder) int {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.conns[wsA+"."+e.ID])
+	}
+	var conns []*nats.Conn
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	// The queue group picks a member at random: connect until both
+	// answered.
+	for len(conns) < 40 && (remembered(w.responder) == 0 || remembered(r2) == 0) {
+		nc, err := w.agentConn(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, nc)
+		if got := remembered(w.responder) + remembered(r2); got != len(conns) {
+			t.Fatalf("%d connections, %d remembered: a callout answered by both responders", len(conns), got)
+		}
+	}
+	if remembered(w.responder) == 0 || remembered(r2) == 0 {
+		t.Fatalf("one responder answered all %d callouts (%d, %d)", len(conns), remembered(w.responder), remembered(r2))
+	}
+	if _, err := w.store.RevokeEnrollment(context.Background(), wsA, e.ID); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, func() error {
+		for i, nc := range conns {
+			if !nc.IsClosed() {
+				return fmt.Errorf("connection %d of %d still connected", i, len(conns))
+			}
+		}
+		return nil
+	})
 }
 
 // A next-revision connection's user JWT lives at most 300 s.

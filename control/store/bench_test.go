@@ -11,8 +11,9 @@ import (
 )
 
 // BenchmarkHeartbeatIngest measures heartbeats per second into the store:
-// "direct" calls HandleMessage; "nats" publishes on agent.<ws>.<id>.events
-// and waits for the ingestor to apply them. Heartbeats rotate over 100
+// "direct" calls HandleMessage; "nats-workers-N" publishes on
+// agent.<ws>.<id>.events and waits for an ingestor with N workers to apply
+// them. Heartbeats rotate over 100
 // machines, and the clock moves 1 s per event, so every 60th event of a
 // machine also appends a series point.
 func BenchmarkHeartbeatIngest(b *testing.B) {
@@ -42,24 +43,32 @@ func BenchmarkHeartbeatIngest(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 	})
-	b.Run("nats", func(b *testing.B) {
-		e, subjects, data := setup(b)
-		in := e.ingest(b)
-		b.ResetTimer()
-		n := 0
-		for ; b.Loop(); n++ {
-			if err := e.nc.Publish(subjects[n%machines], data); err != nil {
+	// One worker is the old serial ingestion; the default spreads the
+	// machines over DefaultIngestWorkers.
+	for _, workers := range []int{1, DefaultIngestWorkers} {
+		b.Run(fmt.Sprintf("nats-workers-%d", workers), func(b *testing.B) {
+			e, subjects, data := setup(b)
+			in, err := e.store.IngestWith(e.nc, IngestOptions{Workers: workers})
+			if err != nil {
 				b.Fatal(err)
 			}
-			if n%1000 == 999 { // keep within the ingest queue
-				waitHandled(b, in, uint64(n+1))
+			b.Cleanup(in.Close)
+			b.ResetTimer()
+			n := 0
+			for ; b.Loop(); n++ {
+				if err := e.nc.Publish(subjects[n%machines], data); err != nil {
+					b.Fatal(err)
+				}
+				if n%1000 == 999 { // keep within the ingest queue
+					waitHandled(b, in, uint64(n+1))
+				}
 			}
-		}
-		waitHandled(b, in, uint64(n))
-		b.StopTimer()
-		if in.Failed() != 0 {
-			b.Fatalf("%d failed", in.Failed())
-		}
-		b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
-	})
+			waitHandled(b, in, uint64(n))
+			b.StopTimer()
+			if in.Failed() != 0 {
+				b.Fatalf("%d failed", in.Failed())
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opengeni/opengeni-agent/control"
@@ -278,10 +279,13 @@ func (s *Store) MetricsSeries(ctx context.Context, ws, id string) ([]MetricsPoin
 // compare-and-set, through the in-memory cache.
 func (s *Store) updateMachine(ctx context.Context, ws, id string, f func(*Machine)) error {
 	key := machineKey(ws, id)
-	s.machinesMu.Lock()
-	defer s.machinesMu.Unlock()
+	l := s.keyLock(key)
+	l.Lock()
+	defer l.Unlock()
 	for range casRetries {
+		s.machinesMu.Lock()
 		c, ok := s.machineC[key]
+		s.machinesMu.Unlock()
 		if !ok {
 			m, rev, err := getJSON[Machine](ctx, s.machines, key)
 			if errors.Is(err, ErrNotFound) {
@@ -294,18 +298,33 @@ func (s *Store) updateMachine(ctx context.Context, ws, id string, f func(*Machin
 		next := c.m
 		f(&next)
 		rev, err := putJSON(ctx, s.machines, key, &next, c.rev)
-		if errors.Is(err, errCAS) {
-			delete(s.machineC, key)
-			continue
-		}
+		s.machinesMu.Lock()
 		if err != nil {
 			delete(s.machineC, key)
-			return err
+		} else {
+			s.machineC[key] = &cachedMachine{m: next, rev: rev}
 		}
-		s.machineC[key] = &cachedMachine{m: next, rev: rev}
-		return nil
+		s.machinesMu.Unlock()
+		if errors.Is(err, errCAS) {
+			continue
+		}
+		return err
 	}
 	return ErrConflict
+}
+
+// keyLock is the stripe lock serializing updates of one machines-bucket key.
+func (s *Store) keyLock(key string) *sync.Mutex {
+	return &s.keyLocks[stripe(key, len(s.keyLocks))]
+}
+
+// stripe maps key to one of n stripes (FNV-1a, no allocation).
+func stripe(key string, n int) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * 16777619
+	}
+	return int(h % uint32(n))
 }
 
 // appendSeries appends p when the series is empty or p is at least
@@ -313,11 +332,14 @@ func (s *Store) updateMachine(ctx context.Context, ws, id string, f func(*Machin
 // SeriesRetention before p.
 func (s *Store) appendSeries(ctx context.Context, ws, id string, p MetricsPoint) error {
 	key := seriesKey(ws, id)
-	s.machinesMu.Lock()
-	defer s.machinesMu.Unlock()
+	l := s.keyLock(key)
+	l.Lock()
+	defer l.Unlock()
 	maxPoints := int(s.opts.SeriesRetention / s.opts.SeriesInterval)
 	for range casRetries {
+		s.machinesMu.Lock()
 		c, ok := s.seriesC[key]
+		s.machinesMu.Unlock()
 		if !ok {
 			pts, rev, err := getJSON[[]MetricsPoint](ctx, s.machines, key)
 			if errors.Is(err, ErrNotFound) {
@@ -328,7 +350,9 @@ func (s *Store) appendSeries(ctx context.Context, ws, id string, p MetricsPoint)
 			c = &cachedSeries{pts: pts, rev: rev}
 		}
 		if n := len(c.pts); n > 0 && p.SampledAt.Sub(c.pts[n-1].SampledAt) < s.opts.SeriesInterval {
+			s.machinesMu.Lock()
 			s.seriesC[key] = c
+			s.machinesMu.Unlock()
 			return nil
 		}
 		cutoff := p.SampledAt.Add(-s.opts.SeriesRetention)
@@ -343,16 +367,17 @@ func (s *Store) appendSeries(ctx context.Context, ws, id string, p MetricsPoint)
 			next = next[len(next)-maxPoints:]
 		}
 		rev, err := putJSON(ctx, s.machines, key, next, c.rev)
-		if errors.Is(err, errCAS) {
-			delete(s.seriesC, key)
-			continue
-		}
+		s.machinesMu.Lock()
 		if err != nil {
 			delete(s.seriesC, key)
-			return err
+		} else {
+			s.seriesC[key] = &cachedSeries{pts: next, rev: rev}
 		}
-		s.seriesC[key] = &cachedSeries{pts: next, rev: rev}
-		return nil
+		s.machinesMu.Unlock()
+		if errors.Is(err, errCAS) {
+			continue
+		}
+		return err
 	}
 	return ErrConflict
 }

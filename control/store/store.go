@@ -83,10 +83,14 @@ type Store struct {
 	// → no-op" check). Enrollments are never deleted, so the cache is only
 	// ever positive.
 	known sync.Map // "<ws>.<id>" → struct{}
-	// machinesMu guards machine and series caches. Machine records are
-	// written by ingestion only; the cache saves a Get per heartbeat, and a
-	// revision mismatch (another writer) reloads it.
+	// machinesMu guards the machine and series cache maps (held only for
+	// map access). Machine records are written by ingestion only; the cache
+	// saves a Get per heartbeat, and a revision mismatch (another writer)
+	// reloads it. keyLocks serialize one key's read-modify-write (a stripe
+	// per key hash), so ingestion workers update different machines in
+	// parallel.
 	machinesMu sync.Mutex
+	keyLocks   [64]sync.Mutex
 	machineC   map[string]*cachedMachine
 	seriesC    map[string]*cachedSeries
 }
