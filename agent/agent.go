@@ -12,7 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
+
 	"os"
 	"runtime"
 	"strings"
@@ -32,6 +32,7 @@ import (
 	"github.com/opengeni/opengeni-agent/internal/backoff"
 	"github.com/opengeni/opengeni-agent/internal/cgroup"
 	"github.com/opengeni/opengeni-agent/internal/logthrottle"
+	"github.com/opengeni/opengeni-agent/internal/natsurl"
 	"github.com/opengeni/opengeni-agent/internal/subject"
 	"github.com/opengeni/opengeni-agent/internal/workspace"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
@@ -410,8 +411,9 @@ func (a *Agent) connect(opsCtx context.Context, closedUnexpectedly chan struct{}
 	}
 	opts = append(opts, a.identityOptions()...)
 
-	a.logger.Info("connecting to NATS", "servers", redactURLs(a.opts.Servers), "workspace", a.opts.WorkspaceID, "instance", a.instance)
-	a.setState(ConnState{State: StateConnecting, Server: strings.Join(redactURLs(a.opts.Servers), ",")})
+	servers := natsurl.Redact(strings.Join(a.opts.Servers, ","))
+	a.logger.Info("connecting to NATS", "servers", servers, "workspace", a.opts.WorkspaceID, "instance", a.instance)
+	a.setState(ConnState{State: StateConnecting, Server: servers})
 	nc, err := nats.Connect(strings.Join(a.opts.Servers, ","), opts...)
 	if err != nil {
 		return nil, err
@@ -780,7 +782,7 @@ func (a *Agent) connectFailed(nc *nats.Conn, err error) {
 		server = nc.ConnectedUrlRedacted()
 	}
 	if server == "" {
-		server = strings.Join(redactURLs(a.opts.Servers), ",")
+		server = natsurl.Redact(strings.Join(a.opts.Servers, ","))
 	}
 	next := time.Duration(a.nextDelay.Load())
 	st := ConnState{State: StateRetrying, Server: server, LastError: err.Error(), NextRetry: time.Now().Add(next)}
@@ -834,21 +836,6 @@ func (a *Agent) State() ConnState {
 	a.stateMu.Lock()
 	defer a.stateMu.Unlock()
 	return a.state
-}
-
-// redactURLs drops passwords and tokens from NATS URLs for logs.
-func redactURLs(urls []string) []string {
-	out := make([]string, len(urls))
-	for i, raw := range urls {
-		u, err := url.Parse(raw)
-		if err != nil || u.User == nil {
-			out[i] = raw
-			continue
-		}
-		u.User = nil
-		out[i] = u.String()
-	}
-	return out
 }
 
 // isAuthDenial classifies connect errors that mean "the bearer was refused".

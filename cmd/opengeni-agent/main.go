@@ -19,6 +19,7 @@ import (
 	"github.com/opengeni/opengeni-agent/agent/pty"
 	"github.com/opengeni/opengeni-agent/agent/service"
 	"github.com/opengeni/opengeni-agent/internal/logging"
+	"github.com/opengeni/opengeni-agent/internal/natsurl"
 	agentpb "github.com/opengeni/opengeni-agent/proto/agent"
 )
 
@@ -189,7 +190,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 				return 1
 			}
 			defer closeAudit(log)
-			opts.Observer = log.For(audit.Connection{Workspace: *ws, Agent: *agentID, Platform: redactURL(strings.Split(*natsURL, ",")[0])})
+			opts.Observer = log.For(audit.Connection{Workspace: *ws, Agent: *agentID, Platform: strings.Split(natsurl.Redact(*natsURL), ",")[0]})
 		}
 	}
 	a, err := agent.New(opts)

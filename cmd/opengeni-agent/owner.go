@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -63,16 +62,6 @@ func pauseSwitch(store *config.Store) func() agent.PauseState {
 		p, on := store.Paused(time.Now())
 		return agent.PauseState{Paused: on, Until: p.Until}
 	}
-}
-
-// redactURL drops userinfo (a token in a NATS URL) before a URL is recorded.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
-	}
-	u.User = nil
-	return u.String()
 }
 
 // followContext ends `audit --follow` (Ctrl-C; tests replace it).

@@ -21,18 +21,28 @@ func Split(lists ...string) []string {
 	return out
 }
 
-// Redact hides the passwords of a comma-separated URL list (user:xxxxx@);
-// an entry that does not parse loses everything before its last '@'.
+// Redact hides the credentials of a comma-separated URL list for logs and
+// messages: a password becomes user:xxxxx@, and a user without a password,
+// which in a NATS URL is a token (nats://TOKEN@host), becomes xxxxx@. An
+// entry that does not parse loses everything before its last '@'.
 func Redact(list string) string {
 	urls := Split(list)
 	for i, raw := range urls {
-		if u, err := url.Parse(raw); err == nil {
-			if u.User != nil {
-				urls[i] = u.Redacted()
+		u, err := url.Parse(raw)
+		switch {
+		case err != nil:
+			if at := strings.LastIndex(raw, "@"); at >= 0 {
+				urls[i] = "xxxxx" + raw[at:]
 			}
-		} else if at := strings.LastIndex(raw, "@"); at >= 0 {
-			urls[i] = "xxxxx" + raw[at:]
+		case u.User == nil:
+		case hasPassword(u.User):
+			urls[i] = u.Redacted()
+		default:
+			u.User = url.User("xxxxx")
+			urls[i] = u.String()
 		}
 	}
 	return strings.Join(urls, ",")
 }
+
+func hasPassword(u *url.Userinfo) bool { _, ok := u.Password(); return ok }

@@ -22,12 +22,12 @@ func TestSplit(t *testing.T) {
 	}
 }
 
-// Every password of a list is hidden, not only the first one's.
+// Every password and token of a list is hidden, not only the first one's.
 func TestRedact(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"nats://h:4222", "nats://h:4222"},
 		{"nats://control:pw1@h1:4222,nats://control:pw2@h2:4222", "nats://control:xxxxx@h1:4222,nats://control:xxxxx@h2:4222"},
-		{"nats://h1:4222, nats://tok@h2:4222", "nats://h1:4222,nats://tok@h2:4222"},
+		{"nats://h1:4222, nats://tok@h2:4222", "nats://h1:4222,nats://xxxxx@h2:4222"},
 		{"nats://u:p w@h:1", "xxxxx@h:1"},
 	} {
 		if got := Redact(tc.in); got != tc.want {
