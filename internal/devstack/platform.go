@@ -306,6 +306,10 @@ func (p *Platform) CtlFile() string { return p.ctlFn }
 // with it (relay.Options.RelayTokenSecret) so tokens survive restarts.
 func (p *Platform) RelayTokenSecret() string { return p.state.RelayTokenSecret }
 
+// SigningSecret signs the platform's oge_ bearers and oget_ enroll tokens
+// (a load generator mints bearers the way the enrollment API does).
+func (p *Platform) SigningSecret() string { return p.state.SigningSecret }
+
 // StreamTokenSecret is the persisted viewer (ogs_) secret for the relay.
 func (p *Platform) StreamTokenSecret() string { return p.state.StreamTokenSecret }
 

@@ -6,11 +6,7 @@ package harness
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -26,11 +22,7 @@ func startLocalPlatform(ctx context.Context, dataDir string, log *slog.Logger) (
 	if err != nil {
 		return nil, err
 	}
-	secret, err := readSigningSecret(p.DataDir())
-	if err != nil {
-		p.Close()
-		return nil, err
-	}
+	secret := p.SigningSecret()
 	ctl, err := devstack.ReadCtlFile(p.DataDir())
 	if err != nil {
 		p.Close()
@@ -50,22 +42,4 @@ func startLocalPlatform(ctx context.Context, dataDir string, log *slog.Logger) (
 		AsExternal: ExternalPlatform{URLs: []string{ctl.NATSURL}, ControlUser: ctl.User, ControlPassword: ctl.Password,
 			SigningSecret: secret, WorkspaceID: ctl.WorkspaceID},
 	}, nil
-}
-
-// readSigningSecret reads the oge_ bearer signing secret the platform keeps
-// in its state file (platform.json, "signingSecret"): the platform has no
-// accessor for it, and the fleet mints each machine's bearer the way the
-// enrollment API does (enroll.MintBearerGeneration).
-func readSigningSecret(dataDir string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(dataDir, devstack.PlatformStateFile))
-	if err != nil {
-		return "", fmt.Errorf("fleet: platform state: %w", err)
-	}
-	var st struct {
-		SigningSecret string `json:"signingSecret"`
-	}
-	if err := json.Unmarshal(b, &st); err != nil || st.SigningSecret == "" {
-		return "", fmt.Errorf("fleet: no signing secret in %s (%v)", devstack.PlatformStateFile, err)
-	}
-	return st.SigningSecret, nil
 }
